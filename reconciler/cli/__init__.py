@@ -1,0 +1,11 @@
+"""The `fleet` command line. Thin: parse arguments, call one function, render.
+
+Each command group lives in its own module and registers itself on `app` here.
+"""
+
+from __future__ import annotations
+
+from .app import app, main  # noqa: F401
+from . import core  # noqa: F401,E402  (registers validate/diff/apply/status/destroy/schema)
+
+__all__ = ["app", "main"]

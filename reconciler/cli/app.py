@@ -1,0 +1,57 @@
+"""The typer application and the error boundary every command shares."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from ..errors import FleetError
+
+app = typer.Typer(
+    name="fleet",
+    help="Declarative reconciler for fleets of coding agents: fleet.yaml -> Docker and Modal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable)
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console that is plain with NO_COLOR or without a TTY."""
+    no_color = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=True)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn every user-facing error into its lines on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FleetError as exc:
+            err = console(stderr=True)
+            for line in exc.lines():
+                err.print(line, markup=False)
+            raise typer.Exit(exc.exit_code)
+        except KeyboardInterrupt:
+            console(stderr=True).print("interrupted", markup=False)
+            raise typer.Exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # `fleet status | head`
+        sys.stderr.close()
+        sys.exit(0)

@@ -1,0 +1,178 @@
+"""Execute: walk the plan graph with bounded concurrency. No decisions here.
+
+Each action maps to provider calls one-for-one. An action starts once all it
+depends on is done; when one fails, what depends on it is skipped (with the
+reason) while independent work goes on. Progress goes out as events, so the CLI,
+the watch loop and tests can all follow along.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from .errors import FleetError
+from .model import Desired
+from .plan import Action, Plan
+from .providers.base import Provider, get_provider
+
+EventKind = Literal["start", "done", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    action: Action
+    error: str | None = None
+
+
+@dataclass
+class Result:
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped and not self.interrupted
+
+
+Hook = Callable[[Action], None]
+
+
+def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Provider] = get_provider) -> None:
+    """Carry out one action through its provider(s)."""
+    fleet = desired.fleet
+    p = provider_of(action.provider)
+    if action.kind == "host":
+        if action.op == "create":
+            p.create_host(desired, action.desired_host)
+        elif action.op == "replace":
+            provider_of(action.observed_host.provider).destroy_host(fleet, action.observed_host)
+            p.create_host(desired, action.desired_host)
+        elif action.op == "start":
+            p.start_host(fleet, action.observed_host)
+        elif action.op == "destroy":
+            provider_of(action.observed_host.provider).destroy_host(fleet, action.observed_host)
+        else:
+            raise FleetError(f"internal: no host operation {action.op}")
+    elif action.kind == "agent":
+        if action.op in ("create", "join"):
+            p.create_agent(desired, action.desired_agent)
+        elif action.op == "replace":
+            provider_of(action.observed_agent.provider).destroy_agent(fleet, action.observed_agent)
+            p.create_agent(desired, action.desired_agent)
+        elif action.op == "start":
+            p.start_agent(fleet, action.observed_agent)
+        elif action.op == "restart":
+            p.restart_agent(fleet, action.observed_agent)
+        elif action.op == "stop":
+            p.stop_agent(fleet, action.observed_agent)
+        elif action.op == "destroy":
+            provider_of(action.observed_agent.provider).destroy_agent(fleet, action.observed_agent)
+        else:
+            raise FleetError(f"internal: no agent operation {action.op}")
+    else:
+        raise FleetError(f"internal: no handler for {action.kind} actions")
+
+
+def execute(
+    desired: Desired,
+    plan: Plan,
+    parallel: int = 8,
+    on_event: Callable[[Event], None] | None = None,
+    runner: Callable[[Action], None] | None = None,
+    after: dict[str, Hook] | None = None,
+    cancel: threading.Event | None = None,
+) -> Result:
+    """Run every action of `plan`, at most `parallel` at once.
+
+    `runner` replaces the provider calls (route actions, tests); `after` maps an
+    op to a hook run when such an action succeeds (e.g. first-message delivery).
+    """
+    emit = on_event or (lambda e: None)
+    run = runner or (lambda a: run_action(desired, a))
+    hooks = after or {}
+    result = Result()
+    pending = {a.id: a for a in plan.actions}
+    finished: set[str] = set()
+    bad: dict[str, str] = {}
+    running: dict[Future, Action] = {}
+
+    def blocked_by(a: Action) -> str | None:
+        for dep in a.depends_on:
+            if dep in bad:
+                return dep
+        return None
+
+    def ready(a: Action) -> bool:
+        return all(dep in finished or dep not in plan_ids for dep in a.depends_on)
+
+    plan_ids = set(pending)
+
+    def work(a: Action) -> None:
+        run(a)
+        hook = hooks.get(a.op)
+        if hook:
+            hook(a)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fleet-exec") as pool:
+        try:
+            while pending or running:
+                progressed = True
+                while progressed:
+                    progressed = False
+                    for aid, a in list(pending.items()):
+                        dep = blocked_by(a)
+                        if dep is not None:
+                            del pending[aid]
+                            reason = f"skipped: {dep} failed"
+                            bad[aid] = reason
+                            result.skipped[aid] = reason
+                            emit(Event("skipped", a, reason))
+                            progressed = True
+                if cancel is not None and cancel.is_set():
+                    for aid, a in list(pending.items()):
+                        result.skipped[aid] = "skipped: interrupted"
+                        emit(Event("skipped", a, "interrupted"))
+                    pending.clear()
+                    result.interrupted = True
+                for aid, a in list(pending.items()):
+                    if len(running) >= max(1, parallel):
+                        break
+                    if ready(a):
+                        del pending[aid]
+                        emit(Event("start", a))
+                        running[pool.submit(work, a)] = a
+                if not running:
+                    if pending:  # a dependency cycle or an unknown id: report, never hang
+                        for aid, a in list(pending.items()):
+                            result.skipped[aid] = "skipped: unsatisfiable dependency"
+                            emit(Event("skipped", a, "unsatisfiable dependency"))
+                        pending.clear()
+                    break
+                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    a = running.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        finished.add(a.id)
+                        result.done.append(a.id)
+                        emit(Event("done", a))
+                    else:
+                        msg = str(exc) if isinstance(exc, FleetError) else f"{exc.__class__.__name__}: {exc}"
+                        bad[a.id] = msg
+                        result.failed[a.id] = msg
+                        emit(Event("failed", a, msg))
+        except KeyboardInterrupt:
+            result.interrupted = True
+            if cancel is not None:
+                cancel.set()
+            for aid in pending:
+                result.skipped[aid] = "skipped: interrupted"
+            pending.clear()
+            raise
+    return result

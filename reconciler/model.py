@@ -1,0 +1,228 @@
+"""The data that crosses pipeline stages: the resolved desired state and the observed state.
+
+`load` produces a `Desired`, providers' `observe` produce `ObservedHost`/`ObservedAgent`
+records gathered into an `Observed`, and `reconcile` turns the pair into a `Plan`
+(see `plan.py`). Every model here is frozen: a stage never edits what it was given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Provider = Literal["docker", "modal"]
+Restart = Literal["always", "on-failure", "never"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def canonical_hash(data: Any) -> str:
+    """sha256 of the canonical JSON form of `data` (sorted keys, no spaces)."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class BuildSpec(Frozen):
+    """A Dockerfile build; `context_hash` covers every file of the context."""
+
+    context: Path
+    dockerfile: str = "Dockerfile"
+    args: dict[str, str] = Field(default_factory=dict)
+    context_hash: str
+
+
+class ImageRef(Frozen):
+    """The image an agent or host runs: `ref` is what the provider starts.
+
+    For a build, `ref` is a tag derived from the build's hash, so a changed
+    Dockerfile or context file changes `ref` and so the spec hash.
+    """
+
+    ref: str
+    build: BuildSpec | None = None
+
+
+class ModalOptions(Frozen):
+    app: str | None = None
+    environment: str | None = None
+    timeout: int = 86400
+    idle_timeout: int | None = None
+    cpu: float | None = None
+    memory: int | None = None
+    region: str | None = None
+    restore: Literal["latest"] | None = None
+
+
+class WorkspaceSpec(Frozen):
+    """A host directory mounted at /workspace. `mode` decides what is mounted."""
+
+    path: Path
+    mode: Literal["shared", "copy", "worktree"] = "shared"
+    branch: str | None = None
+
+
+class DesiredHost(Frozen):
+    """A host declared under `hosts:` (a shared host). Private hosts have no record:
+    a private agent is its own host."""
+
+    name: str
+    provider: Provider = "docker"
+    image: ImageRef
+    workspace: WorkspaceSpec | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: tuple[int, ...] = ()  # union of its agents' container ports, sorted
+    modal: ModalOptions | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """What, when changed, means the host must be replaced.
+
+        Env is not here: it is merged into each agent's spec, so an env edit
+        replaces agents, never the holder.
+        """
+        data: dict[str, Any] = {
+            "provider": self.provider,
+            "image": self.image.ref,
+            "workspace": self.workspace.model_dump(mode="json") if self.workspace else None,
+            "ports": list(self.ports),
+        }
+        if self.modal is not None:
+            data["modal"] = self.modal.model_dump(mode="json", exclude_none=True)
+        return data
+
+    @property
+    def spec_hash(self) -> str:
+        return canonical_hash(self.spec())
+
+
+class DesiredAgent(Frozen):
+    """A fully resolved agent: defaults, host and agent settings merged."""
+
+    name: str
+    host: str | None = None  # None: a private host (the agent's own container)
+    provider: Provider = "docker"
+    image: ImageRef
+    workspace: WorkspaceSpec | None = None  # private hosts only
+    command: tuple[str, ...] | None = None
+    message: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)  # user env, merged
+    ports: dict[str, int] = Field(default_factory=dict)  # service -> container port
+    grants: tuple[str, ...] = ()
+    restart: Restart = "always"
+    enabled: bool = True
+
+    @property
+    def host_name(self) -> str:
+        """The value of FLEET_HOST: the shared host, or the agent itself."""
+        return self.host or self.name
+
+    def spec(self) -> dict[str, Any]:
+        """The keys whose change replaces the agent. `message` and `enabled` are
+        not among them: a new first message does not restart a running agent, and
+        disabling stops it without replacing it."""
+        return {
+            "host": self.host,
+            "provider": self.provider,
+            "image": self.image.ref,
+            "workspace": self.workspace.model_dump(mode="json") if self.workspace else None,
+            "command": list(self.command) if self.command is not None else None,
+            "env": dict(self.env),
+            "ports": dict(self.ports),
+            "grants": list(self.grants),
+            "restart": self.restart,
+        }
+
+    @property
+    def spec_hash(self) -> str:
+        return canonical_hash(self.spec())
+
+
+class ProxySettings(Frozen):
+    port: int = 8080
+    bind: str = "127.0.0.1"
+    tls: bool = True
+
+
+class Desired(Frozen):
+    """The whole fleet as `fleet.yaml` asks for it, resolved and validated."""
+
+    fleet: str
+    file: Path
+    hosts: dict[str, DesiredHost] = Field(default_factory=dict)
+    agents: dict[str, DesiredAgent] = Field(default_factory=dict)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    grants: dict[str, Any] = Field(default_factory=dict)  # user-defined grant catalogue
+
+    def agents_on(self, host: str) -> list[DesiredAgent]:
+        return [a for a in self.agents.values() if a.host == host]
+
+    @property
+    def spec_hash(self) -> str:
+        return canonical_hash(
+            {
+                "fleet": self.fleet,
+                "hosts": {n: h.spec() for n, h in sorted(self.hosts.items())},
+                "agents": {n: a.spec() for n, a in sorted(self.agents.items())},
+            }
+        )
+
+
+State = Literal["created", "running", "restarting", "paused", "exited", "dead", "removing", "unknown"]
+
+
+class ObservedHost(Frozen):
+    """A shared host found by a provider (a holder container, a Modal sandbox)."""
+
+    name: str
+    provider: Provider
+    id: str
+    state: State
+    spec_hash: str
+    spec: dict[str, Any] = Field(default_factory=dict)
+    ports: dict[int, int] = Field(default_factory=dict)  # container port -> host port
+    urls: dict[int, str] = Field(default_factory=dict)  # container port -> tunnel URL (modal)
+    created: str | None = None
+    # agent name -> spec hash, for providers that record agents on the host (modal)
+    agents: dict[str, str] = Field(default_factory=dict)
+
+
+class ObservedAgent(Frozen):
+    """An agent found by a provider, from the labels or tags it stamped itself."""
+
+    name: str
+    host: str | None
+    provider: Provider
+    id: str
+    state: State
+    exit_code: int | None = None
+    spec_hash: str
+    spec: dict[str, Any] = Field(default_factory=dict)
+    ports: dict[int, int] = Field(default_factory=dict)  # container port -> host port
+    created: str | None = None
+    status: str = ""  # the provider's own one-line status ("Up 3 minutes")
+    # the shared host's resource this agent is joined to (docker: holder container id,
+    # modal: sandbox id); reconcile replaces an agent joined to a host that is gone
+    host_id: str | None = None
+    message_pending: bool = False
+
+
+class Observed(Frozen):
+    """What exists and belongs to one fleet, across providers."""
+
+    fleet: str
+    hosts: tuple[ObservedHost, ...] = ()
+    agents: tuple[ObservedAgent, ...] = ()
+
+    def fingerprint(self) -> str:
+        """Changes whenever anything reconcile looks at changes (saved plans)."""
+        return canonical_hash(
+            {
+                "hosts": sorted((h.name, h.id, h.state, h.spec_hash) for h in self.hosts),
+                "agents": sorted((a.name, a.id, a.state, a.spec_hash) for a in self.agents),
+            }
+        )

@@ -1,0 +1,61 @@
+"""The pipeline, end to end: load -> observe -> reconcile -> execute.
+
+Commands (and the watch loop) call these functions; none of them decides
+anything that `reconcile` does not decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .execute import Event, Result, execute
+from .load import load
+from .model import Desired, Observed
+from .plan import Plan
+from .providers.base import get_provider
+from .reconcile import Options, reconcile, reconcile_destroy
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    desired: Desired
+    observed: Observed
+    plan: Plan
+
+
+def providers_of(desired: Desired) -> list[str]:
+    """Docker always (private agents live there); Modal only when a host asks,
+    so a fleet without Modal hosts never imports modal."""
+    names = {"docker"} | {h.provider for h in desired.hosts.values()}
+    return sorted(names)
+
+
+def observe(fleet: str, providers: list[str]) -> Observed:
+    hosts, agents = [], []
+    for name in providers:
+        h, a = get_provider(name).observe(fleet)
+        hosts.extend(h)
+        agents.extend(a)
+    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents))
+
+
+def plan(desired: Desired, options: Options | None = None) -> Snapshot:
+    observed = observe(desired.fleet, providers_of(desired))
+    return Snapshot(desired, observed, reconcile(desired, observed, options))
+
+
+def plan_file(path: Path | None, options: Options | None = None) -> Snapshot:
+    return plan(load(path), options)
+
+
+def apply_plan(
+    snap: Snapshot, parallel: int = 8, on_event: Callable[[Event], None] | None = None
+) -> Result:
+    return execute(snap.desired, snap.plan, parallel=parallel, on_event=on_event)
+
+
+def destroy_snapshot(desired: Desired) -> Snapshot:
+    observed = observe(desired.fleet, providers_of(desired))
+    return Snapshot(desired, observed, reconcile_destroy(observed))

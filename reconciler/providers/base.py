@@ -1,0 +1,55 @@
+"""The provider interface: what reconcile's plan can ask of Docker or Modal.
+
+Observation is one cheap listing per provider; every mutating method does exactly
+one thing to one resource and is idempotent where it can be (destroying what is
+already gone is not an error). No method decides anything about the fleet.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Protocol, runtime_checkable
+
+from ..model import Desired, DesiredAgent, DesiredHost, ObservedAgent, ObservedHost
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+
+    # observe
+    def observe(self, fleet: str) -> tuple[list[ObservedHost], list[ObservedAgent]]: ...
+
+    # hosts (shared hosts only: a private agent is its own host)
+    def create_host(self, desired: Desired, host: DesiredHost) -> None: ...
+    def start_host(self, fleet: str, host: ObservedHost) -> None: ...
+    def destroy_host(self, fleet: str, host: ObservedHost) -> None: ...
+
+    # agents
+    def create_agent(self, desired: Desired, agent: DesiredAgent) -> None: ...
+    def start_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
+    def restart_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
+    def stop_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
+    def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
+
+
+_FACTORIES: dict[str, str] = {
+    "docker": "reconciler.providers.docker:DockerProvider",
+    "modal": "reconciler.providers.modal:ModalProvider",
+}
+
+_instances: dict[str, Provider] = {}
+
+
+def get_provider(name: str, factory: Callable[[], Provider] | None = None) -> Provider:
+    """The provider called `name`, created on first use (lazy import)."""
+    if name not in _instances:
+        if factory is None:
+            mod, _, cls = _FACTORIES[name].partition(":")
+            factory = getattr(importlib.import_module(mod), cls)
+        _instances[name] = factory()
+    return _instances[name]
+
+
+def reset_providers() -> None:
+    _instances.clear()

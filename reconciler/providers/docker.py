@@ -1,0 +1,333 @@
+"""The Docker provider: private hosts as one container per agent, shared hosts as
+the pod pattern (a holder container owning network, ports and /workspace; each
+agent its own container joined to it).
+
+Observation is one label-filtered list call (sparse: no per-container inspect).
+Mutations touch only containers carrying this fleet's labels, so containers
+started by hand or owned by other fleets are never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any
+
+from .. import labels as L
+from ..errors import EngineUnavailable, ProviderError
+from ..model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
+
+RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
+HOLDER_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+STOP_TIMEOUT = 10
+_EXIT_RE = re.compile(r"Exited \((-?\d+)\)")
+
+
+def _client(parallel: int = 8):
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(max_pool_size=max(parallel + 2, 10), timeout=120)
+        client.api.ping()
+    except DockerException as exc:
+        raise EngineUnavailable(
+            "no Docker engine answers "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}). "
+            "Start Docker (on Debian as root: `make engine`, or `dockerd &`), or set DOCKER_HOST."
+        ) from None
+    return client
+
+
+def _spec_label(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def _parse_ports(entries: list[dict]) -> dict[int, int]:
+    ports: dict[int, int] = {}
+    for e in entries or []:
+        if e.get("PublicPort") and e.get("Type", "tcp") == "tcp":
+            ports[int(e["PrivatePort"])] = int(e["PublicPort"])
+    return ports
+
+
+def _state(raw: str) -> str:
+    return raw if raw in ("created", "running", "restarting", "paused", "exited", "dead", "removing") else "unknown"
+
+
+def _created(c: dict) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(int(c.get("Created", 0)), tz=timezone.utc).isoformat()
+
+
+class DockerProvider:
+    """Realises hosts and agents as Docker containers."""
+
+    name = "docker"
+
+    def __init__(self, client=None, parallel: int = 8):
+        self._client = client
+        self._parallel = parallel
+        self._image_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def client(self):
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = _client(self._parallel)
+        return self._client
+
+    @property
+    def api(self):
+        return self.client.api
+
+    def _call(self, resource: str, fn, *args, **kwargs):
+        from docker.errors import APIError, DockerException
+        from requests.exceptions import ConnectionError as ReqConnectionError
+
+        try:
+            return fn(*args, **kwargs)
+        except APIError as exc:
+            raise ProviderError(resource, (exc.explanation or str(exc)).strip()) from None
+        except (ReqConnectionError, DockerException) as exc:
+            raise ProviderError(resource, f"Docker engine error: {str(exc).splitlines()[0][:200]}") from None
+
+    # ------------------------------------------------------------------ observe
+
+    def observe(self, fleet: str) -> tuple[list[ObservedHost], list[ObservedAgent]]:
+        from docker.errors import DockerException
+        from requests.exceptions import ConnectionError as ReqConnectionError
+
+        try:
+            rows = self.api.containers(all=True, filters={"label": L.project_filter(fleet)})
+        except (DockerException, ReqConnectionError) as exc:
+            raise EngineUnavailable(f"cannot list containers: {str(exc).splitlines()[0][:200]}") from None
+        hosts: list[ObservedHost] = []
+        agents: list[ObservedAgent] = []
+        for c in rows:
+            lab = c.get("Labels") or {}
+            if lab.get(L.PROJECT) != fleet:
+                continue
+            try:
+                spec = json.loads(lab.get(L.SPEC, "{}"))
+            except ValueError:
+                spec = {}
+            status = c.get("Status", "")
+            m = _EXIT_RE.search(status)
+            common = dict(
+                provider="docker",
+                id=c["Id"],
+                state=_state(c.get("State", "")),
+                spec_hash=lab.get(L.SPEC_HASH, ""),
+                spec=spec,
+                ports=_parse_ports(c.get("Ports", [])),
+                created=_created(c),
+            )
+            kind = lab.get(L.KIND)
+            if kind == "host" and lab.get(L.HOST):
+                hosts.append(ObservedHost(name=lab[L.HOST], **common))
+            elif kind == "agent" and lab.get(L.AGENT):
+                mode = (c.get("HostConfig") or {}).get("NetworkMode", "")
+                host_id = mode.split(":", 1)[1] if mode.startswith("container:") else None
+                agents.append(
+                    ObservedAgent(
+                        name=lab[L.AGENT],
+                        host=lab.get(L.HOST) or None,
+                        exit_code=int(m.group(1)) if m else None,
+                        status=status,
+                        host_id=host_id,
+                        **common,
+                    )
+                )
+        return hosts, agents
+
+    def inspect(self, container_id: str) -> dict:
+        """Full details of one container (for status; not part of observation)."""
+        return self._call(container_id[:12], self.api.inspect_container, container_id)
+
+    # ------------------------------------------------------------------ images
+
+    def ensure_image(self, fleet: str, image: ImageRef, resource: str) -> None:
+        """Make sure `image.ref` exists locally: build it (build:) or pull it."""
+        from docker.errors import APIError, ImageNotFound
+
+        with self._lock:
+            lock = self._image_locks.setdefault(image.ref, threading.Lock())
+        with lock:
+            try:
+                self.api.inspect_image(image.ref)
+                return
+            except ImageNotFound:
+                pass
+            if image.build is not None:
+                self._build(fleet, image, resource)
+                return
+            try:
+                repo, _, tag = image.ref.rpartition(":") if ":" in image.ref.split("/")[-1] else (image.ref, "", "latest")
+                self.api.pull(repo or image.ref, tag=tag or "latest")
+            except APIError as exc:
+                reason = (exc.explanation or str(exc)).strip().splitlines()[0][:160]
+                raise ProviderError(
+                    resource,
+                    f"image {image.ref} is not available locally and could not be pulled ({reason}); "
+                    "build it first (docker build -t ...) or use build: in fleet.yaml",
+                ) from None
+
+    def _build(self, fleet: str, image: ImageRef, resource: str) -> None:
+        b = image.build
+        assert b is not None
+        log: list[str] = []
+        try:
+            for chunk in self.api.build(
+                path=str(b.context), dockerfile=b.dockerfile, buildargs=dict(b.args), tag=image.ref,
+                rm=True, forcerm=True, decode=True, labels={L.PROJECT: fleet},
+            ):
+                if "stream" in chunk:
+                    log.append(chunk["stream"])
+                if "error" in chunk:
+                    tail = "".join(log[-5:]).strip().replace("\n", " | ")
+                    raise ProviderError(resource, f"build of {b.context} failed: {chunk['error'].strip()} (last output: {tail[-300:]})")
+        except ProviderError:
+            raise
+        except Exception as exc:  # APIError, BuildError, connection errors
+            raise ProviderError(resource, f"build of {b.context} failed: {str(exc).splitlines()[0][:200]}") from None
+
+    # ------------------------------------------------------------------ hosts
+
+    def create_host(self, desired: Desired, host: DesiredHost) -> None:
+        fleet = desired.fleet
+        resource = f"host {host.name}"
+        self.ensure_image(fleet, host.image, resource)
+        name = L.host_container(fleet, host.name)
+        binds = {}
+        volumes = ["/workspace"]
+        if host.workspace is not None:
+            binds[str(host.workspace.path)] = {"bind": "/workspace", "mode": "rw"}
+        else:
+            vol = self._workspace_volume(fleet, host.name)
+            binds[vol] = {"bind": "/workspace", "mode": "rw"}
+        hc = self.api.create_host_config(
+            binds=binds,
+            port_bindings={f"{p}/tcp": ("127.0.0.1", None) for p in host.ports},
+            restart_policy={"Name": "always"},
+            extra_hosts={"fleet-proxy": "host-gateway"},
+            init=True,
+        )
+        lab = {
+            L.PROJECT: fleet, L.KIND: "host", L.HOST: host.name,
+            L.SPEC_HASH: host.spec_hash, L.SPEC: _spec_label(host.spec()),
+        }
+        c = self._call(
+            resource, self.api.create_container, image=host.image.ref, command=HOLDER_COMMAND, name=name,
+            labels=lab, host_config=hc, ports=[(p, "tcp") for p in host.ports], volumes=volumes,
+            working_dir="/workspace", hostname=host.name,
+        )
+        self._call(resource, self.api.start, c["Id"])
+
+    def _workspace_volume(self, fleet: str, host: str) -> str:
+        """A named volume for a shared host without a workspace directory, kept
+        across host replacement so the agents' work survives a port change."""
+        name = f"fleet-{fleet}-{host}-workspace"
+        from docker.errors import NotFound
+
+        try:
+            self.api.inspect_volume(name)
+        except NotFound:
+            self._call(f"host {host}", self.api.create_volume, name=name, labels={L.PROJECT: fleet, L.HOST: host})
+        return name
+
+    def start_host(self, fleet: str, host: ObservedHost) -> None:
+        self._call(f"host {host.name}", self.api.start, host.id)
+
+    def destroy_host(self, fleet: str, host: ObservedHost) -> None:
+        self._remove(f"host {host.name}", host.id, fleet)
+
+    # ------------------------------------------------------------------ agents
+
+    def create_agent(self, desired: Desired, agent: DesiredAgent) -> None:
+        fleet = desired.fleet
+        resource = f"agent {agent.name}"
+        lab = {
+            L.PROJECT: fleet, L.KIND: "agent", L.AGENT: agent.name,
+            L.SPEC_HASH: agent.spec_hash, L.SPEC: _spec_label(agent.spec()),
+            L.PORTS: json.dumps(agent.ports, sort_keys=True),
+        }
+        env = dict(agent.env)
+        common_hc: dict[str, Any] = dict(restart_policy={"Name": RESTART[agent.restart]}, init=True)
+        if agent.restart == "on-failure":
+            common_hc["restart_policy"]["MaximumRetryCount"] = 0
+        if agent.host:
+            lab[L.HOST] = agent.host
+            holder = L.host_container(fleet, agent.host)
+            hc = self.api.create_host_config(network_mode=f"container:{holder}", volumes_from=[holder], **common_hc)
+            kwargs: dict[str, Any] = {}
+        else:
+            self.ensure_image(fleet, agent.image, resource)
+            binds = {}
+            if agent.workspace is not None:
+                binds[str(agent.workspace.path)] = {"bind": "/workspace", "mode": "rw"}
+            ports = sorted(set(agent.ports.values()))
+            hc = self.api.create_host_config(
+                binds=binds,
+                port_bindings={f"{p}/tcp": ("127.0.0.1", None) for p in ports},
+                extra_hosts={"fleet-proxy": "host-gateway"},
+                **common_hc,
+            )
+            kwargs = {"ports": [(p, "tcp") for p in ports], "hostname": agent.name}
+        c = self._call(
+            resource, self.api.create_container, image=agent.image.ref, command=list(agent.command) if agent.command else None,
+            name=L.agent_container(fleet, agent.name), labels=lab, environment=env, host_config=hc,
+            tty=True, stdin_open=True, working_dir="/workspace" if (agent.workspace or agent.host) else None,
+            **kwargs,
+        )
+        self._call(resource, self.api.start, c["Id"])
+
+    def start_agent(self, fleet: str, agent: ObservedAgent) -> None:
+        self._call(f"agent {agent.name}", self.api.start, agent.id)
+
+    def restart_agent(self, fleet: str, agent: ObservedAgent) -> None:
+        self._call(f"agent {agent.name}", self.api.restart, agent.id, timeout=STOP_TIMEOUT)
+
+    def stop_agent(self, fleet: str, agent: ObservedAgent) -> None:
+        self._call(f"agent {agent.name}", self.api.stop, agent.id, timeout=STOP_TIMEOUT)
+
+    def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None:
+        self._remove(f"agent {agent.name}", agent.id, fleet)
+
+    def _remove(self, resource: str, container_id: str, fleet: str) -> None:
+        """Stop gracefully, then remove; a container already gone is fine. The
+        fleet label is checked again, so a reused id can never hit a stranger."""
+        from docker.errors import APIError, NotFound
+
+        try:
+            info = self.api.inspect_container(container_id)
+        except NotFound:
+            return
+        if (info.get("Config", {}).get("Labels") or {}).get(L.PROJECT) != fleet:
+            raise ProviderError(resource, f"container {container_id[:12]} is not labelled for fleet {fleet}; not touching it")
+        try:
+            if info.get("State", {}).get("Running"):
+                self.api.stop(container_id, timeout=STOP_TIMEOUT)
+            self.api.remove_container(container_id, force=True)
+        except NotFound:
+            return
+        except APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc):
+                return
+            raise ProviderError(resource, (exc.explanation or str(exc)).strip()) from None
+
+    # ------------------------------------------------------------------ volumes
+
+    def remove_volumes(self, fleet: str) -> list[str]:
+        vols = self.api.volumes(filters={"label": L.project_filter(fleet)}).get("Volumes") or []
+        removed = []
+        for v in vols:
+            self._call(f"volume {v['Name']}", self.api.remove_volume, v["Name"], force=True)
+            removed.append(v["Name"])
+        return removed

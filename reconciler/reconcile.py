@@ -1,0 +1,298 @@
+"""Reconcile: the pure function (Desired, Observed) -> Plan.
+
+Every decision fleet makes lives here: what to create, join, replace, start,
+restart, stop or destroy, and why. No I/O: it reads two frozen models and returns
+a third, so it is tested with hand-built states and no engine.
+
+Ordering is expressed as dependencies: a shared host before the agents joining it,
+agents before routes, agent destroys before their host's destroy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .model import Desired, DesiredAgent, DesiredHost, Observed, ObservedAgent, ObservedHost
+from .plan import Action, Change, Plan
+
+HOST_NOUN = {"docker": "holder container", "modal": "sandbox"}
+
+
+@dataclass(frozen=True)
+class Options:
+    prune: bool = True  # destroy what fleet.yaml no longer names
+    targets: frozenset[str] = frozenset()  # limit to these agents (and what they need)
+    replace: frozenset[str] = frozenset()  # force-replace these agents
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{"env": {"TZ": "UTC"}} -> {"env.TZ": "UTC"}; lists stay whole values."""
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data} if prefix else {}
+
+
+def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> tuple[Change, ...]:
+    """The dotted keys whose value differs, with their before and after."""
+    b, a = flatten(before), flatten(after)
+    out = []
+    for key in sorted(set(b) | set(a)):
+        if b.get(key) != a.get(key):
+            out.append(Change(key=key, before=b.get(key), after=a.get(key)))
+    return tuple(out)
+
+
+def _spec_cause(changes: tuple[Change, ...]) -> str:
+    if not changes:
+        return "spec changed"
+    keys = [c.key for c in changes]
+    shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    return f"spec changed: {shown}"
+
+
+def _exit_cause(obs: ObservedAgent | ObservedHost) -> str:
+    code = getattr(obs, "exit_code", None)
+    if obs.state == "created":
+        return "created but never started"
+    if obs.state == "exited" and code is not None:
+        return f"exited {code}"
+    return obs.state
+
+
+def _pick(candidates: list, want_hash: str) -> tuple[Any, list]:
+    """Keep the best of several records for one name (a crash can leave
+    duplicates): the one with the wanted hash that runs, else the newest."""
+    ranked = sorted(
+        candidates,
+        key=lambda r: (r.spec_hash == want_hash, r.state == "running", r.created or ""),
+        reverse=True,
+    )
+    return ranked[0], ranked[1:]
+
+
+@dataclass
+class _Builder:
+    desired: Desired
+    observed: Observed
+    opts: Options
+    actions: list[Action] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def add(self, **kw: Any) -> Action:
+        action = Action(**kw)
+        self.actions.append(action)
+        return action
+
+    def in_scope(self, agent: str) -> bool:
+        return not self.opts.targets or agent in self.opts.targets
+
+    def host_in_scope(self, host: str) -> bool:
+        if not self.opts.targets:
+            return True
+        return any(a.host == host for a in self.desired.agents.values() if a.name in self.opts.targets)
+
+
+def reconcile(desired: Desired, observed: Observed, options: Options | None = None) -> Plan:
+    """Compare what fleet.yaml asks for with what exists; return the plan."""
+    opts = options or Options()
+    b = _Builder(desired, observed, opts)
+    host_actions = _reconcile_hosts(b)
+    agent_destroys = _reconcile_agents(b, host_actions)
+    _destroy_orphan_hosts(b, agent_destroys)
+    return Plan(
+        fleet=desired.fleet,
+        actions=tuple(b.actions),
+        unchanged=tuple(sorted(b.unchanged)),
+        spec_hash=desired.spec_hash,
+        observed_fingerprint=observed.fingerprint(),
+    )
+
+
+def _group(records: Iterable, key: str = "name") -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in records:
+        out.setdefault(getattr(r, key), []).append(r)
+    return out
+
+
+def _reconcile_hosts(b: _Builder) -> dict[str, Action]:
+    """Shared hosts: create, replace or start the holder/sandbox of each host that
+    has enabled agents; destroy hosts with none. Returns host name -> action."""
+    observed = _group(b.observed.hosts)
+    out: dict[str, Action] = {}
+    for name, host in sorted(b.desired.hosts.items()):
+        found = observed.get(name, [])
+        if not b.host_in_scope(name):
+            continue
+        wanted = [a for a in b.desired.agents_on(name) if a.enabled]
+        if not wanted:
+            for obs in found:  # a declared host with no agents runs nothing
+                b.add(
+                    id=f"host:{name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=name,
+                    provider=obs.provider, cause="no enabled agents on this host", observed_host=obs,
+                )
+            continue
+        if not found:
+            out[name] = b.add(
+                id=f"host:{name}", op="create", kind="host", name=name, provider=host.provider,
+                cause=f"no {HOST_NOUN[host.provider]}", desired_host=host,
+            )
+            continue
+        keep, extras = _pick(found, host.spec_hash)
+        for obs in extras:
+            b.add(
+                id=f"host:{name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=name,
+                provider=obs.provider, cause=f"duplicate {HOST_NOUN[obs.provider]}", observed_host=obs,
+            )
+        if keep.spec_hash != host.spec_hash or keep.provider != host.provider:
+            changes = changed_keys(keep.spec, host.spec())
+            out[name] = b.add(
+                id=f"host:{name}", op="replace", kind="host", name=name, provider=host.provider,
+                cause=_spec_cause(changes), changes=changes, desired_host=host, observed_host=keep,
+            )
+        elif keep.state != "running":
+            out[name] = b.add(
+                id=f"host:{name}", op="start", kind="host", name=name, provider=host.provider,
+                cause=f"{HOST_NOUN[keep.provider]} {_exit_cause(keep)}", desired_host=host, observed_host=keep,
+            )
+        else:
+            b.unchanged.append(f"host:{name}")
+    return out
+
+
+def _reconcile_agents(b: _Builder, host_actions: dict[str, Action]) -> dict[str, list[str]]:
+    """Every agent: create/join, replace, start, restart, stop or leave alone;
+    destroy agents that fleet.yaml no longer names. Returns, per observed shared
+    host, the ids of the agent destroys its own destroy must wait for."""
+    observed = _group(b.observed.agents)
+    obs_hosts = {h.name: h for h in b.observed.hosts}
+    waits: dict[str, list[str]] = {}
+
+    def destroy(obs: ObservedAgent, cause: str) -> None:
+        act = b.add(
+            id=f"agent:{obs.name}:destroy:{obs.id[:12]}", op="destroy", kind="agent", name=obs.name,
+            host=obs.host, provider=obs.provider, cause=cause, observed_agent=obs,
+        )
+        if obs.host:
+            waits.setdefault(obs.host, []).append(act.id)
+
+    for name, agent in sorted(b.desired.agents.items()):
+        if not b.in_scope(name):
+            continue
+        found = observed.get(name, [])
+        host_act = host_actions.get(agent.host) if agent.host else None
+        deps = (host_act.id,) if host_act else ()
+        common = dict(kind="agent", name=name, host=agent.host, provider=agent.provider, desired_agent=agent)
+        if not agent.enabled:
+            for obs in found:
+                if obs.state in ("running", "restarting", "paused"):
+                    b.add(id=f"agent:{name}", op="stop", cause="enabled: false", observed_agent=obs, **common)
+                else:
+                    b.unchanged.append(f"agent:{name}")
+            continue
+        if not found:
+            if agent.host:
+                b.add(id=f"agent:{name}", op="join", cause=f"not on host {agent.host}", depends_on=deps, **common)
+            else:
+                b.add(id=f"agent:{name}", op="create", cause="no container", **common)
+            continue
+        keep, extras = _pick(found, agent.spec_hash)
+        for obs in extras:
+            destroy(obs, "duplicate container")
+        _reconcile_one(b, agent, keep, host_act, obs_hosts.get(agent.host) if agent.host else None, common, deps)
+
+    if b.opts.prune:
+        for name, records in sorted(observed.items()):
+            if name in b.desired.agents:
+                continue
+            if b.opts.targets and name not in b.opts.targets:
+                continue
+            for obs in records:
+                destroy(obs, "not in fleet.yaml")
+    return waits
+
+
+def _reconcile_one(
+    b: _Builder,
+    agent: DesiredAgent,
+    obs: ObservedAgent,
+    host_act: Action | None,
+    obs_host: ObservedHost | None,
+    common: dict[str, Any],
+    deps: tuple[str, ...],
+) -> None:
+    name = agent.name
+    changes = changed_keys(obs.spec, agent.spec())
+    if name in b.opts.replace:
+        cause = "replace requested (--replace)"
+    elif obs.spec_hash != agent.spec_hash:
+        cause = _spec_cause(changes)
+    elif host_act is not None and host_act.op in ("create", "replace"):
+        cause = f"host {agent.host} re-created"
+    elif agent.host and obs_host is not None and obs.host_id and obs.host_id != obs_host.id:
+        cause = f"joined to a {HOST_NOUN[obs.provider]} of {agent.host} that no longer exists"
+    else:
+        cause = None
+    if cause is not None:
+        b.add(id=f"agent:{name}", op="replace", cause=cause, changes=changes, observed_agent=obs, depends_on=deps, **common)
+        return
+    if host_act is not None and host_act.op == "start":
+        b.add(id=f"agent:{name}", op="restart", cause=f"host {agent.host} restarted", observed_agent=obs, depends_on=deps, **common)
+        return
+    if obs.state in ("exited", "created", "dead"):
+        finished = (agent.restart == "never" and obs.state != "created") or (
+            agent.restart == "on-failure" and obs.state == "exited" and obs.exit_code == 0
+        )
+        if not finished:
+            b.add(id=f"agent:{name}", op="start", cause=_exit_cause(obs), observed_agent=obs, depends_on=deps, **common)
+            return
+    b.unchanged.append(f"agent:{name}")
+
+
+def _destroy_orphan_hosts(b: _Builder, waits: dict[str, list[str]]) -> None:
+    """Observed hosts fleet.yaml no longer declares go after their agents."""
+    if not b.opts.prune:
+        return
+    for obs in sorted(b.observed.hosts, key=lambda h: h.name):
+        if obs.name in b.desired.hosts:
+            continue
+        if b.opts.targets:
+            continue
+        b.add(
+            id=f"host:{obs.name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=obs.name,
+            provider=obs.provider, cause="not in fleet.yaml", observed_host=obs,
+            depends_on=tuple(waits.get(obs.name, ())),
+        )
+    # a declared host being emptied also waits for its agents' destroys
+    fixed = []
+    for act in b.actions:
+        if act.kind == "host" and act.op == "destroy" and act.name in b.desired.hosts and waits.get(act.name):
+            act = act.model_copy(update={"depends_on": tuple(waits[act.name])})
+        fixed.append(act)
+    b.actions[:] = fixed
+
+
+def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
+    """Everything the fleet owns goes: agents first, then their hosts."""
+    actions: list[Action] = []
+    waits: dict[str, list[str]] = {}
+    for obs in sorted(observed.agents, key=lambda a: a.name):
+        act = Action(
+            id=f"agent:{obs.name}:destroy:{obs.id[:12]}", op="destroy", kind="agent", name=obs.name,
+            host=obs.host, provider=obs.provider, cause=cause, observed_agent=obs,
+        )
+        actions.append(act)
+        if obs.host:
+            waits.setdefault(obs.host, []).append(act.id)
+    for obs in sorted(observed.hosts, key=lambda h: h.name):
+        actions.append(
+            Action(
+                id=f"host:{obs.name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=obs.name,
+                provider=obs.provider, cause=cause, observed_host=obs, depends_on=tuple(waits.get(obs.name, ())),
+            )
+        )
+    return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())

@@ -1,0 +1,203 @@
+"""Rendering of plans, results and status for people (rich) and machines (JSON).
+
+Pure formatting: takes the pipeline's models, returns text or plain data.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .execute import Result
+from .model import Desired, Observed, ObservedAgent
+from .plan import Action, Plan
+
+FORMAT_VERSION = 1
+
+SYMBOL = {
+    "create": ("+", "green"),
+    "join": ("+", "green"),
+    "replace": ("~", "yellow"),
+    "restart": ("~", "yellow"),
+    "start": (">", "cyan"),
+    "stop": ("=", "magenta"),
+    "destroy": ("-", "red"),
+    "route": ("*", "blue"),
+}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> list[Text]:
+    lines: list[Text] = []
+    order = {"host": 0, "agent": 1, "route": 2}
+    # hosts before their agents; destroys last and in reverse (agents, then hosts)
+    def key(a: Action) -> tuple:
+        return (a.op == "destroy", -order[a.kind] if a.op == "destroy" else order[a.kind], a.name)
+
+    for a in sorted(plan.actions, key=key):
+        sym, colour = SYMBOL[a.op]
+        t = Text()
+        t.append(f"  {sym} {a.op:<8}", style=colour)
+        where = f" (on {a.host})" if a.kind == "agent" and a.host else ""
+        t.append(f" {a.kind} ", style="dim")
+        t.append(a.name, style="bold")
+        t.append(where, style="dim")
+        t.append(f"  {a.cause}", style="dim")
+        lines.append(t)
+        if a.op == "replace":
+            for c in a.changes:
+                before = "***" if mask_env and c.key.startswith("env.") else _short(c.before)
+                after = "***" if mask_env and c.key.startswith("env.") else _short(c.after)
+                lines.append(Text(f"        {c.key}: {before} -> {after}", style="dim"))
+    if verbose:
+        for u in plan.unchanged:
+            kind, _, name = u.partition(":")
+            lines.append(Text(f"    {'unchanged':<8} {kind} {name}", style="dim"))
+    return lines
+
+
+def print_plan(console: Console, plan: Plan, verbose: bool = False) -> None:
+    if plan.empty:
+        console.print(f"fleet {plan.fleet} is up to date" + (f" ({len(plan.unchanged)} unchanged)" if plan.unchanged else ""))
+        if verbose:
+            for line in plan_lines(plan, verbose=True):
+                console.print(line)
+        return
+    for line in plan_lines(plan, verbose=verbose):
+        console.print(line)
+    console.print(Text(plan.summary(), style="bold"))
+
+
+def print_result(console: Console, plan: Plan, result: Result) -> None:
+    for aid, msg in result.failed.items():
+        a = plan.get(aid)
+        console.print(Text(f"  ✗ {a.op} {a.kind} {a.name}: {msg}", style="red"))
+    for aid, msg in result.skipped.items():
+        a = plan.get(aid)
+        console.print(Text(f"  - {a.op} {a.kind} {a.name}: {msg}", style="yellow"))
+    n = len(result.done)
+    if result.ok:
+        console.print(Text(f"fleet {plan.fleet}: {n} action{'s' if n != 1 else ''} done", style="bold green"))
+    else:
+        console.print(
+            Text(
+                f"fleet {plan.fleet}: {n} done, {len(result.failed)} failed, {len(result.skipped)} skipped; "
+                "run `fleet apply` again to converge from here",
+                style="bold red",
+            )
+        )
+
+
+def event_line(kind: str, action: Action, error: str | None = None) -> str:
+    verb = {
+        "create": "created", "join": "joined", "replace": "replaced", "restart": "restarted", "start": "started",
+        "stop": "stopped", "destroy": "destroyed", "route": "routed",
+    }[action.op]
+    if kind == "done":
+        return f"{verb} {action.kind} {action.name}"
+    if kind == "failed":
+        return f"failed to {action.op} {action.kind} {action.name}: {error}"
+    if kind == "skipped":
+        return f"skipped {action.op} {action.kind} {action.name}: {error}"
+    return f"{action.op} {action.kind} {action.name}..."
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _age(created: str | None, now: datetime | None = None) -> str:
+    if not created:
+        return "-"
+    try:
+        then = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    secs = int(((now or datetime.now(timezone.utc)) - then).total_seconds())
+    if secs < 60:
+        return f"{max(secs, 0)}s"
+    if secs < 3600:
+        return f"{secs // 60}m"
+    if secs < 86400:
+        return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
+    return f"{secs // 86400}d{(secs % 86400) // 3600}h"
+
+
+def agent_ports(desired: Desired, observed: Observed, obs: ObservedAgent | None, name: str) -> list[dict[str, Any]]:
+    """Each service of an agent with its container port and published host port."""
+    d = desired.agents.get(name)
+    services = dict(d.ports) if d else {}
+    if obs is not None and not services:
+        services = {k: v for k, v in (obs.spec.get("ports") or {}).items()}
+    published: dict[int, int] = {}
+    if obs is not None:
+        if obs.host:
+            for h in observed.hosts:
+                if h.name == obs.host:
+                    published = dict(h.ports)
+        else:
+            published = dict(obs.ports)
+    return [
+        {"service": svc, "container_port": port, "host_port": published.get(port)}
+        for svc, port in sorted(services.items())
+    ]
+
+
+def status_rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
+    by_name: dict[str, ObservedAgent] = {}
+    for a in observed.agents:
+        by_name.setdefault(a.name, a)
+    rows = []
+    for name in sorted(set(desired.agents) | set(by_name)):
+        d = desired.agents.get(name)
+        o = by_name.get(name)
+        state = o.state if o else ("disabled" if d and not d.enabled else "missing")
+        if d is None:
+            state = f"{state} (not in fleet.yaml)"
+        elif o and o.spec_hash != d.spec_hash:
+            state = f"{state} (outdated)"
+        rows.append(
+            {
+                "agent": name,
+                "host": (d.host if d else o.host) or "(private)",
+                "provider": d.provider if d else o.provider,
+                "state": state,
+                "exit_code": o.exit_code if o else None,
+                "ports": agent_ports(desired, observed, o, name),
+                "created": o.created if o else None,
+                "id": o.id[:12] if o else None,
+            }
+        )
+    return rows
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("AGENT", "HOST", "PROVIDER", "STATE", "PORTS", "AGE"):
+        table.add_column(col)
+    for r in rows:
+        ports = ", ".join(
+            f"{p['service']} {p['container_port']}->" + (f"127.0.0.1:{p['host_port']}" if p["host_port"] else "-")
+            for p in r["ports"]
+        )
+        state = r["state"]
+        style = "green" if state == "running" else ("red" if state.startswith(("exited", "dead", "missing")) else "yellow")
+        if state.startswith("exited") and r["exit_code"] is not None and "(" not in state:
+            state = f"exited ({r['exit_code']})"
+        table.add_row(r["agent"], r["host"], r["provider"], Text(state, style=style), ports or "-", _age(r["created"]))
+    return table
+
+
+def status_json(desired: Desired, rows: list[dict[str, Any]]) -> str:
+    return json.dumps(
+        {"format_version": FORMAT_VERSION, "fleet": desired.fleet, "spec_hash": desired.spec_hash, "agents": rows},
+        indent=2,
+    )
