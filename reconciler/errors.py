@@ -51,6 +51,7 @@ class ProviderError(FleetError):
 
     def __init__(self, resource: str, message: str):
         self.resource = resource
+        self.detail = message
         super().__init__(f"{resource}: {message}")
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from .errors import FleetError
+from .errors import FleetError, ProviderError
 from .model import Desired
 from .plan import Action, Plan
 from .providers.base import Provider, get_provider
@@ -163,7 +163,12 @@ def execute(
                         result.done.append(a.id)
                         emit(Event("done", a))
                     else:
-                        msg = str(exc) if isinstance(exc, FleetError) else f"{exc.__class__.__name__}: {exc}"
+                        if isinstance(exc, ProviderError):
+                            msg = exc.detail
+                        elif isinstance(exc, FleetError):
+                            msg = str(exc)
+                        else:
+                            msg = f"{exc.__class__.__name__}: {exc}"
                         bad[a.id] = msg
                         result.failed[a.id] = msg
                         emit(Event("failed", a, msg))

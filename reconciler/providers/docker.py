@@ -22,6 +22,7 @@ RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 HOLDER_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 STOP_TIMEOUT = 10
 _EXIT_RE = re.compile(r"Exited \((-?\d+)\)")
+_CONFLICT_RE = re.compile(r'container name "/?([^"]+)" is already in use by container "([0-9a-f]+)"')
 
 
 def _client(parallel: int = 8):
@@ -94,7 +95,15 @@ class DockerProvider:
         try:
             return fn(*args, **kwargs)
         except APIError as exc:
-            raise ProviderError(resource, (exc.explanation or str(exc)).strip()) from None
+            text = (exc.explanation or str(exc)).strip()
+            m = _CONFLICT_RE.search(text)
+            if exc.status_code == 409 and m:
+                raise ProviderError(
+                    resource,
+                    f"the container name {m.group(1)} is taken by container {m.group(2)[:12]}, which fleet did not "
+                    "create for this fleet; remove or rename it (fleet never touches containers it does not own)",
+                ) from None
+            raise ProviderError(resource, text) from None
         except (ReqConnectionError, DockerException) as exc:
             raise ProviderError(resource, f"Docker engine error: {str(exc).splitlines()[0][:200]}") from None
 

@@ -1,0 +1,91 @@
+"""Fixtures shared by the whole suite: an isolated FLEET_HOME, the real Docker
+engine, the locally built base image, and a way to run the real `fleet` CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BASE_IMAGE = os.environ.get("FLEET_BASE_IMAGE", "fleet-base:bookworm")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def fleet_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own FLEET_HOME; nothing touches ~/.fleet."""
+    home = tmp_path_factory.mktemp("fleet-home")
+    monkeypatch.setenv("FLEET_HOME", str(home))
+    monkeypatch.delenv("FLEET_FILE", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"no Docker engine answers ({exc}); run `make engine` (make test does it)")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except Exception:  # pragma: no cover - environment problem
+        pytest.fail(f"image {BASE_IMAGE} is missing; run `make base-image` (make test does it)")
+    return BASE_IMAGE
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def run_fleet(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 180, input: str | None = None) -> Run:
+    """Run the real CLI in a subprocess (exit codes, output and no shared state)."""
+    full_env = dict(os.environ)
+    full_env.update({"NO_COLOR": "1", "COLUMNS": "200"})
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout, input=input,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def cleanup_fleet(client, fleet: str) -> None:
+    for c in client.containers.list(all=True, filters={"label": f"dev.fleet.project={fleet}"}):
+        try:
+            c.remove(force=True)
+        except Exception:
+            pass
+    for v in client.volumes.list(filters={"label": f"dev.fleet.project={fleet}"}):
+        try:
+            v.remove(force=True)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def fleet_name(docker_client):
+    """A unique fleet name for one test; everything it owns is removed after."""
+    name = "t" + uuid.uuid4().hex[:10]
+    yield name
+    cleanup_fleet(docker_client, name)
