@@ -1,0 +1,1 @@
+"""fleet's test suite (a package so shared helpers import as `tests.…`)."""
