@@ -1,0 +1,1 @@
+"""Tests of hostname routing: CA, route table, proxy, daemon, CLI."""
