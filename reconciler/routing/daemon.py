@@ -1,0 +1,362 @@
+"""The one routing proxy per user machine, as a detached background process.
+
+`fleet apply` calls `ensure_running()` when an agent declares ports; the proxy
+then outlives the command. Its state lives under `$FLEET_HOME`: `proxy.pid`,
+`proxy.log`, `proxy.state.json` (what it listens on, listen errors) and
+`proxy.lock`, an flock the running proxy holds for its whole life, so there is
+never a second one and a stale pid file is recognised as such. Routes are not
+its state: they are in `routes.json`, so a restarted proxy serves them at once.
+
+Run as `python -m reconciler.routing.daemon` (what `start()` spawns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+from urllib.parse import urlsplit
+
+from ..errors import FleetError
+from ..home import ensure_dir, fleet_home
+from .ca import routing_ca
+from .proxy import ProxyConfig, ProxyServer
+from .table import Listen, add_listen, read_table
+
+log = logging.getLogger("fleet.proxy")
+
+START_TIMEOUT = 15.0
+LOG_ROTATE_BYTES = 5 * 1024 * 1024
+
+
+def pid_path() -> Path:
+    return fleet_home() / "proxy.pid"
+
+
+def log_path() -> Path:
+    return fleet_home() / "proxy.log"
+
+
+def state_path() -> Path:
+    return fleet_home() / "proxy.state.json"
+
+
+def lock_path() -> Path:
+    return fleet_home() / "proxy.lock"
+
+
+def _start_lock_path() -> Path:
+    return fleet_home() / "proxy.start.lock"
+
+
+# -- finding the running proxy ------------------------------------------------------------
+
+
+def running_pid() -> int | None:
+    """The pid of the running proxy, or None. The proxy holds `proxy.lock`;
+    when the lock can be taken, nobody is running, whatever a pid file says."""
+    path = lock_path()
+    if not path.exists():
+        return None
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return None
+    for _ in range(50):  # locked: the pid file follows at once
+        try:
+            return int(pid_path().read_text().strip())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.02)
+    return None
+
+
+def read_state() -> dict | None:
+    try:
+        return json.loads(state_path().read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def wanted_listen() -> list[Listen]:
+    return read_table().listen_addresses(ProxyConfig().default_listen)
+
+
+# -- start / stop -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _start_lock() -> Iterator[None]:
+    ensure_dir(fleet_home())
+    with open(_start_lock_path(), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _spawn() -> subprocess.Popen:
+    home = ensure_dir(fleet_home())
+    log_file = log_path()
+    with contextlib.suppress(OSError):
+        if log_file.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(log_file, log_file.with_name("proxy.log.1"))
+    env = dict(os.environ)
+    env["FLEET_HOME"] = str(home)
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reconciler.routing.daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _log_tail(lines: int = 5) -> str:
+    try:
+        text = log_path().read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def wait_ready(pid: int, wanted: list[Listen], timeout: float = START_TIMEOUT, proc: subprocess.Popen | None = None) -> dict:
+    """Wait until the proxy `pid` listens on every `wanted` address (or reports
+    why it cannot). Raises FleetError naming a port it cannot take."""
+    keys = {x.key for x in wanted}
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state()
+        if state and state.get("pid") == pid:
+            listening = {f"{x['bind']}:{x['port']}" for x in state.get("listening", [])}
+            errors = state.get("errors", {})
+            bad = sorted(k for k in keys if k in errors)
+            if bad:
+                raise FleetError("fleet proxy: " + "; ".join(errors[k] for k in bad))
+            if keys <= listening:
+                return state
+        if proc is not None and proc.poll() is not None:
+            tail = _log_tail()
+            raise FleetError(
+                f"the fleet proxy exited at start (code {proc.returncode}); see {log_path()}"
+                + (f":\n{tail}" if tail else "")
+            )
+        if proc is None and running_pid() != pid:
+            raise FleetError(f"the fleet proxy (pid {pid}) stopped; see {log_path()}")
+        if time.monotonic() > deadline:
+            raise FleetError(f"the fleet proxy did not start listening within {timeout:g}s; see {log_path()}")
+        time.sleep(0.05)
+
+
+def start(port: int | None = None, bind: str = "127.0.0.1", timeout: float = START_TIMEOUT) -> dict:
+    """Start the proxy if it is not running; with `port`, also listen there
+    (remembered in the route table). Returns the proxy's state once it listens
+    on every address the table asks for. Idempotent."""
+    if port is not None:
+        add_listen(port, bind)
+    wanted = wanted_listen()
+    with _start_lock():
+        pid = running_pid()
+        proc = None
+        if pid is None:
+            proc = _spawn()
+            pid = proc.pid
+        return wait_ready(pid, wanted, timeout, proc)
+
+
+def ensure_running(timeout: float = START_TIMEOUT) -> dict:
+    """What `fleet apply` calls after writing routes when any agent has ports:
+    the proxy is running and listening on every port in the table."""
+    return start(timeout=timeout)
+
+
+def stop(timeout: float = 10.0) -> int | None:
+    """Stop the running proxy; returns its pid, or None when none was running."""
+    pid = running_pid()
+    if pid is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_pid() is not None:
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
+    return pid
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+@dataclass
+class RouteStatus:
+    fleet: str
+    agent: str
+    service: str
+    urls: list[str]
+    target: str
+    healthy: bool | None = None
+
+
+@dataclass
+class ProxyStatus:
+    running: bool
+    pid: int | None
+    listening: list[dict] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    ca: str = ""
+    log: str = ""
+    routes: list[RouteStatus] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"format_version": 1, **asdict(self)}
+
+
+def _tcp_ok(target: str, timeout: float) -> bool:
+    u = urlsplit(target)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def status(check: bool = True, timeout: float = 1.0) -> ProxyStatus:
+    """The proxy's pid, listen addresses, CA path, and every route in the table
+    with (when `check`) whether its target accepts a TCP connection."""
+    pid = running_pid()
+    state = read_state() if pid is not None else None
+    if state and state.get("pid") != pid:
+        state = None
+    table = read_table()
+    routes: list[RouteStatus] = []
+    for fleet, entry in sorted(table.fleets.items()):
+        for r in entry.routes:
+            scheme = "https" if r.tls else "http"
+            urls = [f"{scheme}://{r.hostname()}:{x.port}" for x in entry.listen]
+            routes.append(RouteStatus(fleet, r.agent, r.service, urls, r.target))
+    if check and routes:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(routes))) as pool:
+            for r, ok in zip(routes, pool.map(lambda r: _tcp_ok(r.target, timeout), routes)):
+                r.healthy = ok
+    return ProxyStatus(
+        running=pid is not None,
+        pid=pid,
+        listening=(state or {}).get("listening", []),
+        errors=(state or {}).get("errors", {}),
+        ca=str(routing_ca().cert_path),
+        log=str(log_path()),
+        routes=routes,
+    )
+
+
+# -- the process itself -------------------------------------------------------------------
+
+
+def _take_lock(wait: float = 2.0) -> IO[str] | None:
+    ensure_dir(fleet_home())
+    fh = open(lock_path(), "a+")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fh
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                fh.close()
+                return None
+            time.sleep(0.05)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+async def _serve(config: ProxyConfig) -> None:
+    last = {"state": ""}
+
+    def on_change(server: ProxyServer) -> None:
+        text = json.dumps(server.state(), sort_keys=True)
+        if text != last["state"]:
+            last["state"] = text
+            _write_atomic(state_path(), text + "\n")
+
+    ca = routing_ca()
+    server = ProxyServer(config, ca, on_change=on_change)
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_event.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: server.reload(force=True))
+    await server.start()
+    log.info("fleet proxy running (pid %d), CA %s", os.getpid(), ca.cert_path)
+    try:
+        await stop_event.wait()
+    finally:
+        log.info("fleet proxy stopping")
+        await server.stop()
+
+
+def run_foreground(port: int | None = None, bind: str = "127.0.0.1", config: ProxyConfig | None = None) -> int:
+    """Run the proxy in this process until SIGINT/SIGTERM (`fleet proxy run`,
+    and the body of the background process)."""
+    if port is not None:
+        add_listen(port, bind)
+    lock = _take_lock()
+    if lock is None:
+        pid = running_pid()
+        raise FleetError(f"the fleet proxy is already running (pid {pid}); `fleet proxy stop` first")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if os.environ.get("FLEET_PROXY_DEBUG") else logging.INFO,
+            format="%(asctime)s %(levelname)s %(message)s",
+            stream=sys.stderr,
+        )
+    try:
+        _write_atomic(pid_path(), f"{os.getpid()}\n")
+        asyncio.run(_serve(config or ProxyConfig.from_env()))
+        return 0
+    finally:
+        for p in (state_path(), pid_path()):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        lock.close()
+
+
+def main() -> int:
+    try:
+        return run_foreground()
+    except FleetError as exc:
+        print(f"fleet proxy: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

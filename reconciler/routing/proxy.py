@@ -1,0 +1,1308 @@
+"""The routing proxy: `<service>.<agent>.localhost:<port>` to the agent's port.
+
+An asyncio reverse proxy (stdlib only). Each listen port serves plain HTTP and
+TLS: the first byte of a connection tells them apart (0x16 opens a TLS
+handshake), and TLS picks its certificate by SNI from the routing CA. Requests
+are routed by their Host header through an index built once per route-table
+reload; bodies, chunked streams, Server-Sent Events and upgraded connections
+(WebSocket) are passed through as they arrive, with backpressure both ways and
+no buffering beyond a bound. Upstream connections are kept alive in a small pool.
+
+The route table (`$FLEET_HOME/routes.json`) is polled for changes; listeners
+are started and stopped to match the set of ports the fleets ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from ..errors import FleetError
+from .ca import CertificateAuthority
+from .http1 import (
+    CHUNKED,
+    HOP_BY_HOP,
+    LENGTH,
+    NONE,
+    REASONS,
+    UNTIL_CLOSE,
+    ChunkScanner,
+    Head,
+    HttpError,
+    parse_request_head,
+    parse_response_head,
+    request_framing,
+    response_framing,
+)
+from .table import Listen, Route, RouteTable, parse_table, table_path
+
+log = logging.getLogger("fleet.proxy")
+
+
+@dataclass
+class ProxyConfig:
+    header_timeout: float = 30.0  # a request head (or TLS handshake) must arrive within this
+    keepalive_timeout: float = 75.0  # an idle client connection is closed after this
+    connect_timeout: float = 5.0  # connecting to a target
+    max_header_bytes: int = 64 * 1024
+    reload_interval: float = 0.3  # route table poll
+    listen_retry: float = 2.0  # retry a listen port that failed
+    pool_idle_timeout: float = 30.0
+    pool_max_idle: int = 64  # idle upstream connections kept per target
+    high_water: int = 256 * 1024  # per-direction buffer before backpressure
+    upstream_ca: str | None = None  # extra CA bundle for https targets
+    default_listen: Listen | None = field(default_factory=lambda: Listen(port=8080))
+
+    @classmethod
+    def from_env(cls) -> "ProxyConfig":
+        cfg = cls()
+        env = os.environ
+        for name, attr in (
+            ("FLEET_PROXY_HEADER_TIMEOUT", "header_timeout"),
+            ("FLEET_PROXY_KEEPALIVE_TIMEOUT", "keepalive_timeout"),
+            ("FLEET_PROXY_CONNECT_TIMEOUT", "connect_timeout"),
+            ("FLEET_PROXY_RELOAD_INTERVAL", "reload_interval"),
+        ):
+            if env.get(name):
+                setattr(cfg, attr, float(env[name]))
+        if env.get("FLEET_UPSTREAM_CA"):
+            cfg.upstream_ca = env["FLEET_UPSTREAM_CA"]
+        return cfg
+
+
+# -- the index ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A route resolved for the hot path."""
+
+    fleet: str
+    route: Route
+    scheme: str
+    host: str
+    port: int
+    key: tuple[str, str, int]
+    host_header: bytes | None  # replaces Host for https targets (tunnels route by it)
+
+    @property
+    def agent(self) -> str:
+        return self.route.agent
+
+    @classmethod
+    def of(cls, fleet: str, route: Route) -> "Target":
+        u = urlsplit(route.target)
+        scheme = u.scheme
+        host = u.hostname or "127.0.0.1"
+        port = u.port or (443 if scheme == "https" else 80)
+        return cls(
+            fleet=fleet,
+            route=route,
+            scheme=scheme,
+            host=host,
+            port=port,
+            key=(scheme, host, port),
+            host_header=u.netloc.encode("idna") if scheme == "https" else None,
+        )
+
+
+class RouteIndex:
+    """hostname -> Target per proxy port, built once per table load."""
+
+    def __init__(self, table: RouteTable, ports: list[int]):
+        self.table = table
+        self.by_port: dict[int, dict[str, Target]] = {}
+        for port in ports:
+            self.by_port[port] = {name: Target.of(fleet, r) for name, (fleet, r) in table.hostnames(port).items()}
+
+    def routes(self, port: int) -> list[Target]:
+        """The distinct routes on `port` (aliases folded), sorted."""
+        seen: dict[tuple[str, str, str], Target] = {}
+        for t in self.by_port.get(port, {}).values():
+            seen.setdefault((t.fleet, t.route.agent, t.route.service), t)
+        return [seen[k] for k in sorted(seen)]
+
+
+def route_listing(index: RouteIndex, port: int, scheme: str) -> list[dict]:
+    out = []
+    names: dict[tuple[str, str, str], list[str]] = {}
+    for name, t in index.by_port.get(port, {}).items():
+        names.setdefault((t.fleet, t.route.agent, t.route.service), []).append(name)
+    for t in index.routes(port):
+        hostnames = sorted(names[(t.fleet, t.route.agent, t.route.service)], key=lambda n: (-n.count("."), n))
+        out.append(
+            {
+                "fleet": t.fleet,
+                "agent": t.route.agent,
+                "service": t.route.service,
+                "url": f"{scheme}://{t.route.hostname()}:{port}/",
+                "hostnames": hostnames,
+                "container_port": t.route.container_port,
+                "target": t.route.target,
+            }
+        )
+    return out
+
+
+# -- connections ---------------------------------------------------------------
+
+_HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
+_LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
+# Never dropped even when named in Connection: dropping them would desynchronise framing.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
+_FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for"})
+
+
+class Exchange:
+    """One request/response on a client connection."""
+
+    __slots__ = (
+        "head_bytes",
+        "method",
+        "target",
+        "hostname",
+        "body_kind",
+        "remaining",
+        "scanner",
+        "request_done",
+        "response_started",
+        "close_after",
+        "upgrade",
+        "pending",
+        "pending_size",
+        "retried",
+    )
+
+    def __init__(self, head_bytes: bytes, method: bytes, target: Target, hostname: str, body_kind: int, length: int):
+        self.head_bytes = head_bytes
+        self.method = method
+        self.target = target
+        self.hostname = hostname
+        self.body_kind = body_kind
+        self.remaining = length
+        self.scanner = ChunkScanner() if body_kind == CHUNKED else None
+        self.request_done = body_kind == NONE
+        self.response_started = False
+        self.close_after = False
+        self.upgrade = False
+        self.pending: list[bytes] = []  # body bytes waiting for the upstream connection
+        self.pending_size = 0
+        self.retried = False
+
+
+class _Pausable(asyncio.Protocol):
+    """Reading paused for as long as any reason holds."""
+
+    transport: asyncio.Transport | None = None
+
+    def __init__(self) -> None:
+        self._reasons: set[str] = set()
+
+    def pause(self, reason: str) -> None:
+        if not self._reasons and self.transport is not None:
+            self.transport.pause_reading()
+        self._reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self._reasons:
+            self._reasons.discard(reason)
+            if not self._reasons and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+
+class UpstreamConn(_Pausable):
+    """A connection to a target; attached to one client exchange at a time."""
+
+    def __init__(self, server: "ProxyServer", target: Target):
+        super().__init__()
+        self.server = server
+        self.target = target
+        self.client: ClientConn | None = None
+        self.transport: asyncio.Transport | None = None
+        self.state = _HEAD
+        self.buf = bytearray()
+        self.kind = NONE
+        self.remaining = 0
+        self.scanner: ChunkScanner | None = None
+        self.reusable = True
+        self.reused = False
+        self.got_bytes = False
+        self.closed = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=self.server.config.high_water)  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause("upstream-full")
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume("upstream-full")
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.pool.forget(self)
+        client = self.client
+        self.client = None
+        if client is not None:
+            if self.state == _TUNNEL:
+                client.close()
+            elif self.state == _BODY and self.kind == UNTIL_CLOSE:
+                client.response_done(self, reusable=False, force_close=True)
+            else:
+                client.upstream_lost(self, exc)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:  # idle in the pool: the target spoke out of turn
+            self.close()
+            return
+        self.got_bytes = True
+        if self.state == _TUNNEL:
+            client.write(data)
+            return
+        try:
+            self._on_bytes(client, data)
+        except HttpError as exc:
+            self.reusable = False
+            client.upstream_failed(self, f"bad response: {exc}")
+
+    def _on_bytes(self, client: "ClientConn", data: bytes) -> None:
+        while data:
+            if self.state == _HEAD:
+                if self.buf:
+                    self.buf += data
+                    data = bytes(self.buf)
+                    self.buf.clear()
+                idx = data.find(b"\r\n\r\n")
+                if idx < 0:
+                    if len(data) > self.server.config.max_header_bytes:
+                        raise HttpError(502, "response head too large")
+                    self.buf += data
+                    return
+                head = parse_response_head(data[:idx])
+                rest = data[idx + 4 :]
+                data = rest
+                ex = client.exchange
+                if ex is None:
+                    raise HttpError(502, "response without a request")
+                if 100 <= head.status < 200 and head.status != 101:
+                    client.write(client.response_head(head, interim=True))
+                    continue
+                if head.status == 101:
+                    if not ex.upgrade:
+                        raise HttpError(502, "101 Switching Protocols without an upgrade request")
+                    self.state = _TUNNEL
+                    self.reusable = False
+                    client.start_tunnel(self, head, rest)
+                    return
+                if ex.upgrade:
+                    self.reusable = False  # it may have been told Connection: upgrade
+                if head.version == b"1.0" and b"keep-alive" not in head.tokens(b"connection"):
+                    self.reusable = False
+                elif b"close" in head.tokens(b"connection"):
+                    self.reusable = False
+                kind, length = response_framing(head, ex.method)
+                self.kind, self.remaining = kind, length
+                if kind == UNTIL_CLOSE:
+                    self.reusable = False
+                    ex.close_after = True
+                self.scanner = ChunkScanner() if kind == CHUNKED else None
+                out = client.response_head(head)
+                ex.response_started = True
+                if kind == NONE:
+                    client.write(out)
+                    if data:
+                        self.reusable = False
+                    self._done(client)
+                    return
+                self.state = _BODY
+                if data:
+                    end = self._body_end(data)
+                    if end < 0:
+                        client.write(out + data)
+                        return
+                    client.write(out + data[:end])
+                    if end < len(data):
+                        self.reusable = False
+                    self._done(client)
+                else:
+                    client.write(out)
+                return
+            # _BODY
+            end = self._body_end(data)
+            if end < 0:
+                client.write(data)
+                return
+            client.write(data[:end])
+            if end < len(data):
+                self.reusable = False
+            self._done(client)
+            return
+
+    def _body_end(self, data: bytes) -> int:
+        """Index just past the response body's end in `data`, or -1."""
+        if self.kind == LENGTH:
+            if len(data) < self.remaining:
+                self.remaining -= len(data)
+                return -1
+            end = self.remaining
+            self.remaining = 0
+            return end
+        if self.kind == CHUNKED:
+            assert self.scanner is not None
+            return self.scanner.feed(data)
+        return -1  # until close
+
+    def _done(self, client: "ClientConn") -> None:
+        self.state = _HEAD
+        self.scanner = None
+        client.response_done(self, reusable=self.reusable)
+
+    # pool life
+    def detach(self) -> None:
+        self.client = None
+        self.resume("client-full")
+
+    def close(self) -> None:
+        self.client = None
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def abort(self) -> None:
+        self.client = None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per target (LIFO), closed after an idle time."""
+
+    def __init__(self, server: "ProxyServer"):
+        self.server = server
+        self.idle: dict[tuple[str, str, int], list[UpstreamConn]] = {}
+
+    def acquire(self, target: Target) -> UpstreamConn | None:
+        conns = self.idle.get(target.key)
+        while conns:
+            up = conns.pop()
+            if up.idle_timer is not None:
+                up.idle_timer.cancel()
+                up.idle_timer = None
+            if not up.closed and up.transport is not None and not up.transport.is_closing():
+                up.reused = True
+                up.got_bytes = False
+                up.target = target
+                return up
+        return None
+
+    def release(self, up: UpstreamConn) -> None:
+        up.detach()
+        cfg = self.server.config
+        conns = self.idle.setdefault(up.target.key, [])
+        if up.closed or len(conns) >= cfg.pool_max_idle:
+            up.close()
+            return
+        conns.append(up)
+        up.idle_timer = asyncio.get_running_loop().call_later(cfg.pool_idle_timeout, self._expire, up)
+
+    def _expire(self, up: UpstreamConn) -> None:
+        up.idle_timer = None
+        self.forget(up)
+        up.close()
+
+    def forget(self, up: UpstreamConn) -> None:
+        conns = self.idle.get(up.target.key)
+        if conns and up in conns:
+            conns.remove(up)
+
+    def close_all(self) -> None:
+        for conns in self.idle.values():
+            for up in conns:
+                up.close()
+        self.idle.clear()
+
+
+class ClientConn(_Pausable):
+    """One client connection: parses request heads, routes, relays."""
+
+    def __init__(self, server: "ProxyServer", port: int, scheme: str):
+        super().__init__()
+        self.server = server
+        self.cfg = server.config
+        self.port = port
+        self.scheme = scheme
+        self.scheme_b = scheme.encode()
+        self.transport: asyncio.Transport | None = None
+        self.peer = "127.0.0.1"
+        self.buf = bytearray()
+        self.state = _HEAD
+        self.exchange: Exchange | None = None
+        self.upstream: UpstreamConn | None = None
+        self.connecting: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.head_started = False
+        self.eof = False
+        self.keep_alive = True
+        self.client_version = b"1.1"
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = peer[0]
+        self.transport.set_write_buffer_limits(high=self.cfg.high_water)  # type: ignore[union-attr]
+        self.server.clients.add(self)
+        self._arm(self.cfg.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = _CLOSED
+        self.server.clients.discard(self)
+        self._disarm()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abort() if self.exchange is not None and not self.exchange.request_done else up.close()
+        self.exchange = None
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause("client-full")
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume("client-full")
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.state == _TUNNEL or self.scheme == "https":
+            return False
+        if self.exchange is not None and self.exchange.request_done:
+            return True  # answer the request in flight, then close
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        st = self.state
+        if st == _TUNNEL:
+            if self.upstream is not None:
+                self.upstream.transport.write(data)  # type: ignore[union-attr]
+            return
+        if st == _BODY:
+            self._feed_body(data)
+            return
+        if st == _CLOSED:
+            return
+        self.buf += data
+        if st == _HEAD:
+            self._try_head()
+        elif len(self.buf) > self.cfg.max_header_bytes:
+            self.pause("pipeline")  # the next request waits for this response
+
+    # timers
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timeout(self) -> None:
+        self.timer = None
+        if self.state == _HEAD:
+            if self.buf.strip(b"\r\n"):
+                self.local_response(408, "fleet proxy: request head not received in time\n", close=True)
+            else:
+                self.close()
+
+    # writing
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def close(self) -> None:
+        self.state = _CLOSED
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()
+
+    # requests
+    def _try_head(self) -> None:
+        buf = self.buf
+        if buf[:2] == b"\r\n":  # stray CRLFs between requests are allowed
+            while buf[:2] == b"\r\n":
+                del buf[:2]
+            if not buf:
+                return
+        if not self.head_started and buf:
+            self.head_started = True
+            self._arm(self.cfg.header_timeout)
+        idx = buf.find(b"\r\n\r\n")
+        if idx < 0:
+            if len(buf) > self.cfg.max_header_bytes:
+                self.local_response(431, "fleet proxy: request head too large\n", close=True)
+            return
+        if idx + 4 > self.cfg.max_header_bytes:
+            self.local_response(431, "fleet proxy: request head too large\n", close=True)
+            return
+        raw = bytes(buf[:idx])
+        del buf[: idx + 4]
+        self._disarm()
+        self.head_started = False
+        try:
+            head = parse_request_head(raw)
+            self._dispatch(head)
+        except HttpError as exc:
+            self.local_response(exc.status, f"fleet proxy: {exc}\n", close=True)
+
+    def _dispatch(self, head: Head) -> None:
+        self.client_version = head.version
+        conn_tokens = head.tokens(b"connection")
+        if head.version == b"1.0":
+            self.keep_alive = b"keep-alive" in conn_tokens
+        else:
+            self.keep_alive = b"close" not in conn_tokens
+        if head.method == b"CONNECT":
+            raise HttpError(405, "CONNECT is not supported: this is a reverse proxy")
+        target = head.target
+        host_values = head.get_all(b"host")
+        if len(host_values) > 1:
+            raise HttpError(400, "more than one Host header")
+        host = host_values[0] if host_values else b""
+        if target[:1] != b"/" and target != b"*":
+            # absolute-form: its authority is the host
+            u = urlsplit(target.decode("latin-1"))
+            if u.scheme not in ("http", "https") or not u.netloc:
+                raise HttpError(400, "malformed request target")
+            host = u.netloc.encode("latin-1")
+            target = (u.path or "/").encode("latin-1") + (b"?" + u.query.encode("latin-1") if u.query else b"")
+        if not host:
+            raise HttpError(400, "no Host header")
+        hostname = _hostname(host.decode("latin-1"))
+        body_kind, length = request_framing(head)
+        index = self.server.index
+        if hostname in _LOCAL_NAMES:
+            self._index(head, body_kind)
+            return
+        if not hostname.endswith(".localhost"):
+            self.local_response(
+                421,
+                f"fleet proxy: refusing Host {hostname!r}: only localhost names are routed here\n",
+                close=body_kind != NONE,
+            )
+            return
+        t = index.by_port.get(self.port, {}).get(hostname)
+        if t is None:
+            self._not_found(head, hostname, body_kind)
+            return
+        upgrade = b"upgrade" in conn_tokens and bool(head.get(b"upgrade"))
+        out = self._request_head(head, target, host, t, upgrade)
+        ex = Exchange(out, head.method, t, hostname, body_kind, length)
+        ex.upgrade = upgrade
+        ex.close_after = not self.keep_alive
+        self.exchange = ex
+        self.state = _WAIT if ex.request_done else _BODY
+        rest = bytes(self.buf)
+        self.buf.clear()
+        self._connect(ex)
+        if rest:
+            if self.state == _BODY:
+                self._feed_body(rest)
+            else:
+                self.buf += rest
+
+    def _request_head(self, head: Head, target: bytes, host: bytes, t: Target, upgrade: bool) -> bytes:
+        drop = HOP_BY_HOP | (head.tokens(b"connection") - _FRAMING) | _FORWARDED
+        parts = [head.method, b" ", target, b" HTTP/", head.version, b"\r\n"]
+        xff = None
+        for (name, value), ln in zip(head.headers, head.lower):
+            if ln in drop:
+                if ln == b"x-forwarded-for":
+                    xff = value if xff is None else xff + b", " + value
+                elif ln == b"transfer-encoding":
+                    parts += [name, b": ", value, b"\r\n"]  # chunked bodies pass through as they are
+                continue
+            if ln == b"host":
+                if t.host_header is not None:
+                    value = t.host_header
+            parts += [name, b": ", value, b"\r\n"]
+        peer = self.peer.encode()
+        parts += [
+            b"X-Forwarded-For: ",
+            (xff + b", " + peer) if xff else peer,
+            b"\r\nX-Forwarded-Proto: ",
+            self.scheme_b,
+            b"\r\nX-Forwarded-Host: ",
+            host,
+            b"\r\n",
+        ]
+        if upgrade:
+            parts += [b"Connection: Upgrade\r\nUpgrade: ", head.get(b"upgrade") or b"", b"\r\n\r\n"]
+        else:
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        return b"".join(parts)
+
+    def _feed_body(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        if ex.body_kind == LENGTH:
+            if len(data) < ex.remaining:
+                ex.remaining -= len(data)
+                self._send(ex, data)
+                return
+            end = ex.remaining
+            ex.remaining = 0
+        else:
+            assert ex.scanner is not None
+            try:
+                end = ex.scanner.feed(data)
+            except HttpError as exc:
+                ex.close_after = True
+                if ex.response_started:
+                    self.close()
+                else:
+                    self._drop_upstream(ex)
+                    self.local_response(400, f"fleet proxy: {exc}\n", close=True)
+                return
+            if end < 0:
+                self._send(ex, data)
+                return
+        self._send(ex, data[:end])
+        ex.request_done = True
+        self.state = _WAIT
+        if end < len(data):
+            self.buf += data[end:]
+            if len(self.buf) > self.cfg.max_header_bytes:
+                self.pause("pipeline")
+
+    def _send(self, ex: Exchange, data: bytes) -> None:
+        if not data:
+            return
+        up = self.upstream
+        if up is not None and up.transport is not None:
+            up.transport.write(data)
+            return
+        ex.pending.append(data)
+        ex.pending_size += len(data)
+        if ex.pending_size > self.cfg.high_water:
+            self.pause("connect")
+
+    # upstream
+    def _connect(self, ex: Exchange) -> None:
+        up = self.server.pool.acquire(ex.target)
+        if up is not None:
+            self._attach(ex, up)
+            return
+        self.connecting = asyncio.get_running_loop().create_task(self._open(ex))
+
+    async def _open(self, ex: Exchange) -> None:
+        t = ex.target
+        loop = asyncio.get_running_loop()
+        try:
+            ssl_ctx = self.server.upstream_ssl() if t.scheme == "https" else None
+            _, up = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConn(self.server, t),
+                    t.host,
+                    t.port,
+                    ssl=ssl_ctx,
+                    server_hostname=t.host if ssl_ctx else None,
+                ),
+                self.cfg.connect_timeout,
+            )
+        except asyncio.CancelledError:
+            raise
+        except asyncio.TimeoutError:
+            self._bad_gateway(ex, f"no answer within {self.cfg.connect_timeout:g}s")
+            return
+        except ssl.SSLCertVerificationError as exc:
+            self._bad_gateway(ex, f"TLS verification failed: {exc.verify_message}")
+            return
+        except OSError as exc:
+            self._bad_gateway(ex, _describe_oserror(exc))
+            return
+        finally:
+            self.connecting = None
+        if self.exchange is not ex or self.state == _CLOSED:
+            up.close()
+            return
+        self._attach(ex, up)
+
+    def _attach(self, ex: Exchange, up: UpstreamConn) -> None:
+        self.upstream = up
+        up.client = self
+        up.state = _HEAD
+        up.buf.clear()
+        up.reusable = True
+        assert up.transport is not None
+        if ex.pending:
+            up.transport.write(ex.head_bytes + b"".join(ex.pending))
+            ex.pending.clear()
+            ex.pending_size = 0
+            self.resume("connect")
+        else:
+            up.transport.write(ex.head_bytes)
+
+    def upstream_lost(self, up: UpstreamConn, exc: Exception | None) -> None:
+        """The target closed before the response was complete."""
+        ex = self.exchange
+        if up is not self.upstream or ex is None:
+            return
+        self.upstream = None
+        if ex.response_started:
+            self.close()
+            return
+        if up.reused and not up.got_bytes and ex.body_kind == NONE and not ex.retried and not ex.upgrade:
+            ex.retried = True  # a kept-alive connection the target had closed: retry once
+            self.connecting = asyncio.get_running_loop().create_task(self._open(ex))
+            return
+        self._bad_gateway(ex, "closed the connection" + (f" ({_describe_oserror(exc)})" if exc else ""))
+
+    def upstream_failed(self, up: UpstreamConn, reason: str) -> None:
+        ex = self.exchange
+        up.close()
+        if up is not self.upstream or ex is None:
+            return
+        self.upstream = None
+        if ex.response_started:
+            self.close()
+        else:
+            self._bad_gateway(ex, reason)
+
+    def _drop_upstream(self, ex: Exchange) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+
+    def _bad_gateway(self, ex: Exchange, reason: str) -> None:
+        if self.exchange is not ex or self.state == _CLOSED:
+            return
+        t = ex.target
+        msg = (
+            f"fleet proxy: agent {t.route.agent} (fleet {t.fleet}, service {t.route.service}) "
+            f"is not answering at {t.route.target}: {reason}\n"
+        )
+        log.warning("502 %s -> %s: %s", ex.hostname, t.route.target, reason)
+        self.exchange = None
+        self.local_response(502, msg, close=ex.close_after or not ex.request_done)
+
+    def response_head(self, head: Head, interim: bool = False) -> bytes:
+        drop = HOP_BY_HOP | (head.tokens(b"connection") - _FRAMING)
+        parts = [b"HTTP/1.1 ", str(head.status).encode(), b" ", head.reason, b"\r\n"]
+        for (name, value), ln in zip(head.headers, head.lower):
+            if ln in drop:
+                if ln == b"transfer-encoding":
+                    parts += [name, b": ", value, b"\r\n"]
+                continue
+            parts += [name, b": ", value, b"\r\n"]
+        if interim:
+            parts.append(b"\r\n")
+            return b"".join(parts)
+        ex = self.exchange
+        closing = ex is None or ex.close_after or self.eof
+        if closing:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif self.client_version == b"1.0":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def start_tunnel(self, up: UpstreamConn, head: Head, rest: bytes) -> None:
+        parts = [b"HTTP/1.1 101 ", head.reason, b"\r\n"]
+        for (name, value), ln in zip(head.headers, head.lower):
+            if ln in (b"connection", b"keep-alive", b"proxy-connection"):
+                continue
+            parts += [name, b": ", value, b"\r\n"]
+        parts.append(b"Connection: Upgrade\r\n\r\n")
+        self.write(b"".join(parts) + rest)
+        self.state = _TUNNEL
+        if self.exchange is not None:
+            self.exchange.response_started = True
+        self.resume("pipeline")
+        if self.buf and up.transport is not None:
+            up.transport.write(bytes(self.buf))
+            self.buf.clear()
+
+    def response_done(self, up: UpstreamConn, reusable: bool, force_close: bool = False) -> None:
+        ex = self.exchange
+        self.exchange = None
+        if up is self.upstream:
+            self.upstream = None
+            self.resume("upstream-full")
+            if reusable and ex is not None and ex.request_done and not force_close:
+                self.server.pool.release(up)
+            else:
+                up.close()
+        if ex is None or force_close or ex.close_after or not ex.request_done or self.eof:
+            self.close()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        self.state = _HEAD
+        self.resume("pipeline")
+        if self.buf:
+            # a pipelined request: parse it on the next loop turn (no recursion)
+            self._arm(self.cfg.header_timeout)
+            asyncio.get_running_loop().call_soon(self._pipelined)
+        else:
+            self._arm(self.cfg.keepalive_timeout)
+
+    def _pipelined(self) -> None:
+        if self.state == _HEAD and self.buf:
+            self._try_head()
+
+    # local answers
+    def local_response(
+        self, status: int, body: str | bytes, close: bool = False, content_type: str = "text/plain; charset=utf-8"
+    ) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        close = close or not self.keep_alive or self.eof
+        head = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
+            f"Cache-Control: no-store\r\nServer: fleet-proxy\r\n"
+            + ("Connection: close\r\n" if close else "")
+            + "\r\n"
+        ).encode()
+        self.write(head + data)
+        self.exchange = None
+        if close:
+            self.close()
+        else:
+            self._next()
+
+    def _wants_json(self, head: Head) -> bool:
+        accept = (head.get(b"accept") or b"").lower()
+        return b"application/json" in accept and b"text/html" not in accept
+
+    def _index(self, head: Head, body_kind: int) -> None:
+        listing = route_listing(self.server.index, self.port, self.scheme)
+        close = body_kind != NONE
+        if self._wants_json(head):
+            body = json.dumps({"version": 1, "port": self.port, "routes": listing}, indent=1) + "\n"
+            self.local_response(200, body, close=close, content_type="application/json")
+        else:
+            self.local_response(200, _html_page("fleet routes", "", listing), close=close, content_type="text/html; charset=utf-8")
+
+    def _not_found(self, head: Head, hostname: str, body_kind: int) -> None:
+        listing = route_listing(self.server.index, self.port, self.scheme)
+        labels = hostname[: -len(".localhost")].split(".")
+        note = f"no route for {hostname} on port {self.port}"
+        if len(labels) == 1:
+            services = [r["service"] for r in listing if r["agent"] == labels[0]]
+            if len(services) > 1:
+                note += f": agent {labels[0]} has several ports, use " + " or ".join(
+                    f"{s}.{labels[0]}.localhost" for s in services
+                )
+        elif len(labels) == 2:
+            services = [r["service"] for r in listing if r["agent"] == labels[1]]
+            if services:
+                note += f": agent {labels[1]} serves " + ", ".join(services)
+        close = body_kind != NONE
+        if self._wants_json(head):
+            body = json.dumps({"version": 1, "error": note, "port": self.port, "routes": listing}, indent=1) + "\n"
+            self.local_response(404, body, close=close, content_type="application/json")
+        elif b"text/html" in (head.get(b"accept") or b""):
+            self.local_response(404, _html_page("no such route", note, listing), close=close, content_type="text/html; charset=utf-8")
+        else:
+            lines = [f"fleet proxy: {note}", "known routes:" if listing else "no routes on this port"]
+            lines += [f"  {r['url']}  (fleet {r['fleet']}, agent {r['agent']})" for r in listing]
+            self.local_response(404, "\n".join(lines) + "\n", close=close)
+
+
+def _hostname(host: str) -> str:
+    """The host part of a Host header value, lower-cased, without port or final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    name, _, _port = host.partition(":")
+    return name.rstrip(".")
+
+
+def _describe_oserror(exc: BaseException | None) -> str:
+    if exc is None:
+        return "closed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the target ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def _html_page(title: str, note: str, listing: list[dict]) -> str:
+    rows = "".join(
+        "<tr><td>{fleet}</td><td>{agent}</td><td>{service}</td><td><a href=\"{url}\">{url}</a></td>"
+        "<td>{aliases}</td><td><code>{target}</code></td></tr>".format(
+            fleet=html.escape(r["fleet"]),
+            agent=html.escape(r["agent"]),
+            service=html.escape(r["service"]),
+            url=html.escape(r["url"]),
+            aliases=html.escape(", ".join(r["hostnames"][1:])),
+            target=html.escape(r["target"]),
+        )
+        for r in listing
+    )
+    table = (
+        "<table><tr><th>fleet</th><th>agent</th><th>service</th><th>URL</th><th>also</th><th>target</th></tr>"
+        f"{rows}</table>"
+        if listing
+        else "<p>No routes on this port yet: declare <code>ports:</code> on an agent and run <code>fleet apply</code>.</p>"
+    )
+    return (
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>"
+        + html.escape(title)
+        + "</title><style>body{font-family:system-ui,sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}"
+        "tr:nth-child(even){background:#f3f3f3}</style></head><body><h1>"
+        + html.escape(title)
+        + "</h1>"
+        + (f"<p>{html.escape(note)}</p>" if note else "")
+        + table
+        + "</body></html>\n"
+    )
+
+
+# -- listeners and the server ---------------------------------------------------------
+
+
+def who_listens(port: int) -> str | None:
+    """'nginx (pid 123)' for the process listening on TCP `port`, when /proc tells."""
+    inodes: set[str] = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as fh:
+                next(fh)
+                for line in fh:
+                    f = line.split()
+                    if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f[9])
+        except (OSError, StopIteration, ValueError):
+            continue
+    inodes.discard("0")
+    if not inodes:
+        return None
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    if os.readlink(f"{fd_dir}/{fd}") in wanted:
+                        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                        return f"{comm} (pid {pid})"
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return "another process (not visible to this user)"
+
+
+def port_in_use_message(listen: Listen) -> str:
+    who = who_listens(listen.port)
+    by = f" by {who}" if who else ""
+    return (
+        f"port {listen.port} on {listen.bind} is already in use{by}; stop it or set another "
+        f"`proxy.port` in fleet.yaml (or `fleet proxy start --port N`)"
+    )
+
+
+class Listener:
+    def __init__(self, server: "ProxyServer", listen: Listen, sock: socket.socket):
+        self.server = server
+        self.listen = listen
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+
+    def start(self) -> None:
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        try:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        except Exception:
+            pass
+        self.sock.close()
+
+    def _accept(self) -> None:
+        for _ in range(128):
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: try again on the next wake-up
+                log.warning("accept on port %s failed: %s", self.port, exc)
+                return
+            conn.setblocking(False)
+            self.server.sniff(conn, self.port)
+
+
+def open_listen_socket(listen: Listen) -> socket.socket:
+    """A bound, listening, non-blocking socket; FleetError when the port is taken."""
+    family = socket.AF_INET6 if ":" in listen.bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((listen.bind, listen.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (98, 48):  # EADDRINUSE
+            raise FleetError(port_in_use_message(listen)) from exc
+        if exc.errno == 13:
+            raise FleetError(f"no permission to listen on port {listen.port} (ports below 1024 need root)") from exc
+        raise FleetError(f"cannot listen on {listen.bind}:{listen.port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+class ProxyServer:
+    """The proxy: listeners for every port in the route table, reloading it as it changes."""
+
+    def __init__(
+        self,
+        config: ProxyConfig | None = None,
+        ca: CertificateAuthority | None = None,
+        table_file: Path | None = None,
+        on_change: Callable[["ProxyServer"], None] | None = None,
+    ):
+        self.config = config or ProxyConfig()
+        self.ca = ca
+        self.table_file = table_file or table_path()
+        self.on_change = on_change
+        self.listeners: dict[tuple[str, int], Listener] = {}
+        self.errors: dict[tuple[str, int], str] = {}
+        self.index = RouteIndex(RouteTable(), [])
+        self.table = RouteTable()
+        self.pool = UpstreamPool(self)
+        self.clients: set[ClientConn] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._stamp: tuple[int, int, int] | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._upstream_ssl: ssl.SSLContext | None = None
+        self._watch: asyncio.Task | None = None
+        self._last_retry = 0.0
+        self.loaded_at = 0.0
+
+    # TLS contexts
+    def tls_context(self) -> ssl.SSLContext | None:
+        if self._tls is None and self.ca is not None:
+            self._tls = self.ca.server_context()
+        return self._tls
+
+    def upstream_ssl(self) -> ssl.SSLContext:
+        if self._upstream_ssl is None:
+            ctx = ssl.create_default_context()
+            if self.config.upstream_ca:
+                ctx.load_verify_locations(cafile=self.config.upstream_ca)
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._upstream_ssl = ctx
+        return self._upstream_ssl
+
+    # life
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_exceptions)
+        self.tls_context()
+        self.reload(force=True)
+        self._watch = loop.create_task(self._watch_table())
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            try:
+                await self._watch
+            except asyncio.CancelledError:
+                pass
+        for lst in list(self.listeners.values()):
+            lst.close()
+        self.listeners.clear()
+        for c in list(self.clients):
+            c.close()
+        self.pool.close_all()
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def _watch_table(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reload_interval)
+            try:
+                self.reload()
+            except Exception:  # never let the watcher die
+                log.exception("reloading the route table failed")
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.table_file)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def reload(self, force: bool = False) -> bool:
+        """Re-read the table when it changed; returns whether anything changed."""
+        stamp = self._file_stamp()
+        retry_due = bool(self.errors) and time.monotonic() - self._last_retry >= self.config.listen_retry
+        if stamp == self._stamp and not force and not retry_due:
+            return False
+        changed = False
+        if stamp != self._stamp or force:
+            table = self.table
+            if stamp is None:
+                table = RouteTable()
+            else:
+                try:
+                    table = parse_table(Path(self.table_file).read_bytes(), str(self.table_file))
+                except (OSError, FleetError) as exc:
+                    log.error("keeping the previous routes: %s", exc)
+                    self._stamp = stamp
+                    return False
+            self._stamp = stamp
+            self.table = table
+            changed = True
+        self._sync_listeners()
+        ports = sorted({lst.listen.port for lst in self.listeners.values()} | {p for _, p in self.errors})
+        self.index = RouteIndex(self.table, ports)
+        self.loaded_at = time.time()
+        if changed:
+            n = sum(len(v) for v in self.index.by_port.values())
+            log.info("route table loaded: %d hostnames on ports %s", n, ports)
+        if self.on_change is not None:
+            self.on_change(self)
+        return changed
+
+    def wanted(self) -> list[Listen]:
+        return self.table.listen_addresses(self.config.default_listen)
+
+    def _sync_listeners(self) -> None:
+        wanted = {(x.bind, x.port): x for x in self.wanted()}
+        for key in list(self.listeners):
+            if key not in wanted:
+                self.listeners.pop(key).close()
+                log.info("stopped listening on %s:%s", *key)
+        for key in list(self.errors):
+            if key not in wanted:
+                del self.errors[key]
+        self._last_retry = time.monotonic()
+        for key, item in wanted.items():
+            if key in self.listeners:
+                continue
+            try:
+                sock = open_listen_socket(item)
+            except FleetError as exc:
+                if self.errors.get(key) != str(exc):
+                    log.error("%s", exc)
+                self.errors[key] = str(exc)
+                continue
+            self.errors.pop(key, None)
+            lst = Listener(self, item, sock)
+            lst.start()
+            self.listeners[key] = lst
+            log.info("listening on %s:%s (HTTP and HTTPS)", *key)
+
+    def listening(self) -> list[Listen]:
+        return [lst.listen for lst in self.listeners.values()]
+
+    # connections
+    def sniff(self, conn: socket.socket, port: int) -> None:
+        """Wait for the first byte: 0x16 starts TLS, anything else is plain HTTP."""
+        loop = asyncio.get_running_loop()
+        fd = conn.fileno()
+
+        def expire() -> None:
+            loop.remove_reader(fd)
+            conn.close()
+
+        timer = loop.call_later(self.config.header_timeout, expire)
+
+        def readable() -> None:
+            try:
+                first = conn.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                first = b""
+            loop.remove_reader(fd)
+            timer.cancel()
+            if not first:
+                conn.close()
+                return
+            tls = first[0] == 0x16 and self.tls_context() is not None
+            task = loop.create_task(self._serve(conn, port, tls))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        loop.add_reader(fd, readable)
+
+    async def _serve(self, conn: socket.socket, port: int, tls: bool) -> None:
+        loop = asyncio.get_running_loop()
+        scheme = "https" if tls else "http"
+        try:
+            if tls:
+                await loop.connect_accepted_socket(
+                    lambda: ClientConn(self, port, scheme),
+                    conn,
+                    ssl=self.tls_context(),
+                    ssl_handshake_timeout=self.config.header_timeout,
+                    ssl_shutdown_timeout=5.0,
+                )
+            else:
+                await loop.connect_accepted_socket(lambda: ClientConn(self, port, scheme), conn)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            log.debug("connection on port %s dropped during setup: %s", port, exc)
+            conn.close()
+
+    def state(self) -> dict:
+        """What `fleet proxy status` shows about the running server."""
+        return {
+            "pid": os.getpid(),
+            "listening": [x.model_dump() for x in self.listening()],
+            "errors": {f"{b}:{p}": msg for (b, p), msg in self.errors.items()},
+            "routes": sum(len(self.index.routes(p)) for p in self.index.by_port),
+            "table_loaded_at": self.loaded_at,
+            "ca": str(self.ca.cert_path) if self.ca is not None else None,
+        }
+
+
+def _quiet_exceptions(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    exc = context.get("exception")
+    if isinstance(exc, (ssl.SSLError, ConnectionError, asyncio.TimeoutError)):
+        log.debug("%s: %s", context.get("message"), exc)
+        return
+    loop.default_exception_handler(context)
