@@ -26,6 +26,7 @@ class Event:
     kind: EventKind
     action: Action
     error: str | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Result:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     interrupted: bool = False
 
     @property
@@ -43,8 +45,23 @@ class Result:
 Hook = Callable[[Action], None]
 
 
-def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Provider] = get_provider) -> None:
-    """Carry out one action through its provider(s)."""
+def _release_workspace(fleet: str, owner: str, spec: dict) -> str | None:
+    """A destroyed agent's or host's copy/worktree is removed only when no work
+    would be lost; otherwise the note says where it was kept."""
+    from . import workspaces
+    from .model import WorkspaceSpec
+
+    raw = spec.get("workspace")
+    if not isinstance(raw, dict) or raw.get("mode", "shared") == "shared":
+        return None
+    try:
+        return workspaces.release(fleet, owner, WorkspaceSpec.model_validate(raw))
+    except (FleetError, ValueError) as exc:
+        return f"kept workspace of {owner}: {exc}"
+
+
+def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Provider] = get_provider) -> str | None:
+    """Carry out one action through its provider(s); returns a note for the user, if any."""
     fleet = desired.fleet
     p = provider_of(action.provider)
     if action.kind == "host":
@@ -57,8 +74,11 @@ def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Pr
             p.start_host(fleet, action.observed_host)
         elif action.op == "destroy":
             provider_of(action.observed_host.provider).destroy_host(fleet, action.observed_host)
+            return _release_workspace(fleet, action.name, action.observed_host.spec)
         else:
             raise FleetError(f"internal: no host operation {action.op}")
+    elif action.op == "message":
+        _deliver(desired, action, p)
     elif action.kind == "agent":
         if action.op in ("create", "join"):
             p.create_agent(desired, action.desired_agent)
@@ -73,10 +93,26 @@ def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Pr
             p.stop_agent(fleet, action.observed_agent)
         elif action.op == "destroy":
             provider_of(action.observed_agent.provider).destroy_agent(fleet, action.observed_agent)
+            if not action.observed_agent.host:
+                return _release_workspace(fleet, action.name, action.observed_agent.spec)
         else:
             raise FleetError(f"internal: no agent operation {action.op}")
     else:
         raise FleetError(f"internal: no handler for {action.kind} actions")
+    return None
+
+
+def _deliver(desired: Desired, action: Action, p: Provider) -> None:
+    from . import messages
+
+    agent = action.desired_agent
+    try:
+        cid = p.send_message(desired.fleet, agent, agent.message or "")
+    except FleetError as exc:
+        if action.observed_agent is not None:
+            messages.record(desired.fleet, agent.name, action.observed_agent.id, "failed", str(exc))
+        raise
+    messages.record(desired.fleet, agent.name, cid, "delivered")
 
 
 def execute(
@@ -94,7 +130,7 @@ def execute(
     op to a hook run when such an action succeeds (e.g. first-message delivery).
     """
     emit = on_event or (lambda e: None)
-    run = runner or (lambda a: run_action(desired, a))
+    run: Callable[[Action], str | None] = runner or (lambda a: run_action(desired, a))
     hooks = after or {}
     result = Result()
     pending = {a.id: a for a in plan.actions}
@@ -113,11 +149,12 @@ def execute(
 
     plan_ids = set(pending)
 
-    def work(a: Action) -> None:
-        run(a)
+    def work(a: Action) -> str | None:
+        note = run(a)
         hook = hooks.get(a.op)
         if hook:
             hook(a)
+        return note if isinstance(note, str) else None
 
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fleet-exec") as pool:
         try:
@@ -161,7 +198,10 @@ def execute(
                     if exc is None:
                         finished.add(a.id)
                         result.done.append(a.id)
-                        emit(Event("done", a))
+                        note = fut.result()
+                        if note:
+                            result.notes.append(note)
+                        emit(Event("done", a, note=note))
                     else:
                         if isinstance(exc, ProviderError):
                             msg = exc.detail

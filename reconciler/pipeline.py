@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import messages
 from .execute import Event, Result, execute
 from .load import load
 from .model import Desired, Observed
@@ -38,6 +39,11 @@ def observe(fleet: str, providers: list[str]) -> Observed:
         h, a = get_provider(name).observe(fleet)
         hosts.extend(h)
         agents.extend(a)
+    delivered = messages.states(fleet)
+    agents = [
+        a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
+        for a in agents
+    ]
     return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents))
 
 

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from .model import DesiredAgent, DesiredHost, Frozen, ObservedAgent, ObservedHost
 
-Op = Literal["create", "join", "restart", "replace", "start", "stop", "destroy", "route"]
+Op = Literal["create", "join", "restart", "replace", "start", "stop", "destroy", "route", "message"]
 Kind = Literal["host", "agent", "route"]
 
 # Ops that change or remove something running: apply asks before these on a TTY.
@@ -65,8 +65,10 @@ class Plan(Frozen):
         if self.empty:
             return f"fleet {self.fleet} is up to date"
         c = self.counts()
-        order = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route"]
-        parts = [f"{c[op]} to {op}" for op in order if c.get(op)]
+        order = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message"]
+        parts = [f"{c[op]} to {op}" for op in order if c.get(op) and op != "message"]
+        if c.get("message"):
+            parts.append(f"{c['message']} first message{'s' if c['message'] != 1 else ''} to send")
         if self.unchanged:
             parts.append(f"{len(self.unchanged)} unchanged")
         return f"Plan for {self.fleet}: " + ", ".join(parts)

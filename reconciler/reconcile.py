@@ -103,6 +103,7 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
     host_actions = _reconcile_hosts(b)
     agent_destroys = _reconcile_agents(b, host_actions)
     _destroy_orphan_hosts(b, agent_destroys)
+    _first_messages(b)
     return Plan(
         fleet=desired.fleet,
         actions=tuple(b.actions),
@@ -274,6 +275,27 @@ def _destroy_orphan_hosts(b: _Builder, waits: dict[str, list[str]]) -> None:
             act = act.model_copy(update={"depends_on": tuple(waits[act.name])})
         fixed.append(act)
     b.actions[:] = fixed
+
+
+def _first_messages(b: _Builder) -> None:
+    """An agent's `message:` is typed in once, right after its container first
+    starts: after a create/join/replace, or later if that delivery never happened
+    (an apply killed in between, an agent that was not running)."""
+    agent_acts = {a.name: a for a in b.actions if a.kind == "agent" and a.id == f"agent:{a.name}"}
+    observed = _group(b.observed.agents)
+    for name, agent in sorted(b.desired.agents.items()):
+        if not agent.message or not agent.enabled or not b.in_scope(name):
+            continue
+        act = agent_acts.get(name)
+        obs = _pick(observed[name], agent.spec_hash)[0] if observed.get(name) else None
+        common = dict(id=f"message:{name}", op="message", kind="agent", name=name, host=agent.host,
+                      provider=agent.provider, desired_agent=agent)
+        if act is not None and act.op in ("create", "join", "replace"):
+            b.add(cause="first message", depends_on=(act.id,), **common)
+        elif obs is not None and obs.message_pending and (act is not None and act.op in ("start", "restart")):
+            b.add(cause="first message not delivered yet", depends_on=(act.id,), observed_agent=obs, **common)
+        elif obs is not None and obs.message_pending and act is None and obs.state == "running":
+            b.add(cause="first message not delivered yet", observed_agent=obs, **common)
 
 
 def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:

@@ -28,6 +28,7 @@ SYMBOL = {
     "stop": ("=", "magenta"),
     "destroy": ("-", "red"),
     "route": ("*", "blue"),
+    "message": (">", "blue"),
 }
 
 
@@ -84,6 +85,8 @@ def print_result(console: Console, plan: Plan, result: Result) -> None:
     for aid, msg in result.skipped.items():
         a = plan.get(aid)
         console.print(Text(f"  - {a.op} {a.kind} {a.name}: {msg}", style="yellow"))
+    for note in result.notes:
+        console.print(Text(f"  note: {note}", style="yellow"))
     n = len(result.done)
     if result.ok:
         console.print(Text(f"fleet {plan.fleet}: {n} action{'s' if n != 1 else ''} done", style="bold green"))
@@ -100,7 +103,7 @@ def print_result(console: Console, plan: Plan, result: Result) -> None:
 def event_line(kind: str, action: Action, error: str | None = None) -> str:
     verb = {
         "create": "created", "join": "joined", "replace": "replaced", "restart": "restarted", "start": "started",
-        "stop": "stopped", "destroy": "destroyed", "route": "routed",
+        "stop": "stopped", "destroy": "destroyed", "route": "routed", "message": "messaged",
     }[action.op]
     if kind == "done":
         return f"{verb} {action.kind} {action.name}"
@@ -160,9 +163,11 @@ def status_rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
         d = desired.agents.get(name)
         o = by_name.get(name)
         state = o.state if o else ("disabled" if d and not d.enabled else "missing")
-        if d is None:
+        if d is not None and not d.enabled:
+            state = "disabled"
+        elif d is None:
             state = f"{state} (not in fleet.yaml)"
-        elif o and o.spec_hash != d.spec_hash:
+        elif o and d and o.spec_hash != d.spec_hash:
             state = f"{state} (outdated)"
         rows.append(
             {

@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from .app import app, main  # noqa: F401
 from . import core  # noqa: F401,E402  (registers validate/diff/apply/status/destroy/schema)
+from . import agents  # noqa: F401,E402  (registers logs/exec/attach/message)
 
 __all__ = ["app", "main"]

@@ -158,8 +158,12 @@ def destroy(
         if purge_workspaces:
             from ..providers.base import get_provider
 
+            from .. import workspaces
+
             for vol in get_provider("docker").remove_volumes(desired.fleet):
                 out.print(f"  - removed volume {vol}")
+            for path in workspaces.purge(desired.fleet):
+                out.print(f"  - removed workspace {path}")
 
 
 @app.command()

@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from .. import labels as L
+from .. import workspaces
 from ..errors import EngineUnavailable, ProviderError
 from ..model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
 
@@ -151,6 +152,7 @@ class DockerProvider:
                         exit_code=int(m.group(1)) if m else None,
                         status=status,
                         host_id=host_id,
+                        message_pending=lab.get(L.MESSAGE) == "pending",
                         **common,
                     )
                 )
@@ -217,7 +219,10 @@ class DockerProvider:
         binds = {}
         volumes = ["/workspace"]
         if host.workspace is not None:
-            binds[str(host.workspace.path)] = {"bind": "/workspace", "mode": "rw"}
+            mounts = workspaces.prepare(fleet, host.name, host.workspace)
+            binds[str(mounts.workspace)] = {"bind": "/workspace", "mode": "rw"}
+            for src, dst in mounts.extra.items():
+                binds[src] = {"bind": dst, "mode": "rw"}
         else:
             vol = self._workspace_volume(fleet, host.name)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
@@ -266,6 +271,7 @@ class DockerProvider:
             L.PROJECT: fleet, L.KIND: "agent", L.AGENT: agent.name,
             L.SPEC_HASH: agent.spec_hash, L.SPEC: _spec_label(agent.spec()),
             L.PORTS: json.dumps(agent.ports, sort_keys=True),
+            L.MESSAGE: "pending" if agent.message else "none",
         }
         env = dict(agent.env)
         common_hc: dict[str, Any] = dict(restart_policy={"Name": RESTART[agent.restart]}, init=True)
@@ -280,7 +286,11 @@ class DockerProvider:
             self.ensure_image(fleet, agent.image, resource)
             binds = {}
             if agent.workspace is not None:
-                binds[str(agent.workspace.path)] = {"bind": "/workspace", "mode": "rw"}
+                mounts = workspaces.prepare(fleet, agent.name, agent.workspace)
+                binds[str(mounts.workspace)] = {"bind": "/workspace", "mode": "rw"}
+                for src, dst in mounts.extra.items():
+                    binds[src] = {"bind": dst, "mode": "rw"}
+                env.update(mounts.env)
             ports = sorted(set(agent.ports.values()))
             hc = self.api.create_host_config(
                 binds=binds,
@@ -340,3 +350,176 @@ class DockerProvider:
             self._call(f"volume {v['Name']}", self.api.remove_volume, v["Name"], force=True)
             removed.append(v["Name"])
         return removed
+
+    # ------------------------------------------------------------------ agent operations
+
+    def _running(self, agent: ObservedAgent, what: str) -> dict:
+        """The container's details, refusing clearly when it cannot take `what`."""
+        from docker.errors import NotFound
+
+        try:
+            info = self.api.inspect_container(agent.id)
+        except NotFound:
+            raise ProviderError(f"agent {agent.name}", f"its container is gone; run `fleet apply` first ({what} not done)") from None
+        state = info.get("State", {})
+        if state.get("Restarting"):
+            raise ProviderError(
+                f"agent {agent.name}",
+                f"is restarting (last exit code {state.get('ExitCode')}); {what} not done, try again when it runs",
+            )
+        if not state.get("Running"):
+            raise ProviderError(
+                f"agent {agent.name}",
+                f"is not running ({state.get('Status')}, exit code {state.get('ExitCode')}); {what} not done; "
+                "`fleet apply` starts it",
+            )
+        return info
+
+    def logs(self, fleet: str, agent: ObservedAgent, follow: bool = False, tail: int | None = None,
+             since: float | None = None):
+        """The agent's output as byte chunks (its terminal's output)."""
+        kwargs: dict[str, Any] = dict(stdout=True, stderr=True, stream=True, follow=follow, tail=tail if tail is not None else "all")
+        if since is not None:
+            kwargs["since"] = int(since)
+        return self._call(f"agent {agent.name}", self.api.logs, agent.id, **kwargs)
+
+    def exec(self, fleet: str, agent: ObservedAgent, cmd: list[str], workdir: str | None = None,
+             env: dict[str, str] | None = None, interactive: bool = False, tty: bool = False) -> int:
+        """Run `cmd` in the agent's container, streaming to our stdout/stderr;
+        returns its exit code."""
+        import os
+        import sys
+
+        from ..terminal import bridge, read_frames
+
+        info = self._running(agent, "exec")
+        resource = f"agent {agent.name}"
+        wd = workdir or info.get("Config", {}).get("WorkingDir") or None
+        ex = self._call(resource, self.api.exec_create, agent.id, cmd, stdin=interactive, tty=tty,
+                        environment=env or None, workdir=wd)
+        sock = self._call(resource, self.api.exec_start, ex["Id"], socket=True, tty=tty)
+        raw = getattr(sock, "_sock", sock)
+        try:
+            if tty:
+                bridge(raw, resize=lambda h, w: self.api.exec_resize(ex["Id"], height=h, width=w) if interactive else None)
+            else:
+                if interactive:
+                    import threading
+
+                    def feed() -> None:
+                        try:
+                            while True:
+                                data = os.read(sys.stdin.fileno(), 65536)
+                                if not data:
+                                    break
+                                raw.sendall(data)
+                        except OSError:
+                            pass
+                        finally:
+                            try:
+                                raw.shutdown(1)
+                            except OSError:
+                                pass
+
+                    threading.Thread(target=feed, daemon=True).start()
+                for stream, data in read_frames(raw):
+                    target = sys.stderr.buffer if stream == 2 else sys.stdout.buffer
+                    target.write(data)
+                    target.flush()
+        finally:
+            try:
+                raw.close()
+            except OSError:
+                pass
+        code = self._call(resource, self.api.exec_inspect, ex["Id"]).get("ExitCode")
+        return 0 if code is None else int(code)
+
+    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str) -> None:
+        """Connect our terminal to the agent's own; the detach keys leave it running."""
+        from ..terminal import bridge
+
+        self._running(agent, "attach")
+        sock = self._call(
+            f"agent {agent.name}", self.api.attach_socket, agent.id,
+            params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": detach_keys},
+        )
+        raw = getattr(sock, "_sock", sock)
+        try:
+            bridge(raw, resize=lambda h, w: self.api.resize(agent.id, height=h, width=w))
+        finally:
+            try:
+                raw.close()
+            except OSError:
+                pass
+
+    def send_input(self, fleet: str, agent: ObservedAgent, data: bytes) -> None:
+        """Type `data` into the agent's terminal, as a person would. Fails clearly
+        (never silently) when the agent is not running or restarts meanwhile."""
+        import time
+
+        before = self._running(agent, "message")
+        started = before["State"].get("StartedAt")
+        sock = self._call(f"agent {agent.name}", self.api.attach_socket, agent.id, params={"stdin": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        try:
+            for i in range(0, len(data), 1024):  # the terminal takes typed input in small pieces
+                raw.sendall(data[i:i + 1024])
+                if len(data) > 1024:
+                    time.sleep(0.005)
+        except OSError as exc:
+            raise ProviderError(f"agent {agent.name}", f"message not delivered: {exc}") from None
+        finally:
+            try:
+                raw.close()
+            except OSError:
+                pass
+        after = self.inspect(agent.id)
+        if after["State"].get("StartedAt") != started or not after["State"].get("Running"):
+            raise ProviderError(f"agent {agent.name}", "restarted while the message was typed; it may not have arrived, send it again")
+
+    def send_message(self, fleet: str, agent: DesiredAgent, text: str) -> str:
+        """Type an agent's first message once its container runs; returns the
+        container id it went to (the agent was just created or started)."""
+        import time
+
+        from docker.errors import NotFound
+
+        name = L.agent_container(fleet, agent.name)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                info = self.api.inspect_container(name)
+            except NotFound:
+                raise ProviderError(f"agent {agent.name}", "its container is gone; first message not delivered") from None
+            st = info.get("State", {})
+            if st.get("Running") and not st.get("Restarting"):
+                break
+            if time.monotonic() > deadline:
+                raise ProviderError(f"agent {agent.name}", f"did not start ({st.get('Status')}); first message not delivered")
+            time.sleep(0.2)
+        obs = ObservedAgent(name=agent.name, host=agent.host, provider="docker", id=info["Id"], state="running", spec_hash="")
+        from ..messages import typed
+
+        self.send_input(fleet, obs, typed(text))
+        return info["Id"]
+
+    def details(self, fleet: str, agents: list[ObservedAgent]) -> dict[str, dict[str, Any]]:
+        """Per agent: restarts, last exit code, started/finished times (one
+        inspect each: for status, never for observation)."""
+        from docker.errors import NotFound
+
+        out: dict[str, dict[str, Any]] = {}
+        for a in agents:
+            try:
+                info = self.api.inspect_container(a.id)
+            except NotFound:
+                continue
+            st = info.get("State", {})
+            out[a.id] = {
+                "restarts": info.get("RestartCount", 0),
+                "exit_code": st.get("ExitCode"),
+                "started_at": st.get("StartedAt"),
+                "finished_at": st.get("FinishedAt"),
+                "running": st.get("Running", False),
+            }
+        return out

@@ -1,0 +1,138 @@
+"""Commands for running agents: logs, exec, attach, message."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.text import Text
+
+from .. import operate
+from ..errors import FleetError
+from ..messages import typed
+from ..terminal import DETACH_KEYS
+from .app import app, console, handles_errors
+
+COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta"]
+FileOpt = typer.Option(None, "--file", "-f", help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)
+
+
+@app.command()
+@handles_errors
+def logs(
+    agents: Optional[List[str]] = typer.Argument(None, help="Agents to show (default: all)."),
+    follow: bool = typer.Option(False, "--follow", help="Keep printing new output."),
+    follow_short: bool = typer.Option(False, "-F", hidden=True),
+    tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, help="Only the last N lines of each agent."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only output since a duration ago (10m, 2h) or an ISO time."),
+    all_agents: bool = typer.Option(False, "--all", "-a", help="Every agent of the fleet."),
+    file: Optional[Path] = FileOpt,
+) -> None:
+    """An agent's output; several agents (or --all) are prefixed with their names."""
+    follow = follow or follow_short
+    desired, observed = operate.context(file)
+    targets = operate.resolve_many(desired, observed, list(agents or []), all_agents)
+    since_ts = operate.parse_since(since)
+    out = console()
+    if len(targets) == 1:
+        t = targets[0]
+        for chunk in t.provider.logs(desired.fleet, t.agent, follow=follow, tail=tail, since=since_ts):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        return
+    width = max(len(t.agent.name) for t in targets)
+    lines: "queue.Queue[tuple[int, bytes | None]]" = queue.Queue(maxsize=1000)
+
+    def pump(i: int, t: operate.Target) -> None:
+        buf = b""
+        try:
+            for chunk in t.provider.logs(desired.fleet, t.agent, follow=follow, tail=tail, since=since_ts):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    lines.put((i, line))
+            if buf:
+                lines.put((i, buf))
+        except FleetError as exc:
+            lines.put((i, f"[{exc}]".encode()))
+        finally:
+            lines.put((i, None))
+
+    for i, t in enumerate(targets):
+        threading.Thread(target=pump, args=(i, t), daemon=True).start()
+    open_streams = len(targets)
+    while open_streams:
+        i, line = lines.get()
+        if line is None:
+            open_streams -= 1
+            continue
+        name = targets[i].agent.name
+        text = Text(f"{name:<{width}} | ", style=COLOURS[i % len(COLOURS)])
+        text.append(line.decode("utf-8", "replace").rstrip("\r"))
+        out.print(text, markup=False, highlight=False)
+
+
+@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+@handles_errors
+def exec_(
+    agent: str = typer.Argument(..., help="The agent to run the command in."),
+    cmd: List[str] = typer.Argument(..., help="The command (after --)."),
+    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory (default: the agent's)."),
+    env: List[str] = typer.Option([], "--env", "-e", help="KEY=VALUE, repeatable."),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open."),
+    tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a terminal (use -it for a shell)."),
+    file: Optional[Path] = FileOpt,
+) -> None:
+    """Run a command in an agent's container; exits with the command's exit code."""
+    cmd = list(cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise FleetError("no command given; usage: fleet exec AGENT -- CMD [ARGS...]")
+    desired, observed = operate.context(file)
+    t = operate.resolve(desired, observed, agent)
+    if tty and not sys.stdin.isatty():
+        raise FleetError("-t needs a terminal on stdin; drop -t to pipe input")
+    code = t.provider.exec(desired.fleet, t.agent, cmd, workdir=workdir, env=operate.parse_env(env),
+                           interactive=interactive, tty=tty)
+    raise typer.Exit(code)
+
+
+@app.command()
+@handles_errors
+def attach(
+    agent: str = typer.Argument(..., help="The agent whose terminal to join."),
+    detach_keys: str = typer.Option(DETACH_KEYS, "--detach-keys", help="Key sequence that detaches (agent keeps running)."),
+    file: Optional[Path] = FileOpt,
+) -> None:
+    """Join an agent's own terminal. Detach with Ctrl-P Ctrl-Q; the agent keeps running."""
+    if not sys.stdin.isatty():
+        raise FleetError("attach needs a terminal; to send text use `fleet message AGENT TEXT`")
+    desired, observed = operate.context(file)
+    t = operate.resolve(desired, observed, agent)
+    err = console(stderr=True)
+    err.print(f"attached to {agent} (detach: {detach_keys})", markup=False)
+    t.provider.attach(desired.fleet, t.agent, detach_keys)
+    err.print(f"\r\ndetached from {agent}; it keeps running", markup=False)
+
+
+@app.command()
+@handles_errors
+def message(
+    agent: str = typer.Argument(..., help="The agent to message."),
+    text: str = typer.Argument(..., help="The text, or - to read it from stdin."),
+    file: Optional[Path] = FileOpt,
+) -> None:
+    """Type TEXT into an agent's terminal followed by Enter, as a person would."""
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise FleetError("the message is empty; nothing sent")
+    desired, observed = operate.context(file)
+    t = operate.resolve(desired, observed, agent)
+    t.provider.send_input(desired.fleet, t.agent, typed(text))
+    console().print(f"sent {len(text)} characters to {agent}", markup=False)
