@@ -1155,10 +1155,16 @@ class ProxyServer:
             lst.close()
         self.listeners.clear()
         for c in list(self.clients):
+            if c.upstream is not None:
+                c.upstream.close()
             c.close()
         self.pool.close_all()
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.05)  # let transports finish closing
 
     async def _watch_table(self) -> None:
         while True:

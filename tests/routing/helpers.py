@@ -212,10 +212,16 @@ class Backend(ThreadingHTTPServer):
         self.name = name
         self.hits = 0
         self.gate = threading.Event()
+        self.conns: list[socket.socket] = []
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        self.conns.append(conn)
+        return conn, addr
 
     @property
     def port(self) -> int:
@@ -229,6 +235,11 @@ class Backend(ThreadingHTTPServer):
         self.gate.set()
         self.shutdown()
         self.server_close()
+        for c in self.conns:  # like a dying process: every connection goes too
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.thread.join(WAIT)
 
 
