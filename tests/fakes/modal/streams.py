@@ -17,8 +17,9 @@ import os
 from collections.abc import AsyncIterator
 from urllib.parse import urlparse
 
-# Keep at most this much of each output stream: long-lived agents write for hours.
-DEFAULT_RETAIN = 16 * 1024 * 1024
+# Keep at most this much of each output stream (long-lived agents write for hours;
+# a reader that falls further behind skips ahead, as the SDK does for sandbox stdio).
+DEFAULT_RETAIN = 256 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 
 
