@@ -268,13 +268,36 @@ def test_snapshot_filesystem_restores_into_a_new_sandbox(host: Any, modal_app: A
     assert p.wait() == 0
 
 
-def test_image_layers_are_built_for_real(modal_app: Any, modal_client: Any) -> None:
+def test_dockerfile_builds_layers_and_local_files_are_real(
+    modal_app: Any, modal_client: Any, tmp_path: Path
+) -> None:
     import modal
 
-    image = modal.Image.debian_slim().run_commands("echo built > /built.txt").env({"LAYER": "yes"})
-    sb = modal.Sandbox.create(app=modal_app, image=image, client=modal_client)
-    p = sb.exec("sh", "-c", 'cat /built.txt; echo "$LAYER"')
-    assert p.stdout.read() == "built\nyes\n"
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "hello.txt").write_text("copied\n")
+    (ctx / "Dockerfile").write_text("FROM node:20\nRUN echo built > /built.txt\nCOPY hello.txt /hello.txt\n")
+    ws = tmp_path / "ws"
+    (ws / "bin").mkdir(parents=True)
+    (ws / "bin" / "run.sh").write_text("echo uploaded\n")
+    (ws / "bin" / "run.sh").chmod(0o755)
+    image = (
+        modal.Image.from_dockerfile(str(ctx / "Dockerfile"), context_dir=str(ctx))
+        .env({"LAYER": "yes"})
+        .add_local_dir(str(ws), "/workspace")
+    )
+    sb = modal.Sandbox.create(app=modal_app, image=image, workdir="/workspace", client=modal_client)
+    p = sb.exec("sh", "-c", 'cat /built.txt /hello.txt; echo "$LAYER"; ./bin/run.sh')
+    assert p.stdout.read() == "built\ncopied\nyes\nuploaded\n"
+    assert p.wait() == 0
+
+
+def test_a_failing_build_fails_the_create(modal_app: Any, modal_client: Any) -> None:
+    import modal
+
+    image = modal.Image.from_registry("node:20").run_commands("echo broken >&2; exit 3")
+    with pytest.raises(modal.exception.ImageBuildError, match="broken"):
+        modal.Sandbox.create(app=modal_app, image=image, client=modal_client)
 
 
 def test_entrypoint_output_and_enforced_timeout(modal_app: Any, modal_client: Any) -> None:

@@ -143,6 +143,38 @@ class FakeControlPlane(ModalClientBase):
         await self._recv(stream)
         await stream.send_message(empty_pb2.Empty())
 
+    # ---- mounts: local files (`add_local_*`, Dockerfile contexts) -------------------------
+    # Files travel inline (up to 2 MiB each); larger ones need blob upload (BlobCreate),
+    # which the fake does not serve.
+
+    async def MountBatchedCheckExistence(
+        self,
+        stream: Stream[api_pb2.MountBatchedCheckExistenceRequest, api_pb2.MountBatchedCheckExistenceResponse],
+    ) -> None:
+        req = await self._recv(stream)
+        missing = self.core.missing_blobs(list(req.sha256_hex_hashes))
+        await stream.send_message(api_pb2.MountBatchedCheckExistenceResponse(missing_sha256_hex_hashes=missing))
+
+    async def MountPutFile(self, stream: Stream[api_pb2.MountPutFileRequest, api_pb2.MountPutFileResponse]) -> None:
+        req = await self._recv(stream)
+        if req.data_blob_id:
+            raise GRPCError(Status.UNIMPLEMENTED, "fake Modal takes files up to 2 MiB only (no blob uploads)")
+        self.core.put_blob(req.sha256_hex, req.data)
+        await stream.send_message(api_pb2.MountPutFileResponse(exists=True))
+
+    async def MountGetOrCreate(
+        self, stream: Stream[api_pb2.MountGetOrCreateRequest, api_pb2.MountGetOrCreateResponse]
+    ) -> None:
+        req = await self._recv(stream)
+        mount_id, checksum = self.core.mount_get_or_create(
+            list(req.files), req.deployment_name, req.environment_name, req.object_creation_type
+        )
+        await stream.send_message(
+            api_pb2.MountGetOrCreateResponse(
+                mount_id=mount_id, handle_metadata=api_pb2.MountHandleMetadata(content_checksum_sha256_hex=checksum)
+            )
+        )
+
     # ---- sandboxes (V2) --------------------------------------------------------------------
 
     async def SandboxCreateV2(

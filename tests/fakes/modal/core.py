@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,31 @@ GS = api_pb2.GenericResult
 DEFAULT_ENVIRONMENT = "main"
 IMAGE_BUILDER_VERSION = "2025.06"
 MAX_TIMEOUT_SECS = 24 * 3600
+# The FROM line `Image.debian_slim()` generates (python:<full version>-slim-<debian>).
+SDK_BASE_IMAGE = re.compile(r"^python:\d+\.\d+\.\d+-slim-[a-z]+$")
+
+
+def _from_ref(line: str) -> str:
+    """The image named by a Dockerfile FROM line (`FROM [--platform=…] ref [AS name]`)."""
+    words = [w for w in line.split()[1:] if not w.startswith("--")]
+    return words[0] if words else ""
+
+
+def _local_froms(commands: list[str], local_image: str) -> list[str]:
+    """Point every FROM that names a registry image (not an earlier stage) at the local image:
+    nothing can be pulled here."""
+    stages: set[str] = set()
+    out = []
+    for line in commands:
+        words = line.split()
+        if words and words[0].upper() == "FROM":
+            ref = _from_ref(line)
+            if len(words) >= 4 and words[-2].upper() == "AS":
+                stages.add(words[-1])
+            if ref not in stages:
+                line = line.replace(ref, local_image, 1)
+        out.append(line)
+    return out
 
 
 @dataclass
@@ -183,6 +210,9 @@ class FakeModalCore:
         self.images: dict[str, ImageRecord] = {}
         self._image_builds: dict[str, asyncio.Future[ImageRecord]] = {}
         self.volumes: dict[str, VolumeRecord] = {}
+        self.blobs: dict[str, bytes] = {}  # sha256 hex -> content of uploaded files
+        self.mounts: dict[str, tuple[dict[str, tuple[str, int]], str]] = {}  # id -> ({path: (sha, mode)}, checksum)
+        self.named_mounts: dict[tuple[str, str], str] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self._by_task: dict[str, Sandbox] = {}
         self._by_docker_exec: dict[str, Exec] = {}
@@ -288,31 +318,82 @@ class FakeModalCore:
         return iid, GS(status=GS.GENERIC_STATUS_SUCCESS)
 
     async def _resolve_image(self, iid: str, image: api_pb2.Image) -> ImageRecord:
-        if image.build_function.definition or image.build_function_def or image.context_mount_id:
-            raise RuntimeError("build functions and local file mounts are not supported by the fake")
+        if image.build_function.definition or image.build_function_def:
+            raise RuntimeError("build functions are not supported by the fake")
         commands = [c for c in image.dockerfile_commands if c.strip()]
         if not commands or not commands[0].upper().startswith("FROM "):
             raise RuntimeError(f"image definition does not start with FROM: {commands[:1]}")
-        source = commands[0].split()[1]
+        source = _from_ref(commands[0])
         bases = {b.docker_tag: b.image_id for b in image.base_images}
-        if source not in bases:
-            return ImageRecord(iid, self.default_image, source=source, owned=False)
-        base = self.images.get(bases[source])
-        if base is None:
-            raise GRPCError(Status.NOT_FOUND, f"Image {bases[source]} not found")
         rest = commands[1:]
+        if source in bases:
+            base = self.images.get(bases[source])
+            if base is None:
+                raise GRPCError(Status.NOT_FOUND, f"Image {bases[source]} not found")
+            base_ref, description = base.docker_ref, base.source
+        else:
+            base_ref, description = self.default_image, source
+            if SDK_BASE_IMAGE.match(source):
+                # debian_slim's own recipe (apt-get, pip from the network): the local image stands in.
+                rest = []
         if not rest:
-            return ImageRecord(iid, base.docker_ref, source=base.source, owned=False)
+            return ImageRecord(iid, base_ref, source=description, owned=False)
+        context = {f.filename: (f.data, 0o644) for f in image.context_files}
+        if image.context_mount_id:
+            context.update({name.lstrip("/"): f for name, f in self.mount_files([image.context_mount_id]).items()})
         ref = await self.blocking(
             docker_ops.build,
             self.docker,
             server_id=self.server_id,
             image_id=iid,
-            base_ref=base.docker_ref,
-            commands=rest,
-            context_files={f.filename: f.data for f in image.context_files},
+            base_ref=base_ref,
+            commands=_local_froms(rest, self.default_image),
+            context_files=context,
         )
-        return ImageRecord(iid, ref, source=f"{base.source} + {len(rest)} layer commands", owned=True)
+        return ImageRecord(iid, ref, source=f"{description} + {len(rest)} Dockerfile commands", owned=True)
+
+    # ---- mounts (local files the SDK uploads) -------------------------------------------
+
+    def missing_blobs(self, hashes: list[str]) -> list[str]:
+        return [h for h in hashes if h not in self.blobs]
+
+    def put_blob(self, sha256_hex: str, data: bytes) -> None:
+        if hashlib.sha256(data).hexdigest() != sha256_hex:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"content does not match sha256 {sha256_hex}")
+        self.blobs[sha256_hex] = data
+
+    def mount_get_or_create(
+        self, files: list[api_pb2.MountFile], name: str, environment: str, creation: int
+    ) -> tuple[str, str]:
+        """Returns (mount id, content checksum)."""
+        env, _ = self.environment(environment)
+        if name and not files and creation == api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED:
+            mount_id = self.named_mounts.get((env, name))
+            if mount_id is None:
+                raise GRPCError(Status.NOT_FOUND, f"Mount '{name}' not found")
+            return mount_id, self.mounts[mount_id][1]
+        missing = [f.filename for f in files if f.sha256_hex not in self.blobs]
+        if missing:
+            raise GRPCError(Status.FAILED_PRECONDITION, f"mount files were not uploaded: {missing[:5]}")
+        entries = {f.filename: (f.sha256_hex, f.mode or 0o644) for f in files}
+        checksum = hashlib.sha256(repr(sorted(entries.items())).encode()).hexdigest()
+        mount_id = ids.content_id("mo", checksum.encode())
+        self.mounts[mount_id] = (entries, checksum)
+        if name:
+            if creation == api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS and (env, name) in self.named_mounts:
+                raise GRPCError(Status.ALREADY_EXISTS, f"Mount '{name}' already exists")
+            self.named_mounts[(env, name)] = mount_id
+        return mount_id, checksum
+
+    def mount_files(self, mount_ids: list[str]) -> dict[str, tuple[bytes, int]]:
+        """remote path -> (content, mode) for the given mounts, later mounts winning."""
+        out: dict[str, tuple[bytes, int]] = {}
+        for mount_id in mount_ids:
+            if mount_id not in self.mounts:
+                raise GRPCError(Status.NOT_FOUND, f"Mount {mount_id} not found")
+            for filename, (sha, mode) in self.mounts[mount_id][0].items():
+                out[filename] = (self.blobs[sha], mode)
+        return out
 
     async def image(self, image_id: str) -> ImageRecord:
         if image_id not in self.images:
@@ -452,6 +533,10 @@ class FakeModalCore:
             block_network=block,
         )
         sb.container_id = container.id
+        mount_ids = list(d.mount_ids)
+        if mount_ids:
+            archive = docker_ops.tar_files(self.mount_files(mount_ids))
+            await self.blocking(container.put_archive, "/", archive)
         main = Process(None, tty=False)
         reader, writer = await self.endpoint.hijack(
             f"/containers/{container.id}/attach?stream=1&stdin=1&stdout=1&stderr=1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 import threading
 from collections.abc import Callable
@@ -23,6 +24,9 @@ SERVER_LABEL = "dev.fleet.fake-modal"
 SANDBOX_LABEL = "dev.fleet.fake-modal.sandbox"
 IMAGE_ID_LABEL = "dev.fleet.fake-modal.image-id"
 VOLUME_ID_LABEL = "dev.fleet.fake-modal.volume-id"
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+BUILD_DOCKERFILE = ".fake-modal.Dockerfile"  # ours, beside the user's context files
 
 # The sandbox's main process when `Sandbox.create` gets no command: wait forever.
 HOLDER = ["/bin/sh", "-c", "while :; do sleep 3600; done"]
@@ -83,6 +87,19 @@ def create_container(
     return client.containers.create(**kwargs)
 
 
+def tar_files(files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A tar of absolute paths, made relative to / (Docker creates missing parents)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(files):
+            data, mode = files[path]
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size = len(data)
+            info.mode = mode & 0o7777 or 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def published_ports(container: Container) -> dict[int, int]:
     """container port -> host port on 127.0.0.1, read after start."""
     container.reload()
@@ -127,7 +144,7 @@ def build(
     image_id: str,
     base_ref: str,
     commands: list[str],
-    context_files: dict[str, bytes],
+    context_files: dict[str, tuple[bytes, int]],
 ) -> str:
     """A real `docker build` of Dockerfile `commands` on top of `base_ref` (no pulls).
 
@@ -136,10 +153,10 @@ def build(
     dockerfile = "\n".join([f"FROM {base_ref}", *commands]) + "\n"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in {**context_files, "Dockerfile": dockerfile.encode()}.items():
+        for name, (data, mode) in {**context_files, BUILD_DOCKERFILE: (dockerfile.encode(), 0o644)}.items():
             info = tarfile.TarInfo(name.lstrip("/"))
             info.size = len(data)
-            info.mode = 0o644
+            info.mode = mode & 0o7777 or 0o644
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     repo = f"fake-modal-{server_id.lower()}"
@@ -149,6 +166,7 @@ def build(
         for chunk in client.api.build(
             fileobj=buf,
             custom_context=True,
+            dockerfile=BUILD_DOCKERFILE,
             tag=ref,
             rm=True,
             forcerm=True,
@@ -157,9 +175,9 @@ def build(
             decode=True,
         ):
             if "stream" in chunk:
-                log.append(chunk["stream"])
+                log.append(ANSI.sub("", chunk["stream"]))
             if "error" in chunk:
-                log.append(chunk["error"])
+                log.append(ANSI.sub("", chunk["error"]))
                 raise RuntimeError("".join(log)[-4000:])
     except docker.errors.APIError as e:
         raise RuntimeError(f"{''.join(log)[-3000:]}\n{e}") from e
