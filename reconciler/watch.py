@@ -1,0 +1,360 @@
+"""The watch loop: `fleet apply --watch` keeps the fleet matching fleet.yaml.
+
+A controller in the Kubernetes sense, built only from the pipeline every command
+uses: each pass is load (when the file changed) -> observe -> reconcile ->
+execute. The loop decides nothing about the fleet; it decides *when* to run a
+pass (a save, a Docker event for this fleet's containers, the periodic resync,
+a backoff expiring, the engine coming back) and holds back actions whose
+resource is in backoff (see backoff.py). Passes are level-triggered: every pass
+observes afresh, so a missed or duplicated event costs nothing.
+
+Safety: a file that is empty, half-written or invalid changes nothing (its
+problems are printed, the last good spec stays in force); a file naming another
+fleet is refused; what a pass will do (destroys included) is printed before it
+is done. One watcher per fleet: the fleet lock is held for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import pipeline, render
+from .backoff import Backoff, token_of
+from .errors import EngineUnavailable, FleetError, ValidationFailed, display_path
+from .execute import Event, Result, execute
+from .load import load
+from .lock import fleet_lock
+from .model import Desired, Observed
+from .reconcile import Options
+from .triggers import DockerEvents, FileWatch, Trigger, Waker
+from .watchview import View, make_view, stamp
+
+RESYNC = 30.0  # seconds between full re-observations when nothing else happens
+ENGINE_RETRY_CAP = 10.0  # the engine is re-tried after 1, 2, 4, 8, 10, 10 ... s
+MID_SAVE = 0.3  # a file not ending in a newline, written less than this ago, is re-read later
+
+
+def build_contexts(desired: Desired) -> set[Path]:
+    """Directories whose files go into an image build: a change there is a change
+    to fleet.yaml's meaning (the image tag is a hash of the context)."""
+    out = set()
+    for item in list(desired.hosts.values()) + list(desired.agents.values()):
+        if item.image.build is not None:
+            out.add(item.image.build.context)
+    return out
+
+
+class Watcher:
+    def __init__(
+        self, path: Path, desired: Desired, view: View, resync: float = RESYNC, prune: bool = True,
+        parallel: int = 8, verbose: bool = False,
+    ):
+        self.path = path
+        self.shown = display_path(path)
+        self.desired = desired
+        self.fleet = desired.fleet
+        self.view = view
+        self.resync = resync
+        self.options = Options(prune=prune)
+        self.parallel = parallel
+        self.verbose = verbose
+        self.waker = Waker()
+        self.backoff = Backoff()
+        self.cancel = threading.Event()
+        self.stopping = False
+        self.stop_reason = ""
+        self.signals = 0
+        self.good_since = time.time()
+        self.again = False  # re-observe right after an apply
+        self.next_resync = 0.0
+        self.engine_down: str | None = None
+        self.engine_attempts = 0
+        self.engine_retry_at: float | None = None
+        self.recheck_at: float | None = None  # the file looked mid-save
+        self.observed: Observed | None = None
+        self.states: dict[str, str] | None = None
+        self.held: set[str] = set()  # actions in backoff already reported
+        self.files: FileWatch | None = None
+        self.events: DockerEvents | None = None
+
+    # ------------------------------------------------------------------ signals
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """First SIGINT/SIGTERM: stop starting actions, let the ones in flight
+        finish, then leave. A second one abandons them at once (safe: the next
+        apply converges from whatever state is left). No printing here: the
+        main thread may be in the middle of a write."""
+        self.signals += 1
+        if self.signals > 1:
+            try:
+                os.write(1, b"\nsecond interrupt: abandoning the action in flight; the next apply converges from here\n")
+            finally:
+                os._exit(0)
+        self.stopping = True
+        self.stop_reason = signal.Signals(signum).name
+        self.cancel.set()
+        self.waker.poke(Trigger("signal", self.stop_reason))
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> None:
+        self.files = FileWatch(self.path, self.waker.poke)
+        self.files.update(build_contexts(self.desired))
+        self.events = DockerEvents(self.fleet, self.waker.poke)
+        try:
+            self.step([Trigger("timer", "start")], reload=False)
+            self.view.line(
+                f"watching {self.shown} for fleet {self.fleet} (resync {self.resync:g}s); "
+                "Ctrl-C stops watching, agents keep running"
+            )
+            while not self.stopping:
+                triggers = self.waker.wait(self.timeout())
+                if self.stopping:
+                    break
+                now = time.monotonic()
+                reload = any(t.source == "file" for t in triggers)
+                if self.recheck_at is not None and now >= self.recheck_at:
+                    reload, self.recheck_at = True, None
+                for t in triggers:
+                    if t.source == "warn":
+                        self.view.error(t.detail)
+                due = [t for t in triggers if t.source in ("file", "docker", "engine")]
+                if self.again:
+                    due.append(Trigger("timer", "after apply"))
+                    self.again = False
+                if now >= self.next_resync:
+                    due.append(Trigger("timer", "resync"))
+                nxt = None if self.engine_down else self.backoff.next_due()
+                if nxt is not None and now >= nxt:
+                    due.append(Trigger("timer", "retry"))
+                if self.engine_retry_at is not None and now >= self.engine_retry_at:
+                    due.append(Trigger("timer", "engine retry"))
+                if due or reload:
+                    self.step(due, reload)
+        finally:
+            self.files.close()
+            self.events.close()
+        self.view.line(f"stopped watching ({self.stop_reason or 'done'}); fleet {self.fleet}'s agents keep running")
+
+    def timeout(self) -> float:
+        now = time.monotonic()
+        if self.again:
+            return 0.0
+        deadlines = [self.next_resync]
+        # while the engine is away its own retry paces the loop, not the backoff
+        retry = None if self.engine_down else self.backoff.next_due()
+        for d in (retry, self.engine_retry_at, self.recheck_at):
+            if d is not None:
+                deadlines.append(d)
+        return max(0.0, min(deadlines) - now)
+
+    # ------------------------------------------------------------------ one pass
+
+    def step(self, triggers: list[Trigger], reload: bool) -> None:
+        if reload:
+            fresh = self.reload()
+            if not fresh and not any(t.source != "file" for t in triggers):
+                return
+            if fresh:
+                triggers = [Trigger("file", f"{self.shown} changed")] + [t for t in triggers if t.source != "file"]
+        self.plan_and_apply(why(triggers))
+
+    def reload(self) -> bool:
+        """Re-read fleet.yaml. True when it holds a new good spec (now in force);
+        False when it is mid-save, invalid or names another fleet (reported,
+        nothing changes)."""
+        try:
+            st = self.path.stat()
+            with open(self.path, "rb") as fh:
+                fh.seek(max(0, st.st_size - 1))
+                last = fh.read(1)
+        except FileNotFoundError:
+            self.view.error(f"{self.shown} is gone (being saved?); still running the spec from {stamp(self.good_since)}")
+            return False
+        except OSError as exc:
+            self.view.error(f"{self.shown}: cannot read: {exc.strerror}; still running the spec from {stamp(self.good_since)}")
+            return False
+        if st.st_size and last != b"\n" and time.time() - st.st_mtime < MID_SAVE and self.recheck_at is None:
+            self.recheck_at = time.monotonic() + MID_SAVE  # probably still being written: look again shortly
+            return False
+        try:
+            new = load(self.path)
+        except ValidationFailed as exc:
+            for p in exc.problems:
+                self.view.line(str(p), "red")
+            n = len(exc.problems)
+            self.view.error(
+                f"{self.shown} has {n} problem{'s' if n != 1 else ''}: nothing changed; "
+                f"still running the last good spec (from {stamp(self.good_since)})"
+            )
+            return False
+        except FleetError as exc:
+            self.view.error(f"{exc}; nothing changed, still running the last good spec (from {stamp(self.good_since)})")
+            return False
+        if new.fleet != self.fleet:
+            self.view.error(
+                f"{self.shown} now names fleet {new.fleet!r}, but this watcher runs fleet {self.fleet!r}: refusing the "
+                f"change (applying it would orphan {self.fleet}'s agents). Put the name back, or stop the watcher, "
+                f"`fleet destroy` the old fleet and watch again"
+            )
+            return False
+        self.desired = new
+        self.good_since = time.time()
+        if self.files is not None:
+            self.files.update(build_contexts(new))
+        return True
+
+    def plan_and_apply(self, why_text: str) -> None:
+        now = time.monotonic()
+        self.next_resync = now + self.resync
+        try:
+            snap = pipeline.plan(self.desired, self.options)
+        except EngineUnavailable as exc:
+            self.engine_lost(str(exc))
+            return
+        except FleetError as exc:  # another provider's observation failed
+            self.engine_lost(str(exc))
+            return
+        self.engine_back()
+        self.observed = snap.observed
+        runnable, held = self.backoff.split(snap.plan, self.desired, now)
+        self.show_states(snap.observed, held)
+        for key in sorted(set(held) - self.held):
+            entry = self.backoff.entries.get(key)
+            self.view.line(f"{key} waits {held[key]:.0f}s before its next attempt ({entry.error if entry else 'backoff'})", "yellow")
+        self.held = set(held)
+        if runnable.empty or self.stopping:
+            return
+        self.view.line(f"{why_text}: {runnable.summary()}", "bold")
+        for line in render.plan_lines(runnable, verbose=self.verbose):
+            self.view.line(line.plain)
+        started = time.monotonic()
+        result = execute(self.desired, runnable, parallel=self.parallel, on_event=self.on_event, cancel=self.cancel)
+        self.report(runnable.fleet, result, time.monotonic() - started)
+        self.again = True
+
+    def on_event(self, ev: Event) -> None:
+        a = ev.action
+        now = time.monotonic()
+        if ev.kind == "done":
+            self.backoff.succeeded(a.id, token_of(a, self.desired), now)
+            self.view.line("  " + render.event_line("done", a) + (f" ({ev.note})" if getattr(ev, "note", None) else ""), "green")
+        elif ev.kind == "failed":
+            wait = self.backoff.failed(a.id, token_of(a, self.desired), now, ev.error or "")
+            self.held.add(a.id)  # already said when it is retried
+            self.view.error(f"  {render.event_line('failed', a, ev.error)}; retrying in {wait:g}s")
+        elif ev.kind == "skipped":
+            self.view.line("  " + render.event_line("skipped", a, ev.error), "yellow")
+
+    def report(self, fleet: str, result: Result, seconds: float) -> None:
+        n = len(result.done)
+        if result.ok:
+            text = f"fleet {fleet}: {n} action{'s' if n != 1 else ''} done in {seconds:.2f}s"
+            self.view.line(text, "green")
+        else:
+            text = f"fleet {fleet}: {n} done, {len(result.failed)} failed, {len(result.skipped)} skipped"
+            text += " (interrupted)" if result.interrupted else "; failed actions are retried with backoff"
+            self.view.line(text, "red")
+        self.view.applied(text, result.ok)
+
+    def show_states(self, observed: Observed, held: dict[str, float]) -> None:
+        """Tell the view; in log form, one line per agent whose state changed."""
+        self.view.status(self.desired, observed, held)
+        states = {}
+        for r in render.status_rows(self.desired, observed):
+            state = r["state"]
+            if state.startswith("exited") and r["exit_code"] is not None and "(" not in state:
+                state = f"exited ({r['exit_code']})"
+            states[r["agent"]] = state
+        if self.states is not None:
+            for name in sorted(set(states) | set(self.states)):
+                before, after = self.states.get(name, "missing"), states.get(name, "gone")
+                if before != after:
+                    self.view.line(f"agent {name}: {before} -> {after}", "dim")
+        self.states = states
+
+    # ------------------------------------------------------------------ engine
+
+    def engine_lost(self, message: str) -> None:
+        self.engine_attempts += 1
+        wait = min(ENGINE_RETRY_CAP, 2.0 ** (self.engine_attempts - 1))
+        self.engine_retry_at = time.monotonic() + wait
+        if self.engine_down is None:
+            self.engine_down = message
+            self.view.error(f"{message}; still watching, retrying until it answers")
+
+    def engine_back(self) -> None:
+        self.engine_retry_at = None
+        self.engine_attempts = 0
+        if self.engine_down is not None:
+            self.engine_down = None
+            self.backoff.clear()  # what failed while it was away gets a fresh start
+            self.view.line("Docker engine answers again: converging", "green")
+
+    # ------------------------------------------------------------------ exit
+
+    def down(self) -> int:
+        """--down-on-exit: destroy everything the fleet owns, through the same
+        pipeline as `fleet destroy`."""
+        self.view.line(f"--down-on-exit: destroying fleet {self.fleet}", "bold")
+        try:
+            snap = pipeline.destroy_snapshot(self.desired)
+        except FleetError as exc:
+            self.view.error(f"cannot destroy fleet {self.fleet}: {exc}")
+            return 1
+        if snap.plan.empty:
+            self.view.line(f"fleet {self.fleet} has nothing running")
+            return 0
+        for line in render.plan_lines(snap.plan):
+            self.view.line(line.plain)
+        started = time.monotonic()
+        result = execute(snap.desired, snap.plan, parallel=self.parallel, on_event=self.on_event)
+        self.report(self.fleet, result, time.monotonic() - started)
+        return 0 if result.ok else 1
+
+
+def why(triggers: list[Trigger]) -> str:
+    """A short reason for a pass: `fleet.yaml changed`, `agent web: die (exit 3)`."""
+    seen: list[str] = []
+    for t in triggers:
+        text = t.detail or t.source
+        if text not in seen:
+            seen.append(text)
+    if not seen:
+        return "resync"
+    return ", ".join(seen[:3]) + (f" and {len(seen) - 3} more" if len(seen) > 3 else "")
+
+
+def run_watch(
+    path: Path, *, watch: bool = True, resync: float | None = None, down_on_exit: bool = False, prune: bool = True,
+    parallel: int = 8, dry_run: bool = False, verbose: bool = False,
+) -> int:
+    """`fleet apply --watch`: returns the exit code."""
+    if not watch:
+        raise FleetError("--resync and --down-on-exit only apply to --watch")
+    if dry_run:
+        raise FleetError("--dry-run and --watch do not combine; preview with `fleet diff`")
+    period = RESYNC if resync is None else resync
+    if period <= 0:
+        raise FleetError(f"--resync must be a positive number of seconds (found {period:g})")
+    desired = load(path)  # a file invalid from the start: every problem, exit 1
+    with fleet_lock(desired.fleet, wait=False):
+        view = make_view(display_path(path), desired.fleet, period)
+        watcher = Watcher(path, desired, view, resync=period, prune=prune, parallel=parallel, verbose=verbose)
+        previous = {s: signal.signal(s, watcher.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        code = 0
+        try:
+            watcher.run()
+            if down_on_exit:
+                code = watcher.down()
+        finally:
+            view.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            watcher.waker.close()
+    return code
