@@ -56,8 +56,9 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
         lines.append(t)
         if a.op == "replace":
             for c in a.changes:
-                before = "***" if mask_env and c.key.startswith("env.") else _short(c.before)
-                after = "***" if mask_env and c.key.startswith("env.") else _short(c.after)
+                secret = mask_env and c.key.startswith("env.")
+                before = "***" if secret and c.before is not None else _short(c.before)
+                after = "***" if secret and c.after is not None else _short(c.after)
                 lines.append(Text(f"        {c.key}: {before} -> {after}", style="dim"))
     if verbose:
         for u in plan.unchanged:
@@ -66,14 +67,14 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
     return lines
 
 
-def print_plan(console: Console, plan: Plan, verbose: bool = False) -> None:
+def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bool = False) -> None:
     if plan.empty:
         console.print(f"fleet {plan.fleet} is up to date" + (f" ({len(plan.unchanged)} unchanged)" if plan.unchanged else ""))
         if verbose:
-            for line in plan_lines(plan, verbose=True):
+            for line in plan_lines(plan, verbose=True, mask_env=mask_env):
                 console.print(line)
         return
-    for line in plan_lines(plan, verbose=verbose):
+    for line in plan_lines(plan, verbose=verbose, mask_env=mask_env):
         console.print(line)
     console.print(Text(plan.summary(), style="bold"))
 

@@ -1,19 +1,25 @@
-"""Core commands: validate, diff, apply, status, destroy, schema."""
+"""Core commands: validate, diff, plan, apply, status, destroy, schema, fmt."""
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
+import click
 import typer
 from rich.text import Text
+from typer.core import TyperCommand
 
-from .. import pipeline, render
-from ..errors import FleetError
+from .. import output as machine
+from .. import pipeline, render, savedplan, targeting
+from ..errors import FleetError, display_path
 from ..execute import Event
-from ..load import default_file, load, validate_file
+from ..load import default_file, load, read_document, validate_file
 from ..lock import fleet_lock
 from ..reconcile import Options
 from ..spec import json_schema
@@ -33,17 +39,76 @@ def _is_tty() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+class ValidateOutput(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class ExitCodeCommand(TyperCommand):
+    """With `--exit-code`, 2 means "changes pending"; a usage error (which click
+    reports with 2) must then exit 1 like every other error."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        detailed = "--exit-code" in args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if detailed:
+                exc.exit_code = 1
+            raise
+
+
+OutputOpt = typer.Option(Output.text, "--output", "-o", case_sensitive=False, help="text, json (docs/output-format.md) or markdown (a PR comment).")
+MaskEnvOpt = typer.Option(False, "--mask-env", help="Show env values as *** (text, json and markdown).")
+TargetOpt = typer.Option(None, "--target", "-t", metavar="AGENT", help="Only this agent and what it needs (repeatable).", show_default=False)
+ReplaceOpt = typer.Option(None, "--replace", metavar="AGENT", help="Replace this agent even if unchanged (repeatable).", show_default=False)
+ExitCodeOpt = typer.Option(False, "--exit-code", help="Exit 0 when in sync, 2 when changes are pending, 1 on error.")
+NoPruneOpt = typer.Option(False, "--no-prune", help="Keep what fleet.yaml no longer names.")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="List unchanged resources too.")
+
+
+def _snapshot(desired, opts: Options) -> pipeline.Snapshot:
+    """Observe and reconcile, then check --target/--replace names (nothing has
+    changed yet when a name is wrong)."""
+    snap = pipeline.plan(desired, opts)
+    targeting.check(desired, snap.observed, opts)
+    return snap
+
+
+def _show_plan(snap: pipeline.Snapshot, output: Output, opts: Options, mask_env: bool, verbose: bool) -> None:
+    if output is Output.json:
+        print(machine.plan_json(snap.plan, snap.desired, opts, mask_env=mask_env))
+    elif output is Output.markdown:
+        print(machine.plan_markdown(snap.plan, snap.desired, opts, mask_env=mask_env), end="")
+    else:
+        out = console()
+        render.print_plan(out, snap.plan, verbose=verbose, mask_env=mask_env)
+        _target_note(out, opts)
+
+
+def _target_note(out, opts: Options) -> None:
+    if opts.targets:
+        names = ", ".join(sorted(opts.targets))
+        out.print(Text(f"note: limited to --target {names} and what it needs; other changes are not shown", style="yellow"))
+
+
 @app.command()
 @handles_errors
 def validate(
     file: Optional[Path] = FileArg,
     file_opt: Optional[Path] = FileOpt,
-    output: str = typer.Option("text", "--output", "-o", help="text or json"),
+    output: ValidateOutput = typer.Option(ValidateOutput.text, "--output", "-o", case_sensitive=False, help="text or json"),
 ) -> None:
     """Check fleet.yaml offline (no Docker, no Modal): every problem, with its line."""
     path = _path(file, file_opt)
     _, problems = validate_file(path)
-    if output == "json":
+    if output is ValidateOutput.json:
         print(json.dumps({"format_version": render.FORMAT_VERSION, "file": str(path), "valid": not problems,
                           "problems": [p.as_dict() for p in problems]}, indent=2))
         raise typer.Exit(1 if problems else 0)
@@ -55,17 +120,58 @@ def validate(
     console().print(f"{path}: valid")
 
 
-@app.command()
+@app.command(cls=ExitCodeCommand)
 @handles_errors
 def diff(
     file: Optional[Path] = FileArg,
     file_opt: Optional[Path] = FileOpt,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="List unchanged resources too."),
-    no_prune: bool = typer.Option(False, "--no-prune", help="Keep what fleet.yaml no longer names."),
+    output: Output = OutputOpt,
+    mask_env: bool = MaskEnvOpt,
+    target: Optional[List[str]] = TargetOpt,
+    replace: Optional[List[str]] = ReplaceOpt,
+    exit_code: bool = ExitCodeOpt,
+    verbose: bool = VerboseOpt,
+    no_prune: bool = NoPruneOpt,
 ) -> None:
-    """Show what `fleet apply` would do, and why."""
-    snap = pipeline.plan_file(_path(file, file_opt), Options(prune=not no_prune))
-    render.print_plan(console(), snap.plan, verbose=verbose)
+    """Show what `fleet apply` would do, and why (--exit-code: 0 in sync, 2 pending, 1 error)."""
+    opts = targeting.options(not no_prune, target, replace)
+    snap = _snapshot(load(_path(file, file_opt)), opts)
+    _show_plan(snap, output, opts, mask_env, verbose)
+    if exit_code and not snap.plan.empty:
+        raise typer.Exit(2)
+
+
+@app.command("plan", cls=ExitCodeCommand)
+@handles_errors
+def plan_command(
+    file: Optional[Path] = FileArg,
+    file_opt: Optional[Path] = FileOpt,
+    out_path: Optional[Path] = typer.Option(
+        None, "--out", metavar="PLAN.json", help="Save the plan; `fleet apply PLAN.json` then does exactly this.", show_default=False
+    ),
+    output: Output = OutputOpt,
+    mask_env: bool = MaskEnvOpt,
+    target: Optional[List[str]] = TargetOpt,
+    replace: Optional[List[str]] = ReplaceOpt,
+    exit_code: bool = ExitCodeOpt,
+    verbose: bool = VerboseOpt,
+    no_prune: bool = NoPruneOpt,
+) -> None:
+    """Compute the plan, show it, and with --out save it for `fleet apply PLAN.json`."""
+    path = _path(file, file_opt)
+    if out_path is not None and out_path.exists() and out_path.resolve() == path.resolve():
+        raise FleetError(f"--out {out_path} is the fleet.yaml itself; pick another file (e.g. plan.json)")
+    opts = targeting.options(not no_prune, target, replace)
+    desired = load(path)
+    snap = _snapshot(desired, opts)
+    if out_path is not None:
+        savedplan.write(out_path, savedplan.make(desired, snap.observed, snap.plan, opts))
+    _show_plan(snap, output, opts, mask_env, verbose)
+    if out_path is not None:
+        note = console(stderr=output is not Output.text)
+        note.print(f"Saved the plan to {out_path}; `fleet apply {out_path}` carries out exactly this plan.", markup=False)
+    if exit_code and not snap.plan.empty:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -81,29 +187,89 @@ def apply(
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep going: re-apply on every save, heal what breaks."),
     resync: Optional[float] = typer.Option(None, "--resync", metavar="SECONDS", help="--watch: full re-observe period (default 30)."),
     down_on_exit: bool = typer.Option(False, "--down-on-exit", help="--watch: destroy the fleet when the watcher stops."),
+    target: Optional[List[str]] = TargetOpt,
+    replace: Optional[List[str]] = ReplaceOpt,
+    fleet_name: Optional[str] = typer.Option(
+        None, "--fleet", metavar="NAME", help="Refuse to act unless the fleet (or the saved plan's fleet) is NAME.", show_default=False
+    ),
 ) -> None:
-    """Make the world match fleet.yaml: show the plan, then carry it out."""
+    """Make the world match fleet.yaml, or carry out a saved plan (`fleet apply plan.json`)."""
+    saved = _saved_plan_arg(file, file_opt)
+    if saved is not None:
+        plan_path, data, other = saved
+        if target or replace or no_prune or watch or resync is not None or down_on_exit:
+            raise FleetError(
+                "a saved plan is applied exactly as it was made: --target, --replace, --no-prune and --watch "
+                "cannot change it (pass them to `fleet plan --out`, or apply fleet.yaml)"
+            )
+        _apply_saved(console(), plan_path, data, other, fleet_name, parallel, dry_run, verbose)
+        return
+    if (target or replace) and (watch or resync is not None or down_on_exit):
+        raise FleetError("--target and --replace apply once; they cannot be combined with --watch")
     if watch or resync is not None or down_on_exit:
         from ..watch import run_watch
 
         raise typer.Exit(run_watch(_path(file, file_opt), watch=watch, resync=resync, down_on_exit=down_on_exit,
                                    prune=not no_prune, parallel=parallel, dry_run=dry_run, verbose=verbose))
     out = console()
+    opts = targeting.options(not no_prune, target, replace)
     desired = load(_path(file, file_opt))
+    savedplan.check_fleet(desired.fleet, fleet_name, "--fleet", what=display_path(desired.file))
     with fleet_lock(desired.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
-        snap = pipeline.plan(desired, Options(prune=not no_prune))
+        snap = _snapshot(desired, opts)
         plan = snap.plan
         render.print_plan(out, plan, verbose=verbose)
+        _target_note(out, opts)
         if plan.empty or dry_run:
             return
         if plan.disruptive and not yes and _is_tty():
             if not typer.confirm("Replace or destroy as shown?", default=False):
                 out.print("nothing changed")
                 raise typer.Exit(1)
-        result = pipeline.apply_plan(snap, parallel=parallel, on_event=_progress(out))
-        render.print_result(out, plan, result)
-        if not result.ok:
-            raise typer.Exit(1)
+        _execute(out, snap, parallel)
+
+
+def _execute(out, snap: pipeline.Snapshot, parallel: int) -> None:
+    """Carry out a plan with progress, print the result; exit 1 if anything failed."""
+    result = pipeline.apply_plan(snap, parallel=parallel, on_event=_progress(out))
+    render.print_result(out, snap.plan, result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _saved_plan_arg(file: Optional[Path], file_opt: Optional[Path]):
+    """(plan path, its JSON, the other file given) when a saved plan was passed
+    (recognised by its content, whatever its name); None otherwise."""
+    for candidate, other in ((file, file_opt), (file_opt, file)):
+        if candidate is None:
+            continue
+        data = savedplan.sniff(candidate)
+        if data is not None:
+            return candidate, data, other
+    return None
+
+
+def _apply_saved(out, path: Path, data: dict, other: Optional[Path], fleet_name: Optional[str], parallel: int,
+                 dry_run: bool, verbose: bool) -> None:
+    """Apply exactly a saved plan: fleet.yaml is not read again. Refused when the
+    plan is for another fleet or version, or when the world changed since."""
+    saved = savedplan.read(path, data)
+    savedplan.check_fleet(saved.fleet, fleet_name, "--fleet")
+    cross = other or (Path(os.environ["FLEET_FILE"]) if os.environ.get("FLEET_FILE") else None)
+    if cross is not None:
+        doc, _, _ = read_document(cross)
+        name = doc.get("fleet") if isinstance(doc, dict) else None
+        savedplan.check_fleet(saved.fleet, name if isinstance(name, str) else None, f"the fleet of {display_path(cross)}")
+    with fleet_lock(saved.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
+        observed = pipeline.observe(saved.fleet, pipeline.providers_of(saved.desired))
+        savedplan.check_fresh(saved, observed)
+        savedplan.check_builds(saved)
+        snap = pipeline.Snapshot(saved.desired, observed, saved.plan)
+        out.print(f"Saved plan {display_path(path)} for fleet {saved.fleet} (made {saved.created}); fleet.yaml is not read", markup=False)
+        render.print_plan(out, saved.plan, verbose=verbose)
+        if saved.plan.empty or dry_run:
+            return
+        _execute(out, snap, parallel)
 
 
 def _progress(out):
@@ -121,14 +287,17 @@ def _progress(out):
 def status(
     file: Optional[Path] = FileArg,
     file_opt: Optional[Path] = FileOpt,
-    output: str = typer.Option("text", "--output", "-o", help="text or json"),
+    output: Output = OutputOpt,
 ) -> None:
     """A table of agents: state, host, ports, age."""
     desired = load(_path(file, file_opt))
     observed = pipeline.observe(desired.fleet, pipeline.providers_of(desired))
     rows = render.status_rows(desired, observed)
-    if output == "json":
+    if output is Output.json:
         print(render.status_json(desired, rows))
+        return
+    if output is Output.markdown:
+        print(machine.status_markdown(desired.fleet, rows), end="")
         return
     out = console()
     if not rows:
@@ -179,3 +348,40 @@ def destroy(
 def schema() -> None:
     """Print the JSON Schema of fleet.yaml (generated from the models)."""
     print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+@handles_errors
+def fmt(
+    file: Optional[Path] = FileArg,
+    file_opt: Optional[Path] = FileOpt,
+    check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 and name the file if it would change."),
+    show_diff: bool = typer.Option(False, "--diff", help="Print what would change as a unified diff."),
+) -> None:
+    """Rewrite fleet.yaml in canonical key order and style, keeping comments."""
+    from .. import fmt as formatter
+
+    path = _path(file, file_opt)
+    shown = display_path(path)
+    _, problems = validate_file(path)
+    if problems:
+        err = console(stderr=True)
+        for p in problems:
+            err.print(str(p), markup=False)
+        err.print(f"{shown}: not formatted: fix these problems first (fleet validate)", markup=False)
+        raise typer.Exit(1)
+    text = path.read_text(encoding="utf-8-sig")
+    new = formatter.format_text(text)
+    if show_diff and new != text:
+        sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True), shown, shown))
+    if check:
+        if new != text:
+            print(f"would reformat {shown}")
+            raise typer.Exit(1)
+        print(f"{shown} is formatted")
+        return
+    if new == text:
+        print(f"{shown} left unchanged")
+        return
+    formatter.write(path, new)
+    print(f"reformatted {shown}")
