@@ -219,6 +219,19 @@ def test_set_tags_replaces_the_whole_set(host: Any, host_app: Any, modal_client:
         host.set_tags(HOST_TAGS)
 
 
+def test_rpc_counts_show_what_observation_costs(fake_modal: FakeModal, host: Any, host_app: Any,
+                                               modal_client: Any) -> None:
+    import modal
+
+    fake_modal.rpcs.reset()
+    found = list(modal.Sandbox.list(app_id=host_app.app_id, tags={"dev.fleet.kind": "host"}, client=modal_client))
+    assert [s.object_id for s in found] == [host.object_id]
+    # the SDK reads pages until an empty one, and drops the tags the listing carried
+    assert fake_modal.rpcs.snapshot() == {"SandboxListV2": 2}
+    assert found[0].get_tags() == HOST_TAGS
+    assert fake_modal.rpcs.snapshot() == {"SandboxListV2": 2, "SandboxTagsGetV2": 1}
+
+
 # ---- more sandboxes -------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from grpclib.server import Server
 
 from .control import FakeControlPlane
+from .counting import Counted, RpcCounter
 from .core import FakeModalCore, Sandbox
 from .router import FakeCommandRouter
 from .tls import TunnelCA
@@ -64,6 +65,7 @@ class FakeModal:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self.rpcs = RpcCounter()  # every RPC served, by name: `fake.rpcs.snapshot()`, `.reset()`
 
     # ---- public ------------------------------------------------------------------------
 
@@ -165,7 +167,12 @@ class FakeModal:
             )
             self._core = core
             await core.start()
-            server = Server([FakeControlPlane(core, self.token_id, self.token_secret), FakeCommandRouter(core)])
+            server = Server(
+                [
+                    Counted(FakeControlPlane(core, self.token_id, self.token_secret), self.rpcs),
+                    Counted(FakeCommandRouter(core), self.rpcs),
+                ]
+            )
             await server.start(self.host, self.port)
             assert server._server is not None
             self.port = server._server.sockets[0].getsockname()[1]
