@@ -63,7 +63,7 @@ def _release_workspace(fleet: str, owner: str, spec: dict) -> str | None:
 def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Provider] = get_provider) -> str | None:
     """Carry out one action through its provider(s); returns a note for the user, if any."""
     fleet = desired.fleet
-    p = provider_of(action.provider)
+    p = provider_of(action.provider) if action.kind != "route" else None
     if action.kind == "host":
         if action.op == "create":
             p.create_host(desired, action.desired_host)
@@ -77,6 +77,13 @@ def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Pr
             return _release_workspace(fleet, action.name, action.observed_host.spec)
         else:
             raise FleetError(f"internal: no host operation {action.op}")
+    elif action.kind == "route":
+        from .routing import sync
+
+        if action.route and action.route.get("remove"):
+            sync.remove_routes(fleet)
+            return None
+        return sync.apply_routes(desired)
     elif action.op == "message":
         _deliver(desired, action, p)
     elif action.kind == "agent":

@@ -217,6 +217,9 @@ class Observed(Frozen):
     fleet: str
     hosts: tuple[ObservedHost, ...] = ()
     agents: tuple[ObservedAgent, ...] = ()
+    # this fleet's entry in the routing proxy's table, as plain route dicts
+    # ({agent, service, container_port, target, tls}); None: no entry at all
+    routes: tuple[dict[str, Any], ...] | None = None
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""

@@ -44,10 +44,15 @@ def observe(fleet: str, providers: list[str]) -> Observed:
         a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
         for a in agents
     ]
-    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents))
+    from .routing.sync import observe_routes
+
+    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=observe_routes(fleet))
 
 
 def plan(desired: Desired, options: Options | None = None) -> Snapshot:
+    from .routing.sync import check_names
+
+    check_names(desired)  # another fleet's hostnames: refuse before anything changes
     observed = observe(desired.fleet, providers_of(desired))
     return Snapshot(desired, observed, reconcile(desired, observed, options))
 

@@ -18,11 +18,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def fleet_home(tmp_path_factory, monkeypatch) -> Path:
-    """Every test gets its own FLEET_HOME; nothing touches ~/.fleet."""
+    """Every test gets its own FLEET_HOME; nothing touches ~/.fleet. A routing
+    proxy started under it (by `fleet apply`) is stopped afterwards."""
     home = tmp_path_factory.mktemp("fleet-home")
     monkeypatch.setenv("FLEET_HOME", str(home))
     monkeypatch.delenv("FLEET_FILE", raising=False)
-    return home
+    yield home
+    if (home / "proxy.pid").exists():
+        from reconciler.routing import daemon
+
+        daemon.stop()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for proxy.port in test fleets)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -8,5 +8,6 @@ from __future__ import annotations
 from .app import app, main  # noqa: F401
 from . import core  # noqa: F401,E402  (registers validate/diff/apply/status/destroy/schema)
 from . import agents  # noqa: F401,E402  (registers logs/exec/attach/message)
+from . import routing  # noqa: F401,E402  (registers proxy/ca)
 
 __all__ = ["app", "main"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_fleet
+from tests.conftest import free_port, run_fleet
 from tests.e2e.test_docker_apply import containers, exec_out, wait_for, write
 
 pytestmark = pytest.mark.docker
@@ -168,6 +168,7 @@ def test_enabled_false_stops_one_agent_and_leaves_its_neighbour(tmp_path, docker
         tmp_path,
         f"""
         fleet: {fleet_name}
+        proxy: {{port: {free_port()}}}
         defaults: {{image: {base_image}}}
         hosts:
           pod: {{}}

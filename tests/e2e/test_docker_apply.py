@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_fleet
+from tests.conftest import ROOT, free_port, run_fleet
 
 pytestmark = pytest.mark.docker
 
@@ -52,9 +52,10 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def two_agents(name: str, image: str, tz: str = "UTC") -> str:
+def two_agents(name: str, image: str, tz: str = "UTC", proxy_port: int | None = None) -> str:
     return f"""
         fleet: {name}
+        proxy: {{port: {proxy_port or free_port()}}}
         defaults:
           image: {image}
           env: {{TZ: {tz}}}
@@ -68,7 +69,8 @@ def two_agents(name: str, image: str, tz: str = "UTC") -> str:
 
 
 def test_apply_creates_then_noop_then_replaces_only_the_changed_agent(tmp_path, docker_client, base_image, fleet_name):
-    path = write(tmp_path, two_agents(fleet_name, base_image))
+    proxy_port = free_port()
+    path = write(tmp_path, two_agents(fleet_name, base_image, proxy_port=proxy_port))
     r = run_fleet("apply", str(path))
     assert r.code == 0, r.text
     assert "create" in r.out and "agent web" in r.out
@@ -80,7 +82,7 @@ def test_apply_creates_then_noop_then_replaces_only_the_changed_agent(tmp_path, 
     web = first["agent:web"]
     env = dict(e.split("=", 1) for e in web.attrs["Config"]["Env"])
     assert env["FLEET_NAME"] == fleet_name and env["FLEET_AGENT"] == "web" and env["FLEET_HOST"] == "web"
-    assert env["FLEET_URL_WEB"] == "https://web.web.localhost:8080"
+    assert env["FLEET_URL_WEB"] == f"https://web.web.localhost:{proxy_port}"
     binding = web.attrs["HostConfig"]["PortBindings"]["3000/tcp"][0]
     assert binding["HostIp"] == "127.0.0.1"
     assert web.attrs["HostConfig"]["RestartPolicy"]["Name"] == "always"
@@ -155,6 +157,7 @@ def test_shared_host_agents_share_workspace_and_network(tmp_path, docker_client,
         tmp_path,
         f"""
         fleet: {fleet_name}
+        proxy: {{port: {free_port()}}}
         hosts:
           pod:
             image: {base_image}
@@ -212,6 +215,7 @@ def test_port_set_change_replaces_the_shared_host(tmp_path, docker_client, base_
         tmp_path,
         f"""
         fleet: {fleet_name}
+        proxy: {{port: {free_port()}}}
         hosts:
           pod: {{image: {base_image}}}
         agents:
@@ -239,7 +243,7 @@ def test_port_set_change_replaces_the_shared_host(tmp_path, docker_client, base_
     assert after["agent:b"].attrs["HostConfig"]["NetworkMode"] == f"container:{after['host:pod'].id}"
     # the shared workspace volume outlives the host's replacement
     assert exec_out(after["agent:b"], "cat /workspace/work.txt").strip() == "kept"
-    assert run_fleet("apply", str(path)).out.strip().endswith("is up to date (3 unchanged)")
+    assert run_fleet("apply", str(path)).out.strip().endswith("is up to date (4 unchanged)")
 
 
 def test_stopped_agent_and_stopped_holder_are_started_again(tmp_path, docker_client, base_image, fleet_name):
@@ -311,7 +315,7 @@ def test_bad_input_changes_nothing(tmp_path, docker_client, base_image, fleet_na
         r = run_fleet(cmd, "--yes", str(path)) if cmd in ("apply", "destroy") else run_fleet(cmd, str(path))
         assert r.code == 1, (cmd, r.text)
         assert "Traceback" not in r.text
-        assert "fleet.yaml:10:" in r.err and "agents.web.ports.web" in r.err and "65535" in r.err, r.err
+        assert "fleet.yaml:11:" in r.err and "agents.web.ports.web" in r.err and "65535" in r.err, r.err
         assert "agents.Worker" in r.err
     after = {k: (c.id, c.status) for k, c in containers(docker_client, fleet_name).items()}
     assert after == before

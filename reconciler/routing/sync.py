@@ -1,0 +1,60 @@
+"""Keeping the route table in step with the fleet: the consumer side of the
+pipeline for routing.
+
+`observe_routes` reads this fleet's current entry (part of observation);
+`apply_routes` runs as the plan's route action: it re-observes (published ports
+are only known once containers exist) and writes `routes_for(desired, observed)`
+atomically, keeping the routes of agents that exist but are not running right
+now (a route is removed only when its agent is gone), then makes sure the proxy
+runs when the fleet has any route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Desired, Observed
+from . import table
+
+
+def observe_routes(fleet: str) -> tuple[dict[str, Any], ...] | None:
+    entry = table.read_table().fleets.get(fleet)
+    if entry is None:
+        return None
+    return tuple(r.model_dump() for r in entry.routes)
+
+
+def wanted(desired: Desired, observed: Observed) -> tuple[dict[str, Any], ...]:
+    return tuple(r.model_dump() for r in table.routes_for(desired, observed))
+
+
+def check_names(desired: Desired) -> None:
+    """Refuse, before anything changes, a fleet whose hostnames another fleet
+    already routes on the same proxy port."""
+    provisional = [
+        table.Route(agent=a.name, service=svc, container_port=port, target="http://127.0.0.1:1", tls=desired.proxy.tls)
+        for a in desired.agents.values()
+        for svc, port in a.ports.items()
+    ]
+    if provisional:
+        table.check_collisions(table.read_table(), desired.fleet, table.proxy_listen(desired.proxy), provisional)
+
+
+def apply_routes(desired: Desired) -> str | None:
+    from ..pipeline import observe, providers_of
+
+    fresh = observe(desired.fleet, providers_of(desired))
+    routes = table.routes_for(desired, fresh)
+    keep = [name for name in desired.agents if name not in {r.agent for r in routes}]
+    if not routes and not any(a.ports for a in desired.agents.values()):
+        table.remove_fleet(desired.fleet)
+        return None
+    table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
+    from . import daemon
+
+    daemon.ensure_running()
+    return None
+
+
+def remove_routes(fleet: str) -> None:
+    table.remove_fleet(fleet)
