@@ -15,6 +15,11 @@ import typer
 from rich.text import Text
 from typer.core import TyperCommand
 
+try:  # recent typer vendors its own click; its usage errors are not click's
+    from typer._click.exceptions import UsageError as _TyperUsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _TyperUsageError = click.UsageError
+
 from .. import output as machine
 from .. import pipeline, render, savedplan, targeting
 from ..errors import FleetError, display_path
@@ -54,11 +59,11 @@ class ExitCodeCommand(TyperCommand):
     """With `--exit-code`, 2 means "changes pending"; a usage error (which click
     reports with 2) must then exit 1 like every other error."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
         detailed = "--exit-code" in args
         try:
             return super().parse_args(ctx, args)
-        except click.UsageError as exc:
+        except (click.UsageError, _TyperUsageError) as exc:
             if detailed:
                 exc.exit_code = 1
             raise
@@ -256,10 +261,12 @@ def _apply_saved(out, path: Path, data: dict, other: Optional[Path], fleet_name:
     saved = savedplan.read(path, data)
     savedplan.check_fleet(saved.fleet, fleet_name, "--fleet")
     cross = other or (Path(os.environ["FLEET_FILE"]) if os.environ.get("FLEET_FILE") else None)
-    if cross is not None:
+    if cross is not None:  # only its `fleet:` name is read, to refuse a plan for another fleet
         doc, _, _ = read_document(cross)
         name = doc.get("fleet") if isinstance(doc, dict) else None
-        savedplan.check_fleet(saved.fleet, name if isinstance(name, str) else None, f"the fleet of {display_path(cross)}")
+        if not isinstance(name, str):
+            raise FleetError(f"cannot read the fleet name from {display_path(cross)} to check the saved plan against it; nothing changed")
+        savedplan.check_fleet(saved.fleet, name, f"the fleet of {display_path(cross)}")
     with fleet_lock(saved.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
         observed = pipeline.observe(saved.fleet, pipeline.providers_of(saved.desired))
         savedplan.check_fresh(saved, observed)
