@@ -23,8 +23,9 @@ from typing import Callable, Iterable, Literal
 
 Source = Literal["file", "docker", "engine", "signal", "warn", "timer"]
 
-# Docker container events after which the fleet may no longer match the file.
-WATCHED_EVENTS = frozenset({"die", "destroy", "stop", "kill", "oom", "pause"})
+# Docker container events after which the fleet may no longer match the file,
+# and how the loop names them.
+WATCHED_EVENTS = {"die": "exited", "destroy": "removed", "stop": "stopped", "kill": "killed", "oom": "out of memory", "pause": "paused"}
 
 # watchfiles timing, in ms: a change is reported once no further change came for
 # STEP ms; a burst of saves is grouped over at most DEBOUNCE ms.
@@ -175,8 +176,8 @@ class DockerEvents:
                         attrs = (ev.get("Actor") or {}).get("Attributes") or {}
                         who = attrs.get("dev.fleet.agent") or attrs.get("dev.fleet.host") or attrs.get("name", "?")
                         kind = attrs.get("dev.fleet.kind", "container")
-                        code = f" (exit {attrs['exitCode']})" if action == "die" and "exitCode" in attrs else ""
-                        self._poke(Trigger("docker", f"{kind} {who}: {action}{code}"))
+                        code = f" {attrs['exitCode']}" if action == "die" and "exitCode" in attrs else ""
+                        self._poke(Trigger("docker", f"{kind} {who} {WATCHED_EVENTS[action]}{code}"))
             except Exception:
                 pass
             finally:

@@ -319,7 +319,7 @@ class Watcher:
 
 
 def why(triggers: list[Trigger]) -> str:
-    """A short reason for a pass: `fleet.yaml changed`, `agent web: die (exit 3)`."""
+    """A short reason for a pass: `fleet.yaml changed`, `agent web exited 3`."""
     seen: list[str] = []
     for t in triggers:
         text = t.detail or t.source
