@@ -120,7 +120,7 @@ def _spawn() -> subprocess.Popen:
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log_file, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "reconciler.routing.daemon"],
+            [sys.executable, "-m", "reconciler.routing.daemon", "--detach"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -139,7 +139,7 @@ def _log_tail(lines: int = 5) -> str:
     return "\n".join(text[-lines:])
 
 
-def wait_ready(pid: int, wanted: list[Listen], timeout: float = START_TIMEOUT, proc: subprocess.Popen | None = None) -> dict:
+def wait_ready(pid: int, wanted: list[Listen], timeout: float = START_TIMEOUT) -> dict:
     """Wait until the proxy `pid` listens on every `wanted` address (or reports
     why it cannot). Raises FleetError naming a port it cannot take."""
     keys = {x.key for x in wanted}
@@ -154,13 +154,7 @@ def wait_ready(pid: int, wanted: list[Listen], timeout: float = START_TIMEOUT, p
                 raise FleetError("fleet proxy: " + "; ".join(errors[k] for k in bad))
             if keys <= listening:
                 return state
-        if proc is not None and proc.poll() is not None:
-            tail = _log_tail()
-            raise FleetError(
-                f"the fleet proxy exited at start (code {proc.returncode}); see {log_path()}"
-                + (f":\n{tail}" if tail else "")
-            )
-        if proc is None and running_pid() != pid:
+        if running_pid() != pid:
             raise FleetError(f"the fleet proxy (pid {pid}) stopped; see {log_path()}")
         if time.monotonic() > deadline:
             raise FleetError(f"the fleet proxy did not start listening within {timeout:g}s; see {log_path()}")
@@ -176,11 +170,28 @@ def start(port: int | None = None, bind: str = "127.0.0.1", timeout: float = STA
     wanted = wanted_listen()
     with _start_lock():
         pid = running_pid()
-        proc = None
         if pid is None:
-            proc = _spawn()
-            pid = proc.pid
-        return wait_ready(pid, wanted, timeout, proc)
+            pid = _launch(timeout)
+        return wait_ready(pid, wanted, timeout)
+
+
+def _launch(timeout: float) -> int:
+    """Start the background process; returns its pid once it holds the lock.
+    The launcher forks the proxy and exits, so the proxy is nobody's child."""
+    proc = _spawn()
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = -1
+    pid = running_pid()
+    if code != 0 or pid is None:
+        tail = _log_tail()
+        raise FleetError(
+            f"the fleet proxy did not start (code {code}); see {log_path()}" + (f":\n{tail}" if tail else "")
+        )
+    return pid
 
 
 def ensure_running(timeout: float = START_TIMEOUT) -> dict:
@@ -204,8 +215,6 @@ def stop(timeout: float = 10.0) -> int | None:
             time.sleep(0.2)
             break
         time.sleep(0.05)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
     return pid
 
 
@@ -324,9 +333,12 @@ async def _serve(config: ProxyConfig) -> None:
         await server.stop()
 
 
-def run_foreground(port: int | None = None, bind: str = "127.0.0.1", config: ProxyConfig | None = None) -> int:
+def run_foreground(
+    port: int | None = None, bind: str = "127.0.0.1", config: ProxyConfig | None = None, ready_fd: int | None = None
+) -> int:
     """Run the proxy in this process until SIGINT/SIGTERM (`fleet proxy run`,
-    and the body of the background process)."""
+    and the body of the background process). `ready_fd` gets b"ok" once this
+    process holds the proxy lock and has written its pid."""
     if port is not None:
         add_listen(port, bind)
     lock = _take_lock()
@@ -341,6 +353,9 @@ def run_foreground(port: int | None = None, bind: str = "127.0.0.1", config: Pro
         )
     try:
         _write_atomic(pid_path(), f"{os.getpid()}\n")
+        if ready_fd is not None:
+            os.write(ready_fd, b"ok")
+            os.close(ready_fd)
         asyncio.run(_serve(config or ProxyConfig.from_env()))
         return 0
     finally:
@@ -350,9 +365,21 @@ def run_foreground(port: int | None = None, bind: str = "127.0.0.1", config: Pro
         lock.close()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ready_fd = None
+    if "--detach" in argv:
+        # Fork: the launcher exits once the proxy holds its lock (0) or died (1),
+        # and the proxy is re-parented away from whoever started it.
+        r, w = os.pipe()
+        if os.fork() > 0:
+            os.close(w)
+            ok = os.read(r, 2) == b"ok"
+            os._exit(0 if ok else 1)
+        os.close(r)
+        ready_fd = w
     try:
-        return run_foreground()
+        return run_foreground(ready_fd=ready_fd)
     except FleetError as exc:
         print(f"fleet proxy: {exc}", file=sys.stderr)
         return 1

@@ -8,12 +8,10 @@ never parsed, only delimited (`Content-Length`, or chunked framing scanned by
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*")
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (\S+) HTTP/(1\.[01])")
-_STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([0-9]{3})(?: (.*))?")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^ \x00-\x1f\x7f]+) HTTP/(1\.[01])")
+_STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
@@ -44,77 +42,140 @@ class HttpError(Exception):
         self.status = status
 
 
-@dataclass
 class Head:
-    """A parsed message head. `headers` keeps names as sent; `lower` are the
-    lower-cased names in the same order."""
+    """A message head, kept as bytes and looked into on demand.
 
-    version: bytes
-    headers: list[tuple[bytes, bytes]]
-    lower: list[bytes]
-    method: bytes = b""
-    target: bytes = b""
-    status: int = 0
-    reason: bytes = b""
-    _map: dict[bytes, list[bytes]] = field(default_factory=dict)
+    `raw` is the head without its final CRLFCRLF; `block` (`raw[start:]`) is
+    the header section, each line preceded by CRLF, ready to be forwarded after
+    hop-by-hop lines are cut out with one regex substitution. Lookups scan a
+    lower-cased copy (same offsets) with `bytes.find`, so a request costs a few
+    C-level scans instead of a Python loop over its headers.
+    """
+
+    __slots__ = ("raw", "low", "start", "version", "method", "target", "status", "first", "_conn")
+
+    def __init__(self, raw: bytes, start: int, version: bytes, method: bytes = b"", target: bytes = b"", status: int = 0):
+        self.raw = raw
+        self.low = raw.lower()
+        self.start = start
+        self.version = version
+        self.method = method
+        self.target = target
+        self.status = status
+        self.first = raw[:start]
+        self._conn: set[bytes] | None = None
+
+    @property
+    def block(self) -> bytes:
+        return self.raw[self.start :]
+
+    @property
+    def reason(self) -> bytes:
+        parts = self.first.split(b" ", 2)
+        return parts[2] if len(parts) > 2 else b""
 
     def get_all(self, name: bytes) -> list[bytes]:
-        return self._map.get(name, [])
+        """Values of every `name` header (name lower-case), in order."""
+        low = self.low
+        key = _KEYS.get(name) or b"\r\n" + name + b":"
+        i = low.find(key, self.start)
+        if i < 0:
+            return []
+        out: list[bytes] = []
+        raw = self.raw
+        n = len(key)
+        while i >= 0:
+            vs = i + n
+            ve = low.find(b"\r\n", vs)
+            if ve < 0:
+                ve = len(low)
+            out.append(raw[vs:ve].strip(b" \t"))
+            i = low.find(key, ve)
+        return out
 
     def get(self, name: bytes) -> bytes | None:
-        values = self._map.get(name)
+        values = self.get_all(name)
         return values[0] if values else None
+
+    def has(self, name: bytes) -> bool:
+        return self.low.find(_KEYS.get(name) or b"\r\n" + name + b":", self.start) >= 0
 
     def tokens(self, name: bytes) -> set[bytes]:
         """Comma-separated tokens of every `name` header, lower-cased."""
         out: set[bytes] = set()
-        for v in self._map.get(name, ()):
+        for v in self.get_all(name):
             for t in v.split(b","):
                 t = t.strip().lower()
                 if t:
                     out.add(t)
         return out
 
+    @property
+    def connection(self) -> set[bytes]:
+        """The Connection header's tokens (cached)."""
+        if self._conn is None:
+            self._conn = self.tokens(b"connection") if self.has(b"connection") else set()
+        return self._conn
 
-def _parse_headers(lines: list[bytes], head: Head) -> None:
-    m: dict[bytes, list[bytes]] = {}
-    headers = head.headers
-    lower = head.lower
-    for line in lines:
-        mt = _HEADER.fullmatch(line)
-        if mt is None:
-            if line[:1] in (b" ", b"\t"):
-                raise HttpError(400, "obsolete header line folding is not accepted")
-            raise HttpError(400, f"malformed header line {line[:80]!r}")
-        name, value = mt.group(1), mt.group(2)
-        if b"\x00" in value:
-            raise HttpError(400, "NUL in a header value")
-        ln = name.lower()
-        headers.append((name, value))
-        lower.append(ln)
-        m.setdefault(ln, []).append(value)
-    head._map = m
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every header as (name, value): for the rare paths only."""
+        out = []
+        for line in self.block.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            out.append((name, value.strip(b" \t")))
+        return out
+
+
+_KEYS = {
+    n: b"\r\n" + n + b":"
+    for n in (b"host", b"connection", b"content-length", b"transfer-encoding", b"upgrade", b"accept", b"x-forwarded-for")
+}
+
+# One C-level pass validates a whole header section: token names, a colon
+# right after the name, no CR, LF or NUL inside a line.
+_HEADERS = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*)*")
+
+
+def _check_headers(raw: bytes, start: int, status: int) -> None:
+    if _HEADERS.fullmatch(raw, start) is not None:
+        return
+    for line in raw[start:].split(b"\r\n")[1:]:  # say what is wrong
+        name, sep, _ = line.partition(b":")
+        if line[:1] in (b" ", b"\t"):
+            raise HttpError(status, "obsolete header line folding is not accepted")
+        if not sep or _TOKEN.fullmatch(name) is None:
+            raise HttpError(status, f"malformed header line {line[:80]!r}")
+    raise HttpError(status, "bare CR or LF, or NUL, in the message head")
 
 
 def parse_request_head(raw: bytes) -> Head:
     """Parse a request head (without the final CRLFCRLF)."""
-    lines = raw.split(b"\r\n")
-    mt = _REQUEST_LINE.fullmatch(lines[0])
+    eol = raw.find(b"\r\n")
+    if eol < 0:
+        eol = len(raw)
+    mt = _REQUEST_LINE.fullmatch(raw, 0, eol)
     if mt is None:
-        raise HttpError(400, f"malformed request line {lines[0][:80]!r}")
-    head = Head(version=mt.group(3), headers=[], lower=[], method=mt.group(1), target=mt.group(2))
-    _parse_headers(lines[1:], head)
-    return head
+        raise HttpError(400, f"malformed request line {raw[:min(eol, 80)]!r}")
+    _check_headers(raw, eol, 400)
+    return Head(raw, eol, mt.group(3), method=mt.group(1), target=mt.group(2))
 
 
 def parse_response_head(raw: bytes) -> Head:
-    lines = raw.split(b"\r\n")
-    mt = _STATUS_LINE.fullmatch(lines[0])
+    eol = raw.find(b"\r\n")
+    if eol < 0:
+        eol = len(raw)
+    mt = _STATUS_LINE.fullmatch(raw, 0, eol)
     if mt is None:
-        raise HttpError(502, f"malformed status line {lines[0][:80]!r}")
-    head = Head(version=mt.group(1), headers=[], lower=[], status=int(mt.group(2)), reason=mt.group(3) or b"")
-    _parse_headers(lines[1:], head)
-    return head
+        raise HttpError(502, f"malformed status line {raw[:min(eol, 80)]!r}")
+    _check_headers(raw, eol, 502)
+    return Head(raw, eol, mt.group(1), status=int(mt.group(2)))
+
+
+def header_dropper(names: frozenset[bytes] | set[bytes]) -> re.Pattern[bytes]:
+    """A regex that removes every header line whose name is in `names` from a
+    header block (lines preceded by CRLF)."""
+    alt = b"|".join(re.escape(n) for n in sorted(names))
+    return re.compile(rb"\r\n(?:" + alt + rb"):[^\r\n]*", re.IGNORECASE)
 
 
 # Body framing
@@ -133,10 +194,13 @@ def request_framing(head: Head) -> tuple[int, int]:
             raise HttpError(501, "only Transfer-Encoding: chunked is supported")
         return CHUNKED, 0
     if cl:
-        values = {v.strip() for v in b",".join(cl).split(b",")}
-        if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
-            raise HttpError(400, "invalid Content-Length")
-        n = int(next(iter(values)))
+        if len(cl) == 1 and _DIGITS.fullmatch(cl[0]):
+            n = int(cl[0])
+        else:
+            values = {v.strip() for v in b",".join(cl).split(b",")}
+            if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
+                raise HttpError(400, "invalid Content-Length")
+            n = int(next(iter(values)))
         return (LENGTH, n) if n else (NONE, 0)
     return NONE, 0
 
@@ -144,20 +208,22 @@ def request_framing(head: Head) -> tuple[int, int]:
 def response_framing(head: Head, method: bytes) -> tuple[int, int]:
     """(kind, length) of a response body (RFC 9112 section 6.3)."""
     status = head.status
-    if method == b"HEAD" or 100 <= status < 200 or status in (204, 304):
+    if method == b"HEAD" or status < 200 or status in (204, 304):
         return NONE, 0
-    te = head.get_all(b"transfer-encoding")
-    if te:
-        codings = [t.strip().lower() for v in te for t in v.split(b",") if t.strip()]
+    if head.has(b"transfer-encoding"):
+        codings = [t.strip().lower() for v in head.get_all(b"transfer-encoding") for t in v.split(b",") if t.strip()]
         if codings and codings[-1] == b"chunked":
             return CHUNKED, 0
         return UNTIL_CLOSE, 0
     cl = head.get_all(b"content-length")
     if cl:
-        values = {v.strip() for v in b",".join(cl).split(b",")}
-        if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
-            raise HttpError(502, "invalid Content-Length from upstream")
-        n = int(next(iter(values)))
+        if len(cl) == 1 and _DIGITS.fullmatch(cl[0]):
+            n = int(cl[0])
+        else:
+            values = {v.strip() for v in b",".join(cl).split(b",")}
+            if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
+                raise HttpError(502, "invalid Content-Length from upstream")
+            n = int(next(iter(values)))
         return (LENGTH, n) if n else (NONE, 0)
     return UNTIL_CLOSE, 0
 

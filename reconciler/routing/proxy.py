@@ -15,10 +15,12 @@ are started and stopped to match the set of ports the fleets ask for.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import time
@@ -39,6 +41,7 @@ from .http1 import (
     ChunkScanner,
     Head,
     HttpError,
+    header_dropper,
     parse_request_head,
     parse_response_head,
     request_framing,
@@ -124,6 +127,28 @@ class RouteIndex:
         self.by_port: dict[int, dict[str, Target]] = {}
         for port in ports:
             self.by_port[port] = {name: Target.of(fleet, r) for name, (fleet, r) in table.hostnames(port).items()}
+        self._cache: dict[tuple[int, bytes], tuple[int, str, Target | None]] = {}
+
+    def lookup(self, port: int, host: bytes) -> tuple[int, str, Target | None]:
+        """(kind, hostname, target) for a Host header value on a listen port;
+        memoised per index, so a hot Host costs one dict lookup."""
+        key = (port, host)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        hostname = _hostname(host.decode("latin-1"))
+        t = None
+        if hostname in _LOCAL_NAMES:
+            kind = _LOCAL
+        elif not hostname.endswith(".localhost"):
+            kind = _FOREIGN
+        else:
+            t = self.by_port.get(port, {}).get(hostname)
+            kind = _ROUTED if t is not None else _UNKNOWN
+        if len(self._cache) >= 4096:
+            self._cache.clear()
+        self._cache[key] = hit = (kind, hostname, t)
+        return hit
 
     def routes(self, port: int) -> list[Target]:
         """The distinct routes on `port` (aliases folded), sorted."""
@@ -157,10 +182,23 @@ def route_listing(index: RouteIndex, port: int, scheme: str) -> list[dict]:
 # -- connections ---------------------------------------------------------------
 
 _HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
-_LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
-# Never dropped even when named in Connection: dropping them would desynchronise framing.
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
+_LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+_LOCAL, _FOREIGN, _UNKNOWN, _ROUTED = range(4)
+# Connection tokens that name no header to drop beyond the usual ones; framing
+# headers are never dropped, even when named in Connection (that would
+# desynchronise the two sides' idea of where a message ends).
+_CONN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", b"content-length", b"transfer-encoding", b"host"})
 _FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for"})
+# Transfer-Encoding is kept: chunked bodies pass through as they are.
+_DROP_REQUEST = header_dropper((HOP_BY_HOP - {b"transfer-encoding"}) | _FORWARDED)
+_DROP_RESPONSE = header_dropper(HOP_BY_HOP - {b"transfer-encoding"})
+_DROP_101 = header_dropper({b"connection", b"keep-alive", b"proxy-connection"})
+_HOST_LINE = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=64)
+def _dropper(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    return header_dropper(names)
 
 
 class Exchange:
@@ -200,13 +238,32 @@ class Exchange:
         self.retried = False
 
 
-class _Pausable(asyncio.Protocol):
-    """Reading paused for as long as any reason holds."""
+READ_BUFFER = 256 * 1024
+
+
+class _Pausable(asyncio.BufferedProtocol):
+    """Reading paused for as long as any reason holds.
+
+    Reads land in one buffer shared by every connection of the server (each read
+    is copied out before the next one), instead of a fresh 256 KiB bytes object
+    per read: glibc serves those with mmap/mremap/munmap, three system calls per
+    read that cost more than the proxying itself.
+    """
 
     transport: asyncio.Transport | None = None
+    server: "ProxyServer"
 
     def __init__(self) -> None:
         self._reasons: set[str] = set()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.server.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.server.read_buffer[:nbytes].tobytes())
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def pause(self, reason: str) -> None:
         if not self._reasons and self.transport is not None:
@@ -238,7 +295,7 @@ class UpstreamConn(_Pausable):
         self.reused = False
         self.got_bytes = False
         self.closed = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -271,7 +328,9 @@ class UpstreamConn(_Pausable):
 
     def data_received(self, data: bytes) -> None:
         client = self.client
-        if client is None:  # idle in the pool: the target spoke out of turn
+        if client is None or client.upstream is not self:  # idle: the target spoke out of turn
+            if client is not None and client.idle_up is self:
+                client.idle_up = None
             self.close()
             return
         self.got_bytes = True
@@ -315,9 +374,9 @@ class UpstreamConn(_Pausable):
                     return
                 if ex.upgrade:
                     self.reusable = False  # it may have been told Connection: upgrade
-                if head.version == b"1.0" and b"keep-alive" not in head.tokens(b"connection"):
+                if head.version == b"1.0" and b"keep-alive" not in head.connection:
                     self.reusable = False
-                elif b"close" in head.tokens(b"connection"):
+                elif b"close" in head.connection:
                     self.reusable = False
                 kind, length = response_framing(head, ex.method)
                 self.kind, self.remaining = kind, length
@@ -386,9 +445,6 @@ class UpstreamConn(_Pausable):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
 
     def abort(self) -> None:
         self.client = None
@@ -408,9 +464,6 @@ class UpstreamPool:
         conns = self.idle.get(target.key)
         while conns:
             up = conns.pop()
-            if up.idle_timer is not None:
-                up.idle_timer.cancel()
-                up.idle_timer = None
             if not up.closed and up.transport is not None and not up.transport.is_closing():
                 up.reused = True
                 up.got_bytes = False
@@ -425,13 +478,19 @@ class UpstreamPool:
         if up.closed or len(conns) >= cfg.pool_max_idle:
             up.close()
             return
+        up.idle_since = time.monotonic()
         conns.append(up)
-        up.idle_timer = asyncio.get_running_loop().call_later(cfg.pool_idle_timeout, self._expire, up)
 
-    def _expire(self, up: UpstreamConn) -> None:
-        up.idle_timer = None
-        self.forget(up)
-        up.close()
+    def sweep(self, now: float) -> None:
+        """Close connections idle for longer than the pool's idle timeout."""
+        limit = now - self.server.config.pool_idle_timeout
+        for key, conns in list(self.idle.items()):
+            stale = [up for up in conns if up.idle_since < limit]
+            for up in stale:
+                conns.remove(up)
+                up.close()
+            if not conns:
+                del self.idle[key]
 
     def forget(self, up: UpstreamConn) -> None:
         conns = self.idle.get(up.target.key)
@@ -457,12 +516,14 @@ class ClientConn(_Pausable):
         self.scheme_b = scheme.encode()
         self.transport: asyncio.Transport | None = None
         self.peer = "127.0.0.1"
+        self.peer_b = b"127.0.0.1"
         self.buf = bytearray()
         self.state = _HEAD
         self.exchange: Exchange | None = None
         self.upstream: UpstreamConn | None = None
+        self.idle_up: UpstreamConn | None = None  # the last target's connection, kept for the next request
         self.connecting: asyncio.Task | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # checked by the server's sweeper
         self.head_started = False
         self.eof = False
         self.keep_alive = True
@@ -474,6 +535,7 @@ class ClientConn(_Pausable):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0]
+            self.peer_b = self.peer.encode()
         self.transport.set_write_buffer_limits(high=self.cfg.high_water)  # type: ignore[union-attr]
         self.server.clients.add(self)
         self._arm(self.cfg.header_timeout)
@@ -490,6 +552,9 @@ class ClientConn(_Pausable):
         if up is not None:
             up.abort() if self.exchange is not None and not self.exchange.request_done else up.close()
         self.exchange = None
+        if self.idle_up is not None:
+            idle, self.idle_up = self.idle_up, None
+            self.server.pool.release(idle)
 
     def pause_writing(self) -> None:
         if self.upstream is not None:
@@ -518,24 +583,32 @@ class ClientConn(_Pausable):
             return
         if st == _CLOSED:
             return
+        if st == _HEAD and not self.buf:
+            # fast path: exactly one whole request head, no body bytes behind it
+            idx = data.find(b"\r\n\r\n")
+            if idx > 0 and idx + 4 == len(data) and idx < self.cfg.max_header_bytes and data[:2] != b"\r\n":
+                self.deadline = None
+                self.head_started = False
+                try:
+                    self._dispatch(parse_request_head(data[:idx]))
+                except HttpError as exc:
+                    self.local_response(exc.status, f"fleet proxy: {exc}\n", close=True)
+                return
         self.buf += data
         if st == _HEAD:
             self._try_head()
         elif len(self.buf) > self.cfg.max_header_bytes:
             self.pause("pipeline")  # the next request waits for this response
 
-    # timers
+    # deadlines (a sweeper checks them: no timer per request)
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
+        self.deadline = time.monotonic() + seconds
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = None
 
-    def _timeout(self) -> None:
-        self.timer = None
+    def expired(self) -> None:
+        self.deadline = None
         if self.state == _HEAD:
             if self.buf.strip(b"\r\n"):
                 self.local_response(408, "fleet proxy: request head not received in time\n", close=True)
@@ -557,8 +630,8 @@ class ClientConn(_Pausable):
     # requests
     def _try_head(self) -> None:
         buf = self.buf
-        if buf[:2] == b"\r\n":  # stray CRLFs between requests are allowed
-            while buf[:2] == b"\r\n":
+        if buf.startswith(b"\r\n"):  # stray CRLFs between requests are allowed
+            while buf.startswith(b"\r\n"):
                 del buf[:2]
             if not buf:
                 return
@@ -584,90 +657,86 @@ class ClientConn(_Pausable):
             self.local_response(exc.status, f"fleet proxy: {exc}\n", close=True)
 
     def _dispatch(self, head: Head) -> None:
-        self.client_version = head.version
-        conn_tokens = head.tokens(b"connection")
-        if head.version == b"1.0":
+        self.client_version = version = head.version
+        conn_tokens = head.connection
+        if version == b"1.0":
             self.keep_alive = b"keep-alive" in conn_tokens
         else:
             self.keep_alive = b"close" not in conn_tokens
-        if head.method == b"CONNECT":
-            raise HttpError(405, "CONNECT is not supported: this is a reverse proxy")
         target = head.target
-        host_values = head.get_all(b"host")
-        if len(host_values) > 1:
+        hosts = head.get_all(b"host")
+        if len(hosts) > 1:
             raise HttpError(400, "more than one Host header")
-        host = host_values[0] if host_values else b""
-        if target[:1] != b"/" and target != b"*":
-            # absolute-form: its authority is the host
-            u = urlsplit(target.decode("latin-1"))
-            if u.scheme not in ("http", "https") or not u.netloc:
-                raise HttpError(400, "malformed request target")
-            host = u.netloc.encode("latin-1")
-            target = (u.path or "/").encode("latin-1") + (b"?" + u.query.encode("latin-1") if u.query else b"")
+        host = hosts[0] if hosts else b""
+        if target[:1] != b"/":
+            if head.method == b"CONNECT":
+                raise HttpError(405, "CONNECT is not supported: this is a reverse proxy")
+            if target != b"*":  # absolute-form: its authority is the host
+                u = urlsplit(target.decode("latin-1"))
+                if u.scheme not in ("http", "https") or not u.netloc:
+                    raise HttpError(400, "malformed request target")
+                host = u.netloc.encode("latin-1")
+                target = (u.path or "/").encode("latin-1") + (b"?" + u.query.encode("latin-1") if u.query else b"")
         if not host:
             raise HttpError(400, "no Host header")
-        hostname = _hostname(host.decode("latin-1"))
         body_kind, length = request_framing(head)
-        index = self.server.index
-        if hostname in _LOCAL_NAMES:
-            self._index(head, body_kind)
-            return
-        if not hostname.endswith(".localhost"):
-            self.local_response(
-                421,
-                f"fleet proxy: refusing Host {hostname!r}: only localhost names are routed here\n",
-                close=body_kind != NONE,
-            )
-            return
-        t = index.by_port.get(self.port, {}).get(hostname)
+        kind, hostname, t = self.server.index.lookup(self.port, host)
         if t is None:
-            self._not_found(head, hostname, body_kind)
+            if kind == _LOCAL:
+                self._index(head, body_kind)
+            elif kind == _FOREIGN:
+                self.local_response(
+                    421,
+                    f"fleet proxy: refusing Host {hostname!r}: only localhost names are routed here\n",
+                    close=body_kind != NONE,
+                )
+            else:
+                self._not_found(head, hostname, body_kind)
             return
-        upgrade = b"upgrade" in conn_tokens and bool(head.get(b"upgrade"))
-        out = self._request_head(head, target, host, t, upgrade)
-        ex = Exchange(out, head.method, t, hostname, body_kind, length)
+        upgrade = b"upgrade" in conn_tokens and head.has(b"upgrade")
+        ex = Exchange(self._request_head(head, target, host, t, upgrade), head.method, t, hostname, body_kind, length)
         ex.upgrade = upgrade
         ex.close_after = not self.keep_alive
         self.exchange = ex
-        self.state = _WAIT if ex.request_done else _BODY
-        rest = bytes(self.buf)
-        self.buf.clear()
-        self._connect(ex)
-        if rest:
-            if self.state == _BODY:
+        buf = self.buf
+        if ex.request_done:
+            self.state = _WAIT
+            self._connect(ex)
+        else:
+            self.state = _BODY
+            self._connect(ex)
+            if buf:
+                rest = bytes(buf)
+                buf.clear()
                 self._feed_body(rest)
-            else:
-                self.buf += rest
 
     def _request_head(self, head: Head, target: bytes, host: bytes, t: Target, upgrade: bool) -> bytes:
-        drop = HOP_BY_HOP | (head.tokens(b"connection") - _FRAMING) | _FORWARDED
-        parts = [head.method, b" ", target, b" HTTP/", head.version, b"\r\n"]
-        xff = None
-        for (name, value), ln in zip(head.headers, head.lower):
-            if ln in drop:
-                if ln == b"x-forwarded-for":
-                    xff = value if xff is None else xff + b", " + value
-                elif ln == b"transfer-encoding":
-                    parts += [name, b": ", value, b"\r\n"]  # chunked bodies pass through as they are
-                continue
-            if ln == b"host":
-                if t.host_header is not None:
-                    value = t.host_header
-            parts += [name, b": ", value, b"\r\n"]
-        peer = self.peer.encode()
-        parts += [
-            b"X-Forwarded-For: ",
-            (xff + b", " + peer) if xff else peer,
+        block = _DROP_REQUEST.sub(b"", head.block)
+        extra = head.connection - _CONN_TOKENS
+        if extra:
+            block = _dropper(frozenset(extra)).sub(b"", block)
+        if t.host_header is not None:
+            block = _HOST_LINE.sub(b"\r\nHost: " + t.host_header.replace(b"\\", b""), block, count=1)
+        peer = self.peer_b
+        xff = head.get_all(b"x-forwarded-for") if head.has(b"x-forwarded-for") else None
+        parts = [
+            head.method,
+            b" ",
+            target,
+            b" HTTP/",
+            head.version,
+            block,
+            b"\r\nX-Forwarded-For: ",
+            b", ".join([*xff, peer]) if xff else peer,
             b"\r\nX-Forwarded-Proto: ",
             self.scheme_b,
             b"\r\nX-Forwarded-Host: ",
             host,
-            b"\r\n",
         ]
         if upgrade:
-            parts += [b"Connection: Upgrade\r\nUpgrade: ", head.get(b"upgrade") or b"", b"\r\n\r\n"]
+            parts += [b"\r\nConnection: Upgrade\r\nUpgrade: ", head.get(b"upgrade") or b"", b"\r\n\r\n"]
         else:
-            parts.append(b"Connection: keep-alive\r\n\r\n")
+            parts.append(b"\r\nConnection: keep-alive\r\n\r\n")
         return b"".join(parts)
 
     def _feed_body(self, data: bytes) -> None:
@@ -718,6 +787,16 @@ class ClientConn(_Pausable):
 
     # upstream
     def _connect(self, ex: Exchange) -> None:
+        up = self.idle_up
+        if up is not None:
+            self.idle_up = None
+            if up.target.key == ex.target.key and not up.closed and not up.transport.is_closing():  # type: ignore[union-attr]
+                up.reused = True
+                up.got_bytes = False
+                up.target = ex.target
+                self._attach(ex, up)
+                return
+            self.server.pool.release(up)
         up = self.server.pool.acquire(ex.target)
         if up is not None:
             self._attach(ex, up)
@@ -774,6 +853,9 @@ class ClientConn(_Pausable):
 
     def upstream_lost(self, up: UpstreamConn, exc: Exception | None) -> None:
         """The target closed before the response was complete."""
+        if up is self.idle_up:
+            self.idle_up = None
+            return
         ex = self.exchange
         if up is not self.upstream or ex is None:
             return
@@ -819,35 +901,23 @@ class ClientConn(_Pausable):
         self.local_response(502, msg, close=ex.close_after or not ex.request_done)
 
     def response_head(self, head: Head, interim: bool = False) -> bytes:
-        drop = HOP_BY_HOP | (head.tokens(b"connection") - _FRAMING)
-        parts = [b"HTTP/1.1 ", str(head.status).encode(), b" ", head.reason, b"\r\n"]
-        for (name, value), ln in zip(head.headers, head.lower):
-            if ln in drop:
-                if ln == b"transfer-encoding":
-                    parts += [name, b": ", value, b"\r\n"]
-                continue
-            parts += [name, b": ", value, b"\r\n"]
+        block = _DROP_RESPONSE.sub(b"", head.block)
+        extra = head.connection - _CONN_TOKENS
+        if extra:
+            block = _dropper(frozenset(extra)).sub(b"", block)
+        first = b"HTTP/1.1" + head.first[8:]
         if interim:
-            parts.append(b"\r\n")
-            return b"".join(parts)
+            return first + block + b"\r\n\r\n"
         ex = self.exchange
-        closing = ex is None or ex.close_after or self.eof
-        if closing:
-            parts.append(b"Connection: close\r\n\r\n")
-        elif self.client_version == b"1.0":
-            parts.append(b"Connection: keep-alive\r\n\r\n")
-        else:
-            parts.append(b"\r\n")
-        return b"".join(parts)
+        if ex is None or ex.close_after or self.eof:
+            return first + block + b"\r\nConnection: close\r\n\r\n"
+        if self.client_version == b"1.0":
+            return first + block + b"\r\nConnection: keep-alive\r\n\r\n"
+        return first + block + b"\r\n\r\n"
 
     def start_tunnel(self, up: UpstreamConn, head: Head, rest: bytes) -> None:
-        parts = [b"HTTP/1.1 101 ", head.reason, b"\r\n"]
-        for (name, value), ln in zip(head.headers, head.lower):
-            if ln in (b"connection", b"keep-alive", b"proxy-connection"):
-                continue
-            parts += [name, b": ", value, b"\r\n"]
-        parts.append(b"Connection: Upgrade\r\n\r\n")
-        self.write(b"".join(parts) + rest)
+        block = _DROP_101.sub(b"", head.block)
+        self.write(b"HTTP/1.1" + head.first[8:] + block + b"\r\nConnection: Upgrade\r\n\r\n" + rest)
         self.state = _TUNNEL
         if self.exchange is not None:
             self.exchange.response_started = True
@@ -861,9 +931,16 @@ class ClientConn(_Pausable):
         self.exchange = None
         if up is self.upstream:
             self.upstream = None
-            self.resume("upstream-full")
+            if self._reasons:
+                self.resume("upstream-full")
             if reusable and ex is not None and ex.request_done and not force_close:
-                self.server.pool.release(up)
+                # keep it at hand: the next request on this connection most
+                # likely goes to the same target
+                if self.idle_up is not None:
+                    self.server.pool.release(self.idle_up)
+                self.idle_up = up
+                if up._reasons:
+                    up.resume("client-full")
             else:
                 up.close()
         if ex is None or force_close or ex.close_after or not ex.request_done or self.eof:
@@ -873,7 +950,8 @@ class ClientConn(_Pausable):
 
     def _next(self) -> None:
         self.state = _HEAD
-        self.resume("pipeline")
+        if self._reasons:
+            self.resume("pipeline")
         if self.buf:
             # a pipelined request: parse it on the next loop turn (no recursion)
             self._arm(self.cfg.header_timeout)
@@ -1107,6 +1185,7 @@ class ProxyServer:
         self.ca = ca
         self.table_file = table_file or table_path()
         self.on_change = on_change
+        self.read_buffer = memoryview(bytearray(READ_BUFFER))
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.errors: dict[tuple[str, int], str] = {}
         self.index = RouteIndex(RouteTable(), [])
@@ -1118,6 +1197,7 @@ class ProxyServer:
         self._tls: ssl.SSLContext | None = None
         self._upstream_ssl: ssl.SSLContext | None = None
         self._watch: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
         self._last_retry = 0.0
         self.loaded_at = 0.0
 
@@ -1143,20 +1223,23 @@ class ProxyServer:
         self.tls_context()
         self.reload(force=True)
         self._watch = loop.create_task(self._watch_table())
+        self._sweeper = loop.create_task(self._sweep())
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            try:
-                await self._watch
-            except asyncio.CancelledError:
-                pass
+        for task in (self._watch, self._sweeper):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         for lst in list(self.listeners.values()):
             lst.close()
         self.listeners.clear()
         for c in list(self.clients):
-            if c.upstream is not None:
-                c.upstream.close()
+            for up in (c.upstream, c.idle_up):
+                if up is not None:
+                    up.close()
             c.close()
         self.pool.close_all()
         tasks = list(self._tasks)
@@ -1173,6 +1256,20 @@ class ProxyServer:
                 self.reload()
             except Exception:  # never let the watcher die
                 log.exception("reloading the route table failed")
+
+    async def _sweep(self) -> None:
+        """Enforce client deadlines and the pool's idle timeout, a few times a second."""
+        cfg = self.config
+        interval = max(0.05, min(1.0, cfg.header_timeout / 4, cfg.keepalive_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for c in [c for c in self.clients if c.deadline is not None and c.deadline <= now]:
+                try:
+                    c.expired()
+                except Exception:  # pragma: no cover - never let the sweeper die
+                    log.exception("closing an expired connection failed")
+            self.pool.sweep(now)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
