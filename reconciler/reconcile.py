@@ -81,6 +81,8 @@ class _Builder:
     opts: Options
     actions: list[Action] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    # shared host name -> the observed record kept for it (others are duplicates)
+    kept_hosts: dict[str, ObservedHost] = field(default_factory=dict)
 
     def add(self, **kw: Any) -> Action:
         action = Action(**kw)
@@ -89,6 +91,14 @@ class _Builder:
 
     def in_scope(self, agent: str) -> bool:
         return not self.opts.targets or agent in self.opts.targets
+
+    def holds_kept_agents(self, host: ObservedHost) -> bool:
+        """With --no-prune, agents fleet.yaml no longer names are kept, and so is
+        the host they are joined to."""
+        return not self.opts.prune and any(
+            a.host == host.name and a.name not in self.desired.agents and a.host_id in (None, host.id)
+            for a in self.observed.agents
+        )
 
     def host_in_scope(self, host: str) -> bool:
         if not self.opts.targets:
@@ -132,6 +142,8 @@ def _reconcile_hosts(b: _Builder) -> dict[str, Action]:
         wanted = [a for a in b.desired.agents_on(name) if a.enabled]
         if not wanted:
             for obs in found:  # a declared host with no agents runs nothing
+                if b.holds_kept_agents(obs):
+                    continue
                 b.add(
                     id=f"host:{name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=name,
                     provider=obs.provider, cause="no enabled agents on this host", observed_host=obs,
@@ -144,16 +156,20 @@ def _reconcile_hosts(b: _Builder) -> dict[str, Action]:
             )
             continue
         keep, extras = _pick(found, host.spec_hash)
+        b.kept_hosts[name] = keep
         for obs in extras:
+            if b.holds_kept_agents(obs):
+                continue
             b.add(
                 id=f"host:{name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=name,
                 provider=obs.provider, cause=f"duplicate {HOST_NOUN[obs.provider]}", observed_host=obs,
             )
-        if keep.spec_hash != host.spec_hash or keep.provider != host.provider:
+        if keep.spec_hash != host.spec_hash or keep.provider != host.provider or keep.state == "dead":
             changes = changed_keys(keep.spec, host.spec())
+            cause = _spec_cause(changes) if keep.spec_hash != host.spec_hash else f"{HOST_NOUN[keep.provider]} {keep.state}"
             out[name] = b.add(
                 id=f"host:{name}", op="replace", kind="host", name=name, provider=host.provider,
-                cause=_spec_cause(changes), changes=changes, desired_host=host, observed_host=keep,
+                cause=cause, changes=changes, desired_host=host, observed_host=keep,
             )
         elif keep.state != "running":
             out[name] = b.add(
@@ -170,7 +186,6 @@ def _reconcile_agents(b: _Builder, host_actions: dict[str, Action]) -> dict[str,
     destroy agents that fleet.yaml no longer names. Returns, per observed shared
     host, the ids of the agent destroys its own destroy must wait for."""
     observed = _group(b.observed.agents)
-    obs_hosts = {h.name: h for h in b.observed.hosts}
     waits: dict[str, list[str]] = {}
 
     def destroy(obs: ObservedAgent, cause: str) -> None:
@@ -189,9 +204,12 @@ def _reconcile_agents(b: _Builder, host_actions: dict[str, Action]) -> dict[str,
         deps = (host_act.id,) if host_act else ()
         common = dict(kind="agent", name=name, host=agent.host, provider=agent.provider, desired_agent=agent)
         if not agent.enabled:
-            for obs in found:
-                if obs.state in ("running", "restarting", "paused"):
-                    b.add(id=f"agent:{name}", op="stop", cause="enabled: false", observed_agent=obs, **common)
+            if found:
+                keep, extras = _pick(found, agent.spec_hash)
+                for obs in extras:
+                    destroy(obs, "duplicate container")
+                if keep.state in ("running", "restarting", "paused"):
+                    b.add(id=f"agent:{name}", op="stop", cause="enabled: false", observed_agent=keep, **common)
                 else:
                     b.unchanged.append(f"agent:{name}")
             continue
@@ -204,7 +222,7 @@ def _reconcile_agents(b: _Builder, host_actions: dict[str, Action]) -> dict[str,
         keep, extras = _pick(found, agent.spec_hash)
         for obs in extras:
             destroy(obs, "duplicate container")
-        _reconcile_one(b, agent, keep, host_act, obs_hosts.get(agent.host) if agent.host else None, common, deps)
+        _reconcile_one(b, agent, keep, host_act, b.kept_hosts.get(agent.host) if agent.host else None, common, deps)
 
     if b.opts.prune:
         for name, records in sorted(observed.items()):
@@ -236,6 +254,8 @@ def _reconcile_one(
         cause = f"host {agent.host} re-created"
     elif agent.host and obs_host is not None and obs.host_id and obs.host_id != obs_host.id:
         cause = f"joined to a {HOST_NOUN[obs.provider]} of {agent.host} that no longer exists"
+    elif obs.state == "dead":  # Docker cannot start a dead container
+        cause = "container dead"
     else:
         cause = None
     if cause is not None:
@@ -244,7 +264,7 @@ def _reconcile_one(
     if host_act is not None and host_act.op == "start":
         b.add(id=f"agent:{name}", op="restart", cause=f"host {agent.host} restarted", observed_agent=obs, depends_on=deps, **common)
         return
-    if obs.state in ("exited", "created", "dead"):
+    if obs.state in ("exited", "created"):
         finished = (agent.restart == "never" and obs.state != "created") or (
             agent.restart == "on-failure" and obs.state == "exited" and obs.exit_code == 0
         )
@@ -256,23 +276,25 @@ def _reconcile_one(
 
 def _destroy_orphan_hosts(b: _Builder, waits: dict[str, list[str]]) -> None:
     """Observed hosts fleet.yaml no longer declares go after their agents."""
-    if not b.opts.prune:
-        return
-    for obs in sorted(b.observed.hosts, key=lambda h: h.name):
-        if obs.name in b.desired.hosts:
-            continue
-        if b.opts.targets:
-            continue
-        b.add(
-            id=f"host:{obs.name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=obs.name,
-            provider=obs.provider, cause="not in fleet.yaml", observed_host=obs,
-            depends_on=tuple(waits.get(obs.name, ())),
-        )
-    # a declared host being emptied also waits for its agents' destroys
+    if b.opts.prune and not b.opts.targets:
+        for obs in sorted(b.observed.hosts, key=lambda h: h.name):
+            if obs.name in b.desired.hosts:
+                continue
+            b.add(
+                id=f"host:{obs.name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=obs.name,
+                provider=obs.provider, cause="not in fleet.yaml", observed_host=obs,
+            )
+    # A host goes only after every container on it has left: destroyed, replaced
+    # elsewhere (an agent moved off it) or stopped (disabled).
+    leaving: dict[str, list[str]] = {}
+    for act in b.actions:
+        obs = act.observed_agent
+        if act.kind == "agent" and act.op in ("destroy", "replace", "stop") and obs is not None and obs.host:
+            leaving.setdefault(obs.host, []).append(act.id)
     fixed = []
     for act in b.actions:
-        if act.kind == "host" and act.op == "destroy" and act.name in b.desired.hosts and waits.get(act.name):
-            act = act.model_copy(update={"depends_on": tuple(waits[act.name])})
+        if act.kind == "host" and act.op == "destroy" and leaving.get(act.name):
+            act = act.model_copy(update={"depends_on": tuple(leaving[act.name])})
         fixed.append(act)
     b.actions[:] = fixed
 
