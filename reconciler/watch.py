@@ -25,7 +25,7 @@ from typing import Any
 
 from . import pipeline, render
 from .backoff import Backoff, token_of
-from .errors import EngineUnavailable, FleetError, ValidationFailed, display_path
+from .errors import FleetError, ValidationFailed, display_path
 from .execute import Event, Result, execute
 from .load import load
 from .lock import fleet_lock
@@ -108,10 +108,11 @@ class Watcher:
         self.events = DockerEvents(self.fleet, self.waker.poke)
         try:
             self.step([Trigger("timer", "start")], reload=False)
-            self.view.line(
-                f"watching {self.shown} for fleet {self.fleet} (resync {self.resync:g}s); "
-                "Ctrl-C stops watching, agents keep running"
-            )
+            if not self.stopping:
+                self.view.line(
+                    f"watching {self.shown} for fleet {self.fleet} (resync {self.resync:g}s); "
+                    "Ctrl-C stops watching, agents keep running"
+                )
             while not self.stopping:
                 triggers = self.waker.wait(self.timeout())
                 if self.stopping:
@@ -179,7 +180,7 @@ class Watcher:
         except OSError as exc:
             self.view.error(f"{self.shown}: cannot read: {exc.strerror}; still running the spec from {stamp(self.good_since)}")
             return False
-        if st.st_size and last != b"\n" and time.time() - st.st_mtime < MID_SAVE and self.recheck_at is None:
+        if st.st_size and last != b"\n" and time.time() - st.st_mtime < MID_SAVE:
             self.recheck_at = time.monotonic() + MID_SAVE  # probably still being written: look again shortly
             return False
         try:
@@ -195,6 +196,12 @@ class Watcher:
             return False
         except FleetError as exc:
             self.view.error(f"{exc}; nothing changed, still running the last good spec (from {stamp(self.good_since)})")
+            return False
+        except Exception as exc:  # a loader bug must not end a long-running watcher
+            self.view.error(
+                f"{self.shown}: cannot load ({exc.__class__.__name__}: {exc}); nothing changed, "
+                f"still running the last good spec (from {stamp(self.good_since)})"
+            )
             return False
         if new.fleet != self.fleet:
             self.view.error(
@@ -214,11 +221,11 @@ class Watcher:
         self.next_resync = now + self.resync
         try:
             snap = pipeline.plan(self.desired, self.options)
-        except EngineUnavailable as exc:
-            self.engine_lost(str(exc))
+        except FleetError as exc:  # EngineUnavailable, or another provider's observation failed
+            self.engine_lost(str(exc), why_text)
             return
-        except FleetError as exc:  # another provider's observation failed
-            self.engine_lost(str(exc))
+        except Exception as exc:  # unexpected: report and retry rather than die
+            self.engine_lost(f"observing fleet {self.fleet} failed ({exc.__class__.__name__}: {exc})", why_text)
             return
         self.engine_back()
         self.observed = snap.observed
@@ -280,13 +287,17 @@ class Watcher:
 
     # ------------------------------------------------------------------ engine
 
-    def engine_lost(self, message: str) -> None:
+    def engine_lost(self, message: str, why_text: str = "") -> None:
+        """Observation failed (the engine is away): say so once, retry with a
+        growing delay; the Docker events thread also pokes when it is back."""
         self.engine_attempts += 1
         wait = min(ENGINE_RETRY_CAP, 2.0 ** (self.engine_attempts - 1))
         self.engine_retry_at = time.monotonic() + wait
         if self.engine_down is None:
             self.engine_down = message
             self.view.error(f"{message}; still watching, retrying until it answers")
+        elif why_text.startswith(f"{self.shown} changed"):
+            self.view.line(f"{self.shown} changed; it is applied once the engine answers again", "yellow")
 
     def engine_back(self) -> None:
         self.engine_retry_at = None
