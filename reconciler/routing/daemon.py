@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import FleetError
@@ -161,13 +161,21 @@ def wait_ready(pid: int, wanted: list[Listen], timeout: float = START_TIMEOUT) -
         time.sleep(0.05)
 
 
-def start(port: int | None = None, bind: str = "127.0.0.1", timeout: float = START_TIMEOUT) -> dict:
+def start(
+    port: int | None = None,
+    bind: str = "127.0.0.1",
+    timeout: float = START_TIMEOUT,
+    need: Sequence[Listen] | None = None,
+) -> dict:
     """Start the proxy if it is not running; with `port`, also listen there
     (remembered in the route table). Returns the proxy's state once it listens
-    on every address the table asks for. Idempotent."""
+    on every address in `need` (default: every address the table asks for),
+    raising FleetError naming a port it cannot take. Idempotent."""
     if port is not None:
         add_listen(port, bind)
-    wanted = wanted_listen()
+    wanted = list(need) if need is not None else wanted_listen()
+    if port is not None:
+        wanted.append(Listen(port=port, bind=bind))
     with _start_lock():
         pid = running_pid()
         if pid is None:
@@ -194,10 +202,12 @@ def _launch(timeout: float) -> int:
     return pid
 
 
-def ensure_running(timeout: float = START_TIMEOUT) -> dict:
+def ensure_running(need: Sequence[Listen] | None = None, timeout: float = START_TIMEOUT) -> dict:
     """What `fleet apply` calls after writing routes when any agent has ports:
-    the proxy is running and listening on every port in the table."""
-    return start(timeout=timeout)
+    the proxy runs and listens on `need` (pass `table.proxy_listen(desired.proxy)`
+    so another fleet's unavailable port does not fail this fleet), by default
+    on every port in the table."""
+    return start(timeout=timeout, need=need)
 
 
 def stop(timeout: float = 10.0) -> int | None:
