@@ -405,7 +405,8 @@ def _model_at(path: Path_) -> type[BaseModel] | None:
 
 
 def did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    # 0.7: 'defualts', 'comand', 'prot', 'Modal' still match; 'nope' is not 'openai'
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.7)
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
@@ -520,6 +521,8 @@ def _one_problem(file: str, data: dict, pos: Positions, path: Path_, rest: tuple
         expected = ctx.get("expected", "")
         options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
         hint = did_you_mean(str(value), options) if isinstance(value, str) else ""
+        if isinstance(value, str) and value in options:  # `version: "1"`
+            hint = f"; write {value} without quotes"
         return Problem(file, line, col, key, f"expected one of {', '.join(options)} (found {found}){hint}")
     if etype == "too_short":
         return Problem(file, line, col, key, f"must not be empty (found {found})")
@@ -568,7 +571,8 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
             add(("grants", name), f"'{name}' is a built-in grant; pick another name for a user-defined one", prefer_key=True)
 
     for hname, host in hosts.items():
-        host = mapping(host)
+        if not isinstance(host, dict):
+            continue  # the schema check already says it must be a mapping
         provider = host.get("provider", "docker")
         if host.get("image") and host.get("build"):
             add(("hosts", hname, "build"), "set image or build, not both")
@@ -582,10 +586,13 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
 
     claimed: dict[str, dict[int, tuple[str, str]]] = {}
     for aname, agent in agents.items():
-        agent = mapping(agent)
+        if not isinstance(agent, dict):
+            continue  # the schema check already says it must be a mapping
         where = ("agents", aname)
         host_name = agent.get("host")
-        if host_name is not None and isinstance(host_name, str):
+        if host_name is not None and not isinstance(host_name, str):
+            pass  # a wrong type for host: is a schema problem; nothing more to check here
+        elif host_name is not None:
             if host_name not in hosts:
                 known = ", ".join(sorted(hosts)) or "none declared"
                 add(where + ("host",), f"host '{host_name}' is not declared under hosts: (known: {known}){did_you_mean(host_name, hosts)}")
@@ -594,7 +601,8 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
                     if key in agent:
                         add(where + (key,), f"not allowed on an agent of shared host '{host_name}': set it on hosts.{host_name}", prefer_key=True)
                 if mapping(hosts[host_name]).get("provider") == "modal" and (agent.get("grants") or defaults.get("grants")):
-                    add(where + ("grants",), f"grants are not available on Modal host '{host_name}' (a sandbox cannot reach this machine's credential proxy)")
+                    source = "" if agent.get("grants") else " (from defaults.grants)"
+                    add(where + ("grants",), f"grants are not available on Modal host '{host_name}'{source} (a sandbox cannot reach this machine's credential proxy)", prefer_key=True)
         else:
             if agent.get("image") and agent.get("build"):
                 add(where + ("build",), "set image or build, not both")

@@ -26,7 +26,8 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 BAD = sorted((DATA / "bad").glob("*.yaml"))
 GOOD = DATA / "good"
 NO_ENGINE = "unix:///nonexistent/fleet-unit-tests/docker.sock"
-EXPECT = re.compile(r"^#\s*expect:\s*(?:(\d+)(?::(\d+))?\s+)?(\S+)\s+(.*?)\s*$")
+EXPECT = re.compile(r"^#\s*expect:\s*(?:(\d+)(?::(\d+))?\s+)?([^\s\d]\S*)\s+(.*\S)\s*$")
+COUNT = re.compile(r"^#\s*problems:\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,30 @@ class Expect:
         )
 
 
+def header(path: Path) -> list[str]:
+    return [ln for ln in path.read_bytes().decode("utf-8", "replace").splitlines() if ln.startswith("#")]
+
+
 def expectations(path: Path) -> list[Expect]:
     """`# expect: [LINE[:COL]] KEY.PATH MESSAGE-SUBSTRING` lines; KEY `-` means
     a problem of the whole file (no key path)."""
     out = []
-    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
-        m = EXPECT.match(line)
-        if m:
+    for line in header(path):
+        if line.lstrip("# ").startswith("expect:"):
+            m = EXPECT.match(line)
+            assert m, f"{path.name}: malformed expectation {line!r}"
             ln, col, key, text = m.groups()
             out.append(Expect(int(ln) if ln else None, int(col) if col else None, "" if key == "-" else key, text))
     return out
+
+
+def expected_count(path: Path) -> int | None:
+    """`# problems: N` (any comment line): exactly N problems, no noise."""
+    for line in header(path):
+        m = COUNT.match(line)
+        if m:
+            return int(m.group(1))
+    return None
 
 
 @pytest.fixture
@@ -86,6 +101,8 @@ def test_bad_file_reports_each_expected_problem(path: Path):
     assert spec is None and problems
     for exp in expectations(path):
         assert any(exp.matches(p) for p in problems), f"{exp} not in:\n" + "\n".join(map(str, problems))
+    if expected_count(path) is not None:
+        assert len(problems) == expected_count(path), "\n".join(map(str, problems))
     assert problems == sorted(problems, key=lambda p: (p.line, p.col))
     for p in problems:  # one line each, positioned inside the file
         assert "\n" not in str(p)
