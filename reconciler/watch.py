@@ -52,7 +52,7 @@ def build_contexts(desired: Desired) -> set[Path]:
 class Watcher:
     def __init__(
         self, path: Path, desired: Desired, view: View, resync: float = RESYNC, prune: bool = True,
-        parallel: int = 8, verbose: bool = False,
+        parallel: int = 8, verbose: bool = False, down_on_exit: bool = False,
     ):
         self.path = path
         self.shown = display_path(path)
@@ -63,6 +63,7 @@ class Watcher:
         self.options = Options(prune=prune)
         self.parallel = parallel
         self.verbose = verbose
+        self.down_on_exit = down_on_exit
         self.waker = Waker()
         self.backoff = Backoff()
         self.cancel = threading.Event()
@@ -140,7 +141,8 @@ class Watcher:
         finally:
             self.files.close()
             self.events.close()
-        self.view.line(f"stopped watching ({self.stop_reason or 'done'}); fleet {self.fleet}'s agents keep running")
+        kept = "" if self.down_on_exit else f"; fleet {self.fleet}'s agents keep running"
+        self.view.line(f"stopped watching ({self.stop_reason or 'done'}){kept}")
 
     def timeout(self) -> float:
         now = time.monotonic()
@@ -356,7 +358,9 @@ def run_watch(
     desired = load(path)  # a file invalid from the start: every problem, exit 1
     with fleet_lock(desired.fleet, wait=False):
         view = make_view(display_path(path), desired.fleet, period)
-        watcher = Watcher(path, desired, view, resync=period, prune=prune, parallel=parallel, verbose=verbose)
+        watcher = Watcher(
+            path, desired, view, resync=period, prune=prune, parallel=parallel, verbose=verbose, down_on_exit=down_on_exit
+        )
         previous = {s: signal.signal(s, watcher.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         code = 0
         try:
