@@ -121,6 +121,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._sse()
         if path == "/ws":
             return self._ws()
+        if path == "/close":  # no length: the body ends when the connection does
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"until-close " * 1000)
+            self.wfile.flush()
+            return
         if path == "/big":
             n = 3 * 1024 * 1024
             self.send_response(200)

@@ -14,7 +14,7 @@ import reconciler.cli.routing  # noqa: F401  (registers `fleet proxy` and `fleet
 from reconciler.cli.app import app
 from reconciler.errors import FleetError
 from reconciler.routing import daemon
-from reconciler.routing.table import Route, set_fleet_routes
+from reconciler.routing.table import Listen, Route, set_fleet_routes
 
 from .helpers import free_port, get_json, wait_until
 
@@ -94,6 +94,23 @@ def test_port_taken_is_an_actionable_error(proxy_daemon):
         set_fleet_routes("app", [busy], [])
         with pytest.raises(FleetError, match=rf"port {busy} on 127.0.0.1 is already in use by .*\(pid {os.getpid()}\)"):
             daemon.start()
+    finally:
+        taken.close()
+
+
+def test_ensure_running_checks_only_the_ports_asked_for(proxy_daemon, backends, port):
+    a = backends("A")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        set_fleet_routes("blocked", [taken.getsockname()[1]], [])
+        set_fleet_routes("app", [port], [_route("x", a.url)])
+        with pytest.raises(FleetError, match="already in use"):
+            daemon.ensure_running()
+        state = daemon.ensure_running(need=[Listen(port=port)])
+        assert {"bind": "127.0.0.1", "port": port} in state["listening"]
+        assert get_json("x.localhost", port)["backend"] == "A"
     finally:
         taken.close()
 

@@ -394,3 +394,44 @@ def test_listen_default_is_used_when_nothing_asks(backends, start_proxy):
     proxy = start_proxy(default_listen=Listen(port=p))
     wait_until(lambda: p in proxy.listening_ports(), what="default listener")
     assert request("localhost", p)[0] == 200
+
+
+def test_http10_clients_and_until_close_responses(two_agents, port):
+    with raw_connect(port) as s:  # HTTP/1.0 without keep-alive: one answer, then closed
+        s.sendall(b"GET / HTTP/1.0\r\nHost: web.dark-mode.localhost\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and b'"backend": "A"' in data
+    with raw_connect(port) as s:  # HTTP/1.0 with keep-alive: two answers on one connection
+        for _ in range(2):
+            s.sendall(b"GET / HTTP/1.0\r\nHost: web.checkout.localhost\r\nConnection: keep-alive\r\n\r\n")
+            head = read_until(s, b"\r\n\r\n")
+            assert b"Connection: keep-alive" in head
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = head.split(b"\r\n\r\n", 1)[1]
+            while len(body) < length:
+                body += s.recv(65536)
+            assert b'"backend": "B"' in body
+    # a response without a length ends with its connection: the client is told so
+    conn = connection("web.dark-mode.localhost", port)
+    try:
+        conn.request("GET", "/close")
+        resp = conn.getresponse()
+        assert resp.getheader("Connection") == "close"
+        assert resp.read() == b"until-close " * 1000
+    finally:
+        conn.close()
+
+
+def test_expect_100_continue(two_agents, port):
+    body = b"x" * 5000
+    with raw_connect(port) as s:
+        s.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: web.checkout.localhost\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        assert read_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 100")
+        s.sendall(body)
+        data = read_until(s, b"}")
+        assert b"HTTP/1.1 200" in data and b'"length": 5000' in data
