@@ -64,7 +64,7 @@ def expectations(path: Path) -> list[Expect]:
 
 
 def expected_count(path: Path) -> int | None:
-    """`# problems: N` (any comment line): exactly N problems, no noise."""
+    """`# problems: N` in the header: exactly N problems, no noise."""
     for line in header(path):
         m = COUNT.match(line)
         if m:
