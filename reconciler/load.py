@@ -643,6 +643,8 @@ def _check_paths(add, base: Path, where: Path_, section: dict) -> None:
             add(key, f"directory does not exist (found {ws_path!r}, resolved to {p})")
         elif not p.is_dir():
             add(key, f"not a directory (found {ws_path!r})")
+        elif isinstance(ws, dict) and ws.get("mode") == "worktree" and not (p / ".git").exists():
+            add(where + ("workspace", "mode"), f"worktree mode needs a git repository, and {ws_path!r} is not one (no .git)")
     build = section.get("build")
     if isinstance(build, dict):
         ctx = build.get("context", ".")
@@ -723,7 +725,8 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
     proxy = ProxySettings(port=spec.proxy.port, bind=spec.proxy.bind, tls=spec.proxy.tls)
     hosts: dict[str, DesiredHost] = {}
     for name, h in spec.hosts.items():
-        ports = sorted({p for a in spec.agents.values() if a.host == name and a.enabled for p in a.ports.values()})
+        # disabled agents keep their ports: toggling `enabled` must not replace the host
+        ports = sorted({p for a in spec.agents.values() if a.host == name for p in a.ports.values()})
         modal = None
         if h.provider == "modal":
             modal = ModalOptions(

@@ -114,6 +114,7 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
     agent_destroys = _reconcile_agents(b, host_actions)
     _destroy_orphan_hosts(b, agent_destroys)
     _first_messages(b)
+    _routes(b)
     return Plan(
         fleet=desired.fleet,
         actions=tuple(b.actions),
@@ -320,6 +321,39 @@ def _first_messages(b: _Builder) -> None:
             b.add(cause="first message not delivered yet", observed_agent=obs, **common)
 
 
+def _routes(b: _Builder) -> None:
+    """One route action per apply, after every agent and host action: when any
+    of them can move a route (new published ports, agents gone), or when the
+    fleet's entry in the route table differs from what the running agents need
+    (lost, edited, proxy port changed)."""
+    from .routing.table import routes_for
+
+    wants_ports = any(a.ports for a in b.desired.agents.values())
+    if not wants_ports and b.observed.routes is None:
+        return
+    movers = [a.id for a in b.actions if a.kind in ("host", "agent") and a.op != "message"]
+    current = b.observed.routes or ()
+    derived = tuple(r.model_dump() for r in routes_for(b.desired, b.observed))
+    key = lambda r: (r["agent"], r["service"])  # noqa: E731
+    if movers:
+        cause = "agents changed"
+    elif b.observed.routes is None:
+        cause = "no routes for this fleet"
+    elif sorted(current, key=key) != sorted(derived, key=key) and _missing_or_moved(current, derived):
+        cause = "route table out of date"
+    else:
+        b.unchanged.append("route:routes")
+        return
+    b.add(id="route:routes", op="route", kind="route", name="routes", cause=cause, depends_on=tuple(movers))
+
+
+def _missing_or_moved(current: tuple, derived: tuple) -> bool:
+    """Routes of running agents that are absent or point elsewhere. Extra routes
+    of agents not running right now are kept on purpose (removed only when gone)."""
+    have = {(r["agent"], r["service"]): r for r in current}
+    return any(have.get((r["agent"], r["service"])) != r for r in derived)
+
+
 def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
     """Everything the fleet owns goes: agents first, then their hosts."""
     actions: list[Action] = []
@@ -338,5 +372,10 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
                 id=f"host:{obs.name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=obs.name,
                 provider=obs.provider, cause=cause, observed_host=obs, depends_on=tuple(waits.get(obs.name, ())),
             )
+        )
+    if observed.routes is not None:
+        actions.append(
+            Action(id="route:routes", op="route", kind="route", name="routes", cause="remove this fleet's routes",
+                   depends_on=tuple(a.id for a in actions), route={"remove": True})
         )
     return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())
