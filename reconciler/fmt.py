@@ -263,11 +263,30 @@ def _meaning(text: str) -> Any:
     return y.load(text)
 
 
+def _split_start(text: str) -> tuple[str, str]:
+    """Split off what precedes an explicit `---` (comments, directives): ruamel
+    drops comments placed before the document start, so they are kept aside."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        bare = line.strip()
+        if not bare or bare.startswith(("#", "%")):
+            continue
+        if bare == "---" or bare.startswith("--- #"):
+            return "".join(lines[: i + 1]), "".join(lines[i + 1 :])
+        break
+    return "", text
+
+
+def _comments(text: str) -> list[str]:
+    """Every '#...' tail of a line: what must survive formatting."""
+    return [line[line.index("#") :].strip() for line in text.splitlines() if "#" in line]
+
+
 def format_text(text: str) -> str:
     """The canonical form of a fleet.yaml's text; raises FleetError if it cannot
-    be formatted without changing what it means."""
+    be formatted without changing what it means or losing a comment."""
     original = _meaning(text)
-    current = text
+    head, current = _split_start(text.replace("\r\n", "\n"))
     for _ in range(4):
         nxt = reorder(restyle(reorder(current)))
         if not nxt.endswith("\n"):
@@ -277,9 +296,13 @@ def format_text(text: str) -> str:
         if nxt == current:
             break
         current = nxt
-    if _meaning(current) != original:
+    result = head + current
+    if _meaning(result) != original:
         raise FleetError("fleet fmt could not reformat this file without changing its meaning; it was left as is")
-    return current
+    missing = [c for c in _comments(text) if c not in result]
+    if missing:
+        raise FleetError(f"fleet fmt could not keep the comment {missing[0]!r} in place; the file was left as is")
+    return result
 
 
 def write(path: Path, text: str) -> None:

@@ -149,3 +149,18 @@ def test_odd_but_valid_files_keep_their_meaning(text):
     assert format_text(out) == out
     safe = YAML(typ="safe", pure=True)
     assert safe.load(out) == safe.load(text)
+
+
+def test_comments_before_the_document_start_are_kept():
+    text = "# about this file\n---\n# the name\nagents: {}\nfleet: x  # eol\n"
+    out = format_text(text)
+    assert out == "# about this file\n---\n# the name\nfleet: x  # eol\nagents: {}\n"
+
+
+def test_a_comment_fmt_cannot_place_is_an_error_not_a_loss(tmp_path):
+    text = 'fleet: x\nagents:\n  a:\n    image: x\n    env: {\n      A: "1",  # inside a flow mapping\n    }\n'
+    path = fmt_file(tmp_path, text)
+    r = run_fleet("fmt", str(path))
+    assert r.code == 1, r.text
+    assert "could not keep the comment '# inside a flow mapping'" in r.err and "Traceback" not in r.text
+    assert path.read_text() == text

@@ -58,6 +58,9 @@ def test_diff_exit_codes(tmp_path, docker_client, base_image, fleet_name):
         r = run_fleet("diff", "--exit-code", "-o", fmt, str(path))
         assert r.code == 0, (fmt, r.text)
     assert json.loads(run_fleet("diff", "-o", "json", str(path)).out)["in_sync"] is True
+    status = run_fleet("status", "-o", "markdown", str(path))
+    assert status.code == 0 and "| Agent | Host | Provider | State | Ports |" in status.out
+    assert "| `worker` | (private) | docker | running |" in status.out
     # an agent crashed: drift, 2
     docker_client.containers.get(f"fleet-{fleet_name}-worker").stop(timeout=1)
     r = run_fleet("diff", "--exit-code", str(path))
