@@ -678,7 +678,12 @@ def context_hash(context: Path, dockerfile: str, args: dict[str, str]) -> str:
             rel = p.relative_to(context).as_posix()
             h.update(rel.encode() + b"\0")
             try:
-                h.update(hashlib.sha256(p.read_bytes()).digest())
+                if p.is_symlink():  # hash where it points, never follow (a link to /dev/zero must not hang)
+                    h.update(b"link:" + os.readlink(p).encode())
+                elif p.is_file():
+                    h.update(hashlib.sha256(p.read_bytes()).digest())
+                else:
+                    h.update(b"<special>")
             except OSError:
                 h.update(b"<unreadable>")
     return h.hexdigest()
@@ -784,6 +789,8 @@ def validate_file(path: Path) -> tuple[FleetFile | None, list[Problem]]:
         return None, problems
     shown = display_path(path)
     spec: FleetFile | None = None
+    # top-level `x-...` keys are free-form (as in Docker Compose): a place for anchors
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
     try:
         spec = FleetFile.model_validate(data)
     except ValidationError as exc:

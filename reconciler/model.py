@@ -22,6 +22,10 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def json_key(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def canonical_hash(data: Any) -> str:
     """sha256 of the canonical JSON form of `data` (sorted keys, no spaces)."""
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
@@ -133,7 +137,7 @@ class DesiredAgent(Frozen):
             "command": list(self.command) if self.command is not None else None,
             "env": dict(self.env),
             "ports": dict(self.ports),
-            "grants": list(self.grants),
+            "grants": sorted(self.grants),  # order is not a change
             "restart": self.restart,
         }
 
@@ -226,6 +230,9 @@ class Observed(Frozen):
         return canonical_hash(
             {
                 "hosts": sorted((h.name, h.id, h.state, h.spec_hash) for h in self.hosts),
-                "agents": sorted((a.name, a.id, a.state, a.spec_hash) for a in self.agents),
+                "agents": sorted(
+                    (a.name, a.id, a.state, a.spec_hash, a.host_id or "", a.message_pending) for a in self.agents
+                ),
+                "routes": sorted(json_key(r) for r in self.routes) if self.routes is not None else None,
             }
         )

@@ -69,8 +69,9 @@ class Plan(Frozen):
         parts = [f"{c[op]} to {op}" for op in order if c.get(op) and op != "message"]
         if c.get("message"):
             parts.append(f"{c['message']} first message{'s' if c['message'] != 1 else ''} to send")
-        if self.unchanged:
-            parts.append(f"{len(self.unchanged)} unchanged")
+        resources = [u for u in self.unchanged if not u.startswith("route:")]
+        if resources:
+            parts.append(f"{len(resources)} unchanged")
         return f"Plan for {self.fleet}: " + ", ".join(parts)
 
     def get(self, action_id: str) -> Action:

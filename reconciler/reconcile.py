@@ -198,10 +198,12 @@ def _reconcile_agents(b: _Builder, host_actions: dict[str, Action]) -> dict[str,
             waits.setdefault(obs.host, []).append(act.id)
 
     for name, agent in sorted(b.desired.agents.items()):
-        if not b.in_scope(name):
+        host_act = host_actions.get(agent.host) if agent.host else None
+        # a targeted agent's host being (re)created takes its other agents along:
+        # they would otherwise stay joined to a holder that is gone
+        if not b.in_scope(name) and not (host_act is not None and host_act.op in ("create", "replace", "start")):
             continue
         found = observed.get(name, [])
-        host_act = host_actions.get(agent.host) if agent.host else None
         deps = (host_act.id,) if host_act else ()
         common = dict(kind="agent", name=name, host=agent.host, provider=agent.provider, desired_agent=agent)
         if not agent.enabled:

@@ -69,7 +69,8 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
 
 def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bool = False) -> None:
     if plan.empty:
-        console.print(f"fleet {plan.fleet} is up to date" + (f" ({len(plan.unchanged)} unchanged)" if plan.unchanged else ""))
+        n = len([u for u in plan.unchanged if not u.startswith("route:")])
+        console.print(f"fleet {plan.fleet} is up to date" + (f" ({n} unchanged)" if n else ""))
         if verbose:
             for line in plan_lines(plan, verbose=True, mask_env=mask_env):
                 console.print(line)

@@ -141,7 +141,11 @@ class FleetFile(Model):
         frozen=True,
         strict=True,
         title="fleet.yaml",
-        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            # `x-...` keys are free-form (as in Docker Compose), e.g. to hold YAML anchors
+            "patternProperties": {"^x-": {}},
+        },
     )
 
     fleet: Name = Field(description="The fleet's name; scopes every resource it creates.")
