@@ -1,0 +1,8 @@
+"""Grants: agents call GitHub, Anthropic and other APIs without ever seeing a token.
+
+`store` keeps the secrets encrypted under `$FLEET_HOME/credentials/`,
+`catalogue` says which hosts get which header, `agents` maps each agent's proxy
+credential to what it may use, `inject` prepares an agent's container, and
+`forward` is the TLS-intercepting forward proxy (hosted by the fleet proxy
+process) that sets the headers on the way out.
+"""

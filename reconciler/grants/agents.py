@@ -1,0 +1,151 @@
+"""Per-agent proxy credentials: who is calling the forward proxy, and what it holds.
+
+Every agent with grants reaches the forward proxy with its own random
+credential (in its `HTTPS_PROXY` URL). This map, `$FLEET_HOME/grants/agents.json`
+(0600), records for each fleet/agent the SHA-256 of that credential (never the
+credential itself, never a secret) and the catalogue rules of the agent's
+grants. The proxy looks the caller up by the hash of what it presents, so an
+agent can only ever use the rules recorded for itself.
+
+A credential is issued when the agent's container is created and replaced when
+it is created again (a replaced container's old credential stops working). It
+is not part of the agent's spec, so it never shows in plans or spec hashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import FleetError
+from ..home import fleet_home
+from .catalogue import Rule
+
+VERSION = 1
+PROXY_USER = "fleet"  # the user part of the proxy URL; the credential is the password
+
+
+def grants_dir() -> Path:
+    d = fleet_home() / "grants"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
+def map_path() -> Path:
+    return fleet_home() / "grants" / "agents.json"
+
+
+def digest(credential: str) -> str:
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    fleet: str
+    agent: str
+    grants: tuple[str, ...]
+    rules: tuple[Rule, ...]
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    with open(grants_dir() / "agents.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read() -> dict:
+    try:
+        data = json.loads(map_path().read_text())
+    except FileNotFoundError:
+        return {"version": VERSION, "agents": {}}
+    except (OSError, ValueError) as exc:
+        raise FleetError(f"{map_path()} is unreadable ({exc}); delete it and run `fleet apply` again") from None
+    if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("agents"), dict):
+        raise FleetError(f"{map_path()} is not a fleet agent map; delete it and run `fleet apply` again")
+    return data
+
+
+def _write(data: dict) -> None:
+    path = map_path()
+    tmp = path.with_name(f".agents.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def issue(fleet: str, agent: str, grants: Iterable[str], rules: Iterable[Rule]) -> str:
+    """A fresh credential for `fleet/agent`, replacing any earlier one; returns
+    the credential (it goes into the container's proxy URL, nowhere else)."""
+    credential = secrets.token_urlsafe(24)
+    entry = {
+        "fleet": fleet,
+        "agent": agent,
+        "credential_sha256": digest(credential),
+        "grants": list(grants),
+        "rules": [r.as_dict() for r in rules],
+        "issued_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    with _locked():
+        data = _read()
+        data["agents"][f"{fleet}/{agent}"] = entry
+        _write(data)
+    return credential
+
+
+def forget(fleet: str, agent: str) -> bool:
+    """Revoke `fleet/agent`'s credential (it has no grants any more, or is gone)."""
+    if not map_path().exists():
+        return False
+    with _locked():
+        data = _read()
+        if data["agents"].pop(f"{fleet}/{agent}", None) is None:
+            return False
+        _write(data)
+        return True
+
+
+def prune(fleet: str, keep: Iterable[str]) -> list[str]:
+    """Revoke the credentials of `fleet`'s agents not in `keep`; returns them."""
+    if not map_path().exists():
+        return []
+    keep = set(keep)
+    with _locked():
+        data = _read()
+        gone = [k for k, v in data["agents"].items() if v.get("fleet") == fleet and v.get("agent") not in keep]
+        for k in gone:
+            del data["agents"][k]
+        if gone:
+            _write(data)
+    return sorted(k.split("/", 1)[1] for k in gone)
+
+
+def entries() -> dict[str, AgentEntry]:
+    """credential sha256 -> entry, for the proxy."""
+    out: dict[str, AgentEntry] = {}
+    for v in _read()["agents"].values():
+        try:
+            out[v["credential_sha256"]] = AgentEntry(
+                fleet=v["fleet"],
+                agent=v["agent"],
+                grants=tuple(v.get("grants", ())),
+                rules=tuple(Rule.from_dict(r) for r in v.get("rules", ())),
+            )
+        except (KeyError, TypeError):
+            continue
+    return out

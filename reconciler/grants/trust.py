@@ -1,0 +1,79 @@
+"""The interception CA and the CA bundle agents with grants trust.
+
+The forward proxy presents, for each host it injects credentials into, a leaf
+certificate signed by fleet's interception CA (`$FLEET_HOME/grants-ca/`). That
+CA is a different one from the routing CA (which is name-constrained to
+`localhost`): it has to certify api.github.com and friends, so it is trusted
+only inside agent containers, never on this machine.
+
+Agents get `$FLEET_HOME/grants-ca/bundle.crt` (this machine's system CAs plus
+the interception CA) bind-mounted read-only at `/etc/fleet/ca-bundle.crt`. The
+bundle is rewritten in place (same inode) when its content changes, so running
+containers see the new content through their bind mount.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+from ..errors import FleetError
+from ..home import fleet_home
+from ..routing.ca import CertificateAuthority
+
+CONTAINER_BUNDLE = "/etc/fleet/ca-bundle.crt"
+
+
+def ca_dir() -> Path:
+    return fleet_home() / "grants-ca"
+
+
+def interception_ca() -> CertificateAuthority:
+    """Unconstrained (it certifies public API hosts), with its own directory."""
+    return CertificateAuthority(ca_dir(), "fleet grants interception CA", permitted_names=None)
+
+
+def bundle_path() -> Path:
+    return ca_dir() / "bundle.crt"
+
+
+def system_cas() -> bytes:
+    """This machine's trusted CAs (PEM), or certifi's when the system has none."""
+    paths = ssl.get_default_verify_paths()
+    candidates = [os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"]
+    for c in candidates:
+        if c and os.path.isfile(c):
+            try:
+                data = Path(c).read_bytes()
+            except OSError:
+                continue
+            if b"BEGIN CERTIFICATE" in data:
+                return data
+    try:
+        import certifi
+
+        return Path(certifi.where()).read_bytes()
+    except Exception:
+        return b""
+
+
+def ensure_bundle() -> Path:
+    """The bundle file, created or refreshed; returns its path."""
+    ca = interception_ca().ensure()
+    system = system_cas()
+    content = system.rstrip(b"\n") + b"\n\n# fleet grants interception CA\n" + ca.cert_pem()
+    if not system:
+        content = b"# fleet grants interception CA (no system CAs found on this machine)\n" + ca.cert_pem()
+    path = bundle_path()
+    try:
+        if path.exists() and path.read_bytes() == content:
+            return path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "wb") as fh:  # in place: a bind mount follows the inode
+            fh.write(content)
+            fh.truncate()
+        os.chmod(path, 0o644)
+    except OSError as exc:
+        raise FleetError(f"cannot write the CA bundle {path}: {exc.strerror or exc}") from None
+    return path
