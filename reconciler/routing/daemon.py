@@ -335,11 +335,16 @@ async def _serve(config: ProxyConfig) -> None:
         loop.add_signal_handler(sig, stop_event.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: server.reload(force=True))
     await server.start()
+    from ..grants.forward import ForwardProxy  # grants: the credential-injecting forward proxy
+
+    forward = ForwardProxy()
+    await forward.start()
     log.info("fleet proxy running (pid %d), CA %s", os.getpid(), ca.cert_path)
     try:
         await stop_event.wait()
     finally:
         log.info("fleet proxy stopping")
+        await forward.stop()
         await server.stop()
 
 
