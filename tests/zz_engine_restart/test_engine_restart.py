@@ -29,14 +29,18 @@ IMAGE = "fleet-engine-test:1"
 
 
 class PrivateEngine:
-    """A dockerd of our own, stopped and started by its pid."""
+    """A dockerd of our own, stopped and started by its pid (never by name)."""
 
     def __init__(self) -> None:
         dockerd = shutil.which("dockerd")
         if dockerd is None or os.geteuid() != 0:
             pytest.skip("needs root and dockerd to run a private Docker engine")
-        self.dockerd = dockerd
         self.root = Path(tempfile.mkdtemp(prefix="fe-", dir="/tmp"))  # short: socket paths are limited
+        # run it under a name of its own (no "dockerd" in it), so that whoever
+        # restarts the shared engine by name (`pkill dockerd`, `pgrep -x dockerd`
+        # in scripts/ensure-docker.sh) neither hits nor counts this one
+        self.dockerd = str(self.root / "fleet-engine-t")
+        os.symlink(dockerd, self.dockerd)
         self.url = f"unix://{self.root}/d.sock"
         self.proc: subprocess.Popen | None = None
 
@@ -84,6 +88,12 @@ class PrivateEngine:
         deadline = time.monotonic() + 30
         while self.answers() and time.monotonic() < deadline:
             time.sleep(0.2)
+
+    def log_tail(self) -> str:
+        try:
+            return (self.root / "dockerd.log").read_text()[-4000:]
+        except OSError:
+            return ""
 
     def client(self):
         import docker
@@ -191,6 +201,11 @@ def test_the_engine_restarted_under_the_watcher_is_survived(tmp_path, base_image
         finally:
             client.close()
         assert watcher.proc.poll() is None, watcher.text()
+    except BaseException:
+        print(f"--- private dockerd log ---\n{engine.log_tail()}")
+        if watcher is not None:
+            print(f"--- watcher ---\n{watcher.text()}")
+        raise
     finally:
         if watcher is not None:
             watcher.close()
