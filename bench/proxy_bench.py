@@ -217,8 +217,11 @@ def main() -> None:
         for url in targets.values():  # warm up (connections, leaf minting, caches)
             wrk(url, args.connections, 1)
         runs: dict[str, dict[str, list[dict]]] = {k: {"high": [], "moderate": []} for k in targets}
+        names = list(targets)
         for rnd in range(args.rounds):
-            for name, url in targets.items():
+            # a rotating order: drift in the machine's load hits every target alike
+            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                url = targets[name]
                 runs[name]["high"].append(wrk(url, args.connections, args.duration))
                 runs[name]["moderate"].append(wrk(url, args.moderate, args.duration))
             print(f"round {rnd + 1}/{args.rounds} done", flush=True)

@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -339,6 +340,10 @@ async def _serve(config: ProxyConfig) -> None:
 
     forward = ForwardProxy()
     await forward.start()
+    # What start-up built lives as long as the process: keep it out of the
+    # collector's way, so a full collection never stalls a request for long.
+    gc.collect()
+    gc.freeze()
     log.info("fleet proxy running (pid %d), CA %s", os.getpid(), ca.cert_path)
     try:
         await stop_event.wait()

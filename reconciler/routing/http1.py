@@ -102,8 +102,12 @@ class Head:
 
     def tokens(self, name: bytes) -> set[bytes]:
         """Comma-separated tokens of every `name` header, lower-cased."""
+        values = self.get_all(name)
+        if len(values) == 1 and b"," not in values[0]:  # the usual `Connection: keep-alive`
+            t = values[0].strip().lower()
+            return {t} if t else set()
         out: set[bytes] = set()
-        for v in self.get_all(name):
+        for v in values:
             for t in v.split(b","):
                 t = t.strip().lower()
                 if t:
@@ -194,7 +198,7 @@ def request_framing(head: Head) -> tuple[int, int]:
             raise HttpError(501, "only Transfer-Encoding: chunked is supported")
         return CHUNKED, 0
     if cl:
-        if len(cl) == 1 and _DIGITS.fullmatch(cl[0]):
+        if len(cl) == 1 and cl[0].isdigit() and len(cl[0]) < 19:
             n = int(cl[0])
         else:
             values = {v.strip() for v in b",".join(cl).split(b",")}
@@ -217,7 +221,7 @@ def response_framing(head: Head, method: bytes) -> tuple[int, int]:
         return UNTIL_CLOSE, 0
     cl = head.get_all(b"content-length")
     if cl:
-        if len(cl) == 1 and _DIGITS.fullmatch(cl[0]):
+        if len(cl) == 1 and cl[0].isdigit() and len(cl[0]) < 19:
             n = int(cl[0])
         else:
             values = {v.strip() for v in b",".join(cl).split(b",")}
