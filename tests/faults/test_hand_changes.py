@@ -1,0 +1,97 @@
+"""Containers changed by hand, and an apply racing a destroy.
+
+(A hand-stopped agent and two applies at once are in tests/e2e/test_docker_apply.py.)
+
+Renamed: the labels are the state, not the name. An agent container renamed
+with `docker rename` is still that agent: apply keeps it (no duplicate is made
+under the freed fleet name), a spec change replaces it with exactly one
+container under the fleet name again, and destroy removes it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import run_fleet
+
+from .helpers import assert_converged, assert_noop, by_agent, fleet_file, start_fleet
+
+pytestmark = pytest.mark.docker
+
+N = 4
+AGENTS = {f"a{i}" for i in range(N)}
+
+
+def test_removed_agent_comes_back_and_nothing_else_moves(tmp_path, docker_client, base_image, fleet_name):
+    path = fleet_file(tmp_path / "fleet.yaml", fleet_name, base_image, N)
+    assert run_fleet("apply", "--yes", str(path)).code == 0
+    before = assert_converged(docker_client, fleet_name, AGENTS)
+    before["a1"].remove(force=True)
+    r = run_fleet("diff", str(path))
+    assert r.code == 0 and "create" in r.out and "a1" in r.out and "no container" in r.out, r.text
+    r = run_fleet("apply", "--yes", str(path))
+    assert r.code == 0, r.text
+    after = assert_converged(docker_client, fleet_name, AGENTS)
+    assert after["a1"].id != before["a1"].id and after["a1"].name == f"fleet-{fleet_name}-a1"
+    assert {a: c.id for a, c in after.items() if a != "a1"} == {a: c.id for a, c in before.items() if a != "a1"}
+    assert_noop(path)
+
+
+def test_renamed_agent_is_still_the_agent(tmp_path, docker_client, base_image, fleet_name):
+    path = fleet_file(tmp_path / "fleet.yaml", fleet_name, base_image, N)
+    assert run_fleet("apply", "--yes", str(path)).code == 0
+    before = assert_converged(docker_client, fleet_name, AGENTS)
+    renamed = f"{fleet_name}-renamed-by-hand"
+    before["a1"].rename(renamed)
+
+    # kept as the agent: nothing to do, no second container under the freed name
+    r = run_fleet("apply", "--yes", str(path))
+    assert r.code == 0 and "is up to date" in r.out, r.text
+    now = assert_converged(docker_client, fleet_name, AGENTS)
+    assert {a: c.id for a, c in now.items()} == {a: c.id for a, c in before.items()}
+    assert now["a1"].name == renamed
+    assert not docker_client.containers.list(all=True, filters={"name": f"^/fleet-{fleet_name}-a1$"})
+
+    # a change replaces it: exactly one container for a1 again, under the fleet's name
+    fleet_file(path, fleet_name, base_image, N, round_=1)
+    r = run_fleet("apply", "--yes", str(path))
+    assert r.code == 0, r.text
+    now = assert_converged(docker_client, fleet_name, AGENTS)
+    assert now["a1"].name == f"fleet-{fleet_name}-a1" and now["a1"].id != before["a1"].id
+    assert not docker_client.containers.list(all=True, filters={"name": renamed})
+    assert_noop(path)
+
+    # and a renamed agent is destroyed like any other
+    now["a2"].rename(renamed)
+    r = run_fleet("destroy", "--yes", str(path))
+    assert r.code == 0, r.text
+    assert by_agent(docker_client, fleet_name) == {}
+    assert not docker_client.containers.list(all=True, filters={"name": renamed})
+
+
+@pytest.mark.parametrize("first", ["destroy", "apply"])
+def test_apply_while_destroy_runs_ends_consistent_and_converges(tmp_path, docker_client, base_image, fleet_name, first):
+    """Both commands take the fleet's lock: whichever comes second waits, then
+    reads fresh state. The end is one of the two whole states, never a mix."""
+    path = fleet_file(tmp_path / "fleet.yaml", fleet_name, base_image, N)
+    if first == "destroy":
+        assert run_fleet("apply", "--yes", str(path)).code == 0
+    cmds = [("destroy", "--yes"), ("apply", "--yes")]
+    if first == "apply":
+        cmds.reverse()
+    procs = []
+    for cmd in cmds:
+        procs.append(start_fleet(*cmd, str(path)))
+        time.sleep(0.3)  # the order only matters for who takes the lock first; both outcomes are checked
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert not any("Traceback" in o for o in outs), outs
+    found = by_agent(docker_client, fleet_name)
+    if found:  # the apply ran last
+        assert_converged(docker_client, fleet_name, AGENTS, f"{first} first")
+    r = run_fleet("apply", "--yes", str(path))
+    assert r.code == 0, r.text
+    assert_converged(docker_client, fleet_name, AGENTS, "after")
+    assert_noop(path)
