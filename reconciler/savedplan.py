@@ -117,8 +117,14 @@ def sniff(path: Path) -> dict[str, Any] | None:
             head = fh.read(64).lstrip()
         if not head.startswith(b"{"):
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, ValueError):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        if f'"kind": "{KIND}"' in text[:4096]:
+            raise FleetError(f"{display_path(path)}: a saved fleet plan, but not valid JSON ({exc}); was it cut short?") from None
         return None
     if isinstance(data, dict) and data.get("kind") in (KIND, "fleet-diff"):
         return data

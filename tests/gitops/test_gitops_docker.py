@@ -192,6 +192,7 @@ def test_plans_for_another_fleet_or_version_are_refused(tmp_path, docker_client,
     tampered = json.loads(text)
     tampered["desired"]["agents"]["a"]["env"]["TZ"] = "Europe/Paris"
     refused("PLAN", says="modified after it was made", plan=json.dumps(tampered))
+    refused("PLAN", says="was it cut short", plan=text[: len(text) // 2])
     diff_json = run_fleet("diff", "-o", "json", str(path)).out
     refused("PLAN", says="not a saved plan", plan=diff_json)
     assert containers(docker_client, fleet_name) == {}
