@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import types
 import typing
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ def _models(ann: Any) -> list[Any]:
     origin = typing.get_origin(ann)
     if origin is typing.Annotated:
         return _models(typing.get_args(ann)[0])
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if origin in (typing.Union, types.UnionType):
         out: list[Any] = []
         for arg in typing.get_args(ann):
             out.extend(_models(arg))

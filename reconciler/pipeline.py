@@ -53,6 +53,9 @@ def plan(desired: Desired, options: Options | None = None) -> Snapshot:
     from .routing.sync import check_names
 
     check_names(desired)  # another fleet's hostnames: refuse before anything changes
+    from .grants.store import check_stored
+
+    check_stored(desired)  # grants named by agents but not stored: refuse before anything changes
     observed = observe(desired.fleet, providers_of(desired))
     return Snapshot(desired, observed, reconcile(desired, observed, options))
 
