@@ -1,7 +1,7 @@
 """The Docker engine stopped and started under a running watcher is survived.
 
 The engine restarted here is a dockerd of the test's own (its own socket, data
-root and exec root; no bridge, no iptables), started and stopped by its pid, so
+root and exec root, its own bridge, no iptables), started and stopped by its pid, so
 the shared engine other tests use is never disturbed. The directory is named
 zz_ so that `make test` collects it last anyway.
 """
@@ -43,6 +43,15 @@ class PrivateEngine:
         os.symlink(dockerd, self.dockerd)
         self.url = f"unix://{self.root}/d.sock"
         self.proc: subprocess.Popen | None = None
+        # A bridge of its own: a dockerd started with `--bridge none` deletes
+        # the default docker0 interface, which would cut the shared engine's
+        # containers off the network (seen here: every later container failed
+        # with "could not find bridge docker0").
+        self.bridge = f"fleet-t{os.getpid() % 100000}"
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", "10.213.213.1/24", "dev", self.bridge], check=True)
+        subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
 
     def start(self, timeout: float = 60.0) -> None:
         log = open(self.root / "dockerd.log", "ab")
@@ -50,7 +59,7 @@ class PrivateEngine:
             [
                 self.dockerd, "--host", self.url, "--data-root", str(self.root / "data"),
                 "--exec-root", str(self.root / "x"), "--pidfile", str(self.root / "d.pid"),
-                "--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+                "--bridge", self.bridge, "--iptables=false", "--ip6tables=false", "--ip-masq=false",
             ],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
         )
@@ -89,6 +98,9 @@ class PrivateEngine:
         while self.answers() and time.monotonic() < deadline:
             time.sleep(0.2)
 
+    def remove_bridge(self) -> None:
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
     def log_tail(self) -> str:
         try:
             return (self.root / "dockerd.log").read_text()[-4000:]
@@ -102,6 +114,7 @@ class PrivateEngine:
 
     def remove(self) -> None:
         self.stop()
+        self.remove_bridge()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
