@@ -274,17 +274,23 @@ class DockerProvider:
             L.MESSAGE: "pending" if agent.message else "none",
         }
         env = dict(agent.env)
+        from ..grants.inject import container_setup  # grants: proxy settings + CA bundle, never a secret
+
+        grant_env, grant_binds = container_setup(desired, agent)  # both empty without grants
+        env.update(grant_env)
         common_hc: dict[str, Any] = dict(restart_policy={"Name": RESTART[agent.restart]}, init=True)
         if agent.restart == "on-failure":
             common_hc["restart_policy"]["MaximumRetryCount"] = 0
         if agent.host:
             lab[L.HOST] = agent.host
             holder = L.host_container(fleet, agent.host)
-            hc = self.api.create_host_config(network_mode=f"container:{holder}", volumes_from=[holder], **common_hc)
+            hc = self.api.create_host_config(
+                network_mode=f"container:{holder}", volumes_from=[holder], binds=grant_binds or None, **common_hc
+            )
             kwargs: dict[str, Any] = {}
         else:
             self.ensure_image(fleet, agent.image, resource)
-            binds = {}
+            binds = dict(grant_binds)
             if agent.workspace is not None:
                 mounts = workspaces.prepare(fleet, agent.name, agent.workspace)
                 binds[str(mounts.workspace)] = {"bind": "/workspace", "mode": "rw"}
