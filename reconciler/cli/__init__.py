@@ -9,5 +9,6 @@ from .app import app, main  # noqa: F401
 from . import core  # noqa: F401,E402  (registers validate/diff/apply/status/destroy/schema)
 from . import agents  # noqa: F401,E402  (registers logs/exec/attach/message)
 from . import routing  # noqa: F401,E402  (registers proxy/ca)
+from . import grants  # noqa: F401,E402  (registers grant set/list/rm)
 
 __all__ = ["app", "main"]

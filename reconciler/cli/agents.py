@@ -30,10 +30,15 @@ def logs(
     tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, help="Only the last N lines of each agent."),
     since: Optional[str] = typer.Option(None, "--since", help="Only output since a duration ago (10m, 2h) or an ISO time."),
     all_agents: bool = typer.Option(False, "--all", "-a", help="Every agent of the fleet."),
+    network: bool = typer.Option(False, "--network", help="Requests through the grants proxy instead (method, host, path, status, grant)."),
     file: Optional[Path] = FileOpt,
 ) -> None:
     """An agent's output; several agents (or --all) are prefixed with their names."""
     follow = follow or follow_short
+    if network:  # grants: the forward proxy's per-agent request log
+        from ..grants.netlog import show
+
+        return show(file, list(agents or []), all_agents, follow=follow, tail=tail)
     desired, observed = operate.context(file)
     targets = operate.resolve_many(desired, observed, list(agents or []), all_agents)
     since_ts = operate.parse_since(since)

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any
 
 from ..home import fleet_home
 
@@ -78,31 +78,57 @@ def read(fleet: str, agent: str, tail: int | None = None) -> list[dict[str, Any]
     return out
 
 
-def follow(fleet: str, agent: str, poll: float = 0.3) -> Iterator[dict[str, Any]]:
-    """New entries as they are written (after the current end), forever."""
-    path = log_path(fleet, agent)
-    fh: IO[str] | None = None
-    pos = path.stat().st_size if path.exists() else 0
-    inode = path.stat().st_ino if path.exists() else None
-    buf = ""
-    while True:
+def _new_lines(path: Path, state: dict[str, int]) -> list[dict[str, Any]]:
+    """Entries appended to `path` since the offset kept in `state` (which
+    follows rotation by inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return []
+    if state.get("ino") != st.st_ino or st.st_size < state.get("pos", 0):
+        state.update(ino=st.st_ino, pos=0)
+    if st.st_size <= state["pos"]:
+        return []
+    with open(path, "rb") as fh:
+        fh.seek(state["pos"])
+        data = fh.read()
+    end = data.rfind(b"\n") + 1  # a line being written is read next time
+    state["pos"] += end
+    out = []
+    for line in data[:end].splitlines():
         try:
-            st = path.stat()
-        except FileNotFoundError:
-            time.sleep(poll)
+            out.append(json.loads(line))
+        except ValueError:
             continue
-        if inode != st.st_ino or st.st_size < pos:  # rotated
-            inode, pos, buf = st.st_ino, 0, ""
-        if st.st_size > pos:
-            with open(path, errors="replace") as fh:
-                fh.seek(pos)
-                buf += fh.read()
-                pos = fh.tell()
-            while "\n" in buf:
-                line, buf = buf.split("\n", 1)
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
-        else:
-            time.sleep(poll)
+    return out
+
+
+def show(file: Path | None, names: list[str], all_agents: bool, follow: bool = False, tail: int | None = None,
+         poll: float = 0.3) -> None:
+    """`fleet logs AGENT --network`: print the agents' request logs (and, with
+    `follow`, new entries as they come)."""
+    from ..errors import FleetError
+    from ..load import did_you_mean, load
+
+    desired = load(file)
+    if all_agents or not names:
+        names = sorted(a.name for a in desired.agents.values() if a.grants)
+        if not names:
+            raise FleetError(f"no agent of fleet {desired.fleet} has grants, so none goes through the grants proxy")
+    for n in names:
+        if n not in desired.agents:
+            known = ", ".join(sorted(desired.agents)) or "none"
+            raise FleetError(f"no agent '{n}' in fleet {desired.fleet} (agents: {known}){did_you_mean(n, desired.agents)}")
+    width = max(len(n) for n in names)
+    prefix = (lambda n: f"{n:<{width}} | ") if len(names) > 1 else (lambda n: "")
+    states: dict[str, dict[str, int]] = {}
+    for n in names:
+        for entry in read(desired.fleet, n, tail):
+            print(prefix(n) + format_entry(entry), flush=True)
+        path = log_path(desired.fleet, n)
+        states[n] = {"ino": path.stat().st_ino, "pos": path.stat().st_size} if path.exists() else {}
+    while follow:
+        time.sleep(poll)
+        for n in names:
+            for entry in _new_lines(log_path(desired.fleet, n), states[n]):
+                print(prefix(n) + format_entry(entry), flush=True)
