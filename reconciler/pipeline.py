@@ -73,3 +73,18 @@ def apply_plan(
 def destroy_snapshot(desired: Desired) -> Snapshot:
     observed = observe(desired.fleet, providers_of(desired))
     return Snapshot(desired, observed, reconcile_destroy(observed))
+
+
+def status_rows(desired: Desired) -> list[dict]:
+    """What `fleet status` shows: observation plus, per container, the facts
+    observation leaves out (restarts, last exit, start time) and first-message
+    delivery state."""
+    from . import render
+
+    observed = observe(desired.fleet, providers_of(desired))
+    details: dict[str, dict] = {}
+    for name in providers_of(desired):
+        mine = [a for a in observed.agents if a.provider == name]
+        if mine:
+            details.update(get_provider(name).details(desired.fleet, mine))
+    return render.status_rows(desired, observed, details, messages.states(desired.fleet))

@@ -199,11 +199,12 @@ def _reconcile_agents(b: _Builder, host_actions: dict[str, Action]) -> dict[str,
 
     for name, agent in sorted(b.desired.agents.items()):
         host_act = host_actions.get(agent.host) if agent.host else None
-        # a targeted agent's host being (re)created takes its other agents along:
-        # they would otherwise stay joined to a holder that is gone
-        if not b.in_scope(name) and not (host_act is not None and host_act.op in ("create", "replace", "start")):
-            continue
         found = observed.get(name, [])
+        # a targeted agent's host being re-created or restarted takes the other
+        # agents already on it along: they would stay joined to a holder that is gone
+        stranded = bool(found) and host_act is not None and host_act.op in ("create", "replace", "start")
+        if not b.in_scope(name) and not stranded:
+            continue
         deps = (host_act.id,) if host_act else ()
         common = dict(kind="agent", name=name, host=agent.host, provider=agent.provider, desired_agent=agent)
         if not agent.enabled:

@@ -102,6 +102,21 @@ def print_result(console: Console, plan: Plan, result: Result) -> None:
         )
 
 
+def print_urls(console: Console, desired: Desired) -> None:
+    """Where to reach each running agent's services (end of apply)."""
+    from .routing.table import agent_urls
+
+    lines = [
+        f"  {name}: " + "  ".join(agent_urls(a, desired.proxy).values())
+        for name, a in sorted(desired.agents.items())
+        if a.ports and a.enabled
+    ]
+    if lines:
+        console.print(Text("URLs:", style="bold"))
+        for line in lines:
+            console.print(Text(line))
+
+
 def event_line(kind: str, action: Action, error: str | None = None) -> str:
     verb = {
         "create": "created", "join": "joined", "replace": "replaced", "restart": "restarted", "start": "started",
@@ -156,7 +171,25 @@ def agent_ports(desired: Desired, observed: Observed, obs: ObservedAgent | None,
     ]
 
 
-def status_rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
+def _since(ts: str | None) -> str | None:
+    """Docker's 0001-01-01 means never; anything else is kept as given."""
+    return None if not ts or ts.startswith("0001-") else ts
+
+
+def status_rows(
+    desired: Desired,
+    observed: Observed,
+    details: dict[str, dict[str, Any]] | None = None,
+    messages: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per agent. `details` (provider facts per container id: restarts,
+    exit code, start time) and `messages` (first-message delivery records) are
+    optional extras gathered by `pipeline.status_rows`."""
+    from .routing.table import agent_urls
+    from .workspaces import branch_of
+
+    details = details or {}
+    messages = messages or {}
     by_name: dict[str, ObservedAgent] = {}
     for a in observed.agents:
         by_name.setdefault(a.name, a)
@@ -171,13 +204,27 @@ def status_rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
             state = f"{state} (not in fleet.yaml)"
         elif o and d and o.spec_hash != d.spec_hash:
             state = f"{state} (outdated)"
+        info = details.get(o.id, {}) if o else {}
+        record = messages.get(name) or {}
+        if not (d and d.message):
+            message = "-"
+        elif o and record.get("container") == o.id:
+            message = record.get("state", "pending")
+        else:
+            message = "pending"
+        ws = d.workspace if d else None
         rows.append(
             {
                 "agent": name,
                 "host": (d.host if d else o.host) or "(private)",
                 "provider": d.provider if d else o.provider,
                 "state": state,
-                "exit_code": o.exit_code if o else None,
+                "exit_code": info.get("exit_code", o.exit_code if o else None),
+                "restarts": info.get("restarts"),
+                "started_at": _since(info.get("started_at")) if info.get("running") else None,
+                "message": message,
+                "urls": agent_urls(d, desired.proxy) if d and d.ports else {},
+                "branch": branch_of(ws, name) if ws is not None and ws.mode == "worktree" else None,
                 "ports": agent_ports(desired, observed, o, name),
                 "created": o.created if o else None,
                 "id": o.id[:12] if o else None,
@@ -188,7 +235,7 @@ def status_rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
 
 def status_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("AGENT", "HOST", "PROVIDER", "STATE", "PORTS", "AGE"):
+    for col in ("AGENT", "HOST", "PROVIDER", "STATE", "UP", "RESTARTS", "MESSAGE", "PORTS", "URLS", "AGE"):
         table.add_column(col)
     for r in rows:
         ports = ", ".join(
@@ -199,7 +246,15 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
         style = "green" if state == "running" else ("red" if state.startswith(("exited", "dead", "missing")) else "yellow")
         if state.startswith("exited") and r["exit_code"] is not None and "(" not in state:
             state = f"exited ({r['exit_code']})"
-        table.add_row(r["agent"], r["host"], r["provider"], Text(state, style=style), ports or "-", _age(r["created"]))
+        urls = "\n".join(r.get("urls", {}).values()) or "-"
+        if r.get("branch"):
+            urls = f"{urls}\nbranch {r['branch']}" if urls != "-" else f"branch {r['branch']}"
+        restarts = "-" if r.get("restarts") is None else str(r["restarts"])
+        up = _age(r["started_at"]) if r.get("started_at") else "-"
+        table.add_row(
+            r["agent"], r["host"], r["provider"], Text(state, style=style), up, restarts, r.get("message", "-"),
+            ports or "-", urls, _age(r["created"]),
+        )
     return table
 
 

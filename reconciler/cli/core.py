@@ -238,6 +238,7 @@ def _execute(out, snap: pipeline.Snapshot, parallel: int) -> None:
     """Carry out a plan with progress, print the result; exit 1 if anything failed."""
     result = pipeline.apply_plan(snap, parallel=parallel, on_event=_progress(out))
     render.print_result(out, snap.plan, result)
+    render.print_urls(out, snap.desired)
     if not result.ok:
         raise typer.Exit(1)
 
@@ -295,11 +296,14 @@ def status(
     file: Optional[Path] = FileArg,
     file_opt: Optional[Path] = FileOpt,
     output: Output = OutputOpt,
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place every 2 s (Ctrl-C to stop)."),
 ) -> None:
-    """A table of agents: state, host, ports, age."""
+    """A table of agents: state, uptime, restarts, first message, ports, URLs, age."""
     desired = load(_path(file, file_opt))
-    observed = pipeline.observe(desired.fleet, pipeline.providers_of(desired))
-    rows = render.status_rows(desired, observed)
+    if watch:
+        _watch_status(desired)
+        return
+    rows = pipeline.status_rows(desired)
     if output is Output.json:
         print(render.status_json(desired, rows))
         return
@@ -311,6 +315,21 @@ def status(
         out.print(f"fleet {desired.fleet} has no agents")
         return
     out.print(render.status_table(rows))
+
+
+def _watch_status(desired) -> None:
+    import time
+
+    from rich.live import Live
+
+    out = console()
+    with Live(render.status_table(pipeline.status_rows(desired)), console=out, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(2)
+                live.update(render.status_table(pipeline.status_rows(desired)), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command()

@@ -440,6 +440,21 @@ def test_targets_do_not_destroy_other_orphans_but_can_name_one():
     assert ops(plan) == {f"agent:old:destroy:{'o' * 12}": "destroy"}
 
 
+def test_targets_take_along_neighbours_stranded_by_a_recreated_host():
+    """Targeting one agent whose shared host must be replaced (its port set grew)
+    replaces the other agents already on that host too: left alone they would
+    stay joined to a holder that no longer exists. A host being created for the
+    first time strands nobody, so untargeted agents without containers stay out."""
+    before = desired(host("pod"), agent("a1", host="pod", ports={"web": 3000}), agent("a2", host="pod"))
+    h = seen_host(before.hosts["pod"])
+    a1 = seen(before.agents["a1"], host_id=h.id)
+    a2 = seen(before.agents["a2"], host_id=h.id)
+    after = desired(host("pod"), agent("a1", host="pod", ports={"web": 3000, "api": 4000}), agent("a2", host="pod"))
+    plan = plan_for(after, observed(h, a1, a2), targets=frozenset({"a1"}))
+    assert ops(plan) == {"host:pod": "replace", "agent:a1": "replace", "agent:a2": "replace"}
+    assert by_id(plan)["agent:a2"].cause == "host pod re-created"
+
+
 # --------------------------------------------------------------------------- ownership
 
 
