@@ -463,7 +463,7 @@ class ForwardProxy:
             if who is None:
                 had = bool(head.get_all(b"proxy-authorization"))
                 log.warning(
-                    "grants: 407 %s %s from %s (%s)", head.method.decode("latin-1"), head.target.decode("latin-1")[:200],
+                    "grants: 407 %s %s from %s (%s)", head.method.decode("latin-1"), head.target.decode("latin-1").split("?", 1)[0][:200],
                     peer[0] if peer else "?", "unknown credential" if had else "no credential",
                 )
                 writer.write(response(407, "fleet-proxy: proxy authentication required (use the HTTPS_PROXY fleet set for this agent)",
