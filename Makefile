@@ -39,6 +39,10 @@ test-unit: install
 test-slow: install base-image
 	$(BIN)/python -m pytest -q -m slow
 
+bench: install engine
+	@bash bench/install-tools.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 schema: install
 	$(BIN)/fleet schema > schemas/fleet.schema.json
 
