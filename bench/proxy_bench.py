@@ -114,18 +114,44 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, connections: int, duration: float) -> dict:
+def cpu_seconds(pids: list[int]) -> float:
+    """User+system CPU time consumed so far by `pids`."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tck
+    return total
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def wrk(url: str, connections: int, duration: float, cpu_pids: list[int] | None = None) -> dict:
+    before = cpu_seconds(cpu_pids) if cpu_pids else 0.0
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-H", f"Host: {HOST}", url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu_us = (cpu_seconds(cpu_pids) - before) / max(requests, 1) * 1e6 if cpu_pids else None
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": rps,
         "p50_ms": p50,
         "p99_ms": p99,
+        "cpu_us_per_req": cpu_us,
         "non_2xx": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
     }
@@ -203,6 +229,10 @@ def main() -> None:
             if p.poll() is not None:
                 raise SystemExit(f"nginx exited: {p.stderr.read().decode() if p.stderr else ''}")
 
+        # CPU time the proxy itself spends per request: unlike req/s, hardly moved by
+        # other load on the machine (the fleet daemon; nginx's proxy worker)
+        cpu_of = {"fleet": [fleet_pid], "fleet-tls": [fleet_pid],
+                  "nginx": children(procs[1].pid), "nginx-tls": children(procs[1].pid)}
         targets = {
             "direct": f"http://127.0.0.1:{backend_port}/",
             "fleet": f"http://127.0.0.1:{fleet_port}/",
@@ -222,7 +252,7 @@ def main() -> None:
             # a rotating order: drift in the machine's load hits every target alike
             for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
                 url = targets[name]
-                runs[name]["high"].append(wrk(url, args.connections, args.duration))
+                runs[name]["high"].append(wrk(url, args.connections, args.duration, cpu_of.get(name)))
                 runs[name]["moderate"].append(wrk(url, args.moderate, args.duration))
             print(f"round {rnd + 1}/{args.rounds} done", flush=True)
         fleet_rss = rss_kib(fleet_pid)
@@ -236,6 +266,8 @@ def main() -> None:
               f"   {'req/s (c=' + str(args.moderate) + ')':>14} {'p50 ms':>8} {'p99 ms':>8}")
         for name in targets:
             row = {load: {k: med(name, load, k) for k in ("rps", "p50_ms", "p99_ms")} for load in ("high", "moderate")}
+            if name in cpu_of:
+                row["high"]["cpu_us_per_req"] = med(name, "high", "cpu_us_per_req")
             row["errors"] = sum(r["non_2xx"] for load in ("high", "moderate") for r in runs[name][load])
             summary["targets"][name] = row
             h, m = row["high"], row["moderate"]
@@ -248,6 +280,11 @@ def main() -> None:
             "fleet p99 added at moderate load (ms)": t["fleet"]["moderate"]["p99_ms"] - t["direct"]["moderate"]["p99_ms"],
             "nginx p99 added at moderate load (ms)": t["nginx"]["moderate"]["p99_ms"] - t["direct"]["moderate"]["p99_ms"],
         }
+        ratios["nginx/fleet proxy CPU per request"] = t["nginx"]["high"]["cpu_us_per_req"] / t["fleet"]["high"]["cpu_us_per_req"]
+        print()
+        for name in cpu_of:
+            if name in t:
+                print(f"{name + ' proxy CPU per request':<40} {t[name]['high']['cpu_us_per_req']:8.1f} us")
         if "fleet-tls" in t:
             ratios["fleet-tls/nginx-tls throughput"] = t["fleet-tls"]["high"]["rps"] / t["nginx-tls"]["high"]["rps"]
         print()

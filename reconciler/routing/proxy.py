@@ -27,7 +27,7 @@ from typing import Callable
 from ..errors import FleetError
 from .ca import CertificateAuthority
 from .index import RouteIndex
-from .relay import READ_BUFFER, ClientConn, UpstreamPool
+from .relay import ClientConn, UpstreamPool
 from .table import Listen, RouteTable, parse_table, table_path
 
 log = logging.getLogger("fleet.proxy")
@@ -173,7 +173,6 @@ class ProxyServer:
         self.ca = ca
         self.table_file = table_file or table_path()
         self.on_change = on_change
-        self.read_buffer = memoryview(bytearray(READ_BUFFER))
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.errors: dict[tuple[str, int], str] = {}
         self.index = RouteIndex(RouteTable(), [])

@@ -57,6 +57,31 @@ _DROP_RESPONSE = header_dropper(HOP_BY_HOP - {b"transfer-encoding"})
 _DROP_101 = header_dropper({b"connection", b"keep-alive", b"proxy-connection"})
 _HOST_LINE = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
 
+# The fast paths: the common request (a body-less HTTP/1.1 GET-like request in
+# one read) and the common response (a Content-Length body, in one read or
+# more) are handled by one regex match and a few byte scans each. Anything
+# else (bodies, chunked, upgrades, HTTP/1.0, several Connection tokens, 1xx,
+# HEAD ...) falls through to the general path, which handles every case.
+_HDRS = rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*)*)"
+_FAST_REQUEST = re.compile(rb"(GET|DELETE|OPTIONS) (/[^ \x00-\x1f\x7f]*) HTTP/1\.1" + _HDRS)
+_FAST_RESPONSE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9](?: [^\x00-\x08\x0a-\x1f\x7f]*)?)" + _HDRS)
+_MAX_HEAD = 64 * 1024
+
+
+def _single(low: bytes, key: bytes) -> int:
+    """Where the only `key` header starts in a lower-cased block; -1 when absent,
+    -2 when there are several."""
+    i = low.find(key)
+    if i >= 0 and low.find(key, i + len(key)) >= 0:
+        return -2
+    return i
+
+
+def _value(block: bytes, low: bytes, i: int, key: bytes) -> bytes:
+    start = i + len(key)
+    end = low.find(b"\r\n", start)
+    return block[start:].strip(b" \t") if end < 0 else block[start:end].strip(b" \t")
+
 
 @functools.lru_cache(maxsize=64)
 def _dropper(names: frozenset[bytes]) -> re.Pattern[bytes]:
@@ -100,17 +125,11 @@ class Exchange:
         self.retried = False
 
 
-READ_BUFFER = 256 * 1024
+PLAIN_READ = 64 * 1024  # the read size for plain connections
 
 
-class _Pausable(asyncio.BufferedProtocol):
-    """Reading paused for as long as any reason holds.
-
-    Reads land in one buffer shared by every connection of the server (each read
-    is copied out before the next one), instead of a fresh 256 KiB bytes object
-    per read: glibc serves those with mmap/mremap/munmap, three system calls per
-    read that cost more than the proxying itself.
-    """
+class _Pausable(asyncio.Protocol):
+    """Reading paused for as long as any reason holds."""
 
     transport: asyncio.Transport | None = None
     server: "ProxyServer"
@@ -118,14 +137,13 @@ class _Pausable(asyncio.BufferedProtocol):
     def __init__(self) -> None:
         self._reasons: set[str] = set()
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.server.read_buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self.server.read_buffer[:nbytes].tobytes())
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @staticmethod
+    def _tune(transport: asyncio.BaseTransport) -> None:
+        """asyncio reads plain sockets 256 KiB at a time into a fresh bytes object:
+        glibc serves that size with mmap, mremap and munmap, three system calls per
+        read that cost more than the proxying itself. 64 KiB reads come from the heap."""
+        if getattr(transport, "max_size", 0) > PLAIN_READ:
+            transport.max_size = PLAIN_READ  # type: ignore[attr-defined]
 
     def pause(self, reason: str) -> None:
         if not self._reasons and self.transport is not None:
@@ -162,6 +180,7 @@ class UpstreamConn(_Pausable):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._tune(transport)
         self.transport.set_write_buffer_limits(high=self.server.config.high_water)  # type: ignore[union-attr]
 
     def pause_writing(self) -> None:
@@ -196,14 +215,73 @@ class UpstreamConn(_Pausable):
             self.close()
             return
         self.got_bytes = True
-        if self.state == _TUNNEL:
+        state = self.state
+        if state == _BODY and self.kind == LENGTH and len(data) < self.remaining:
+            self.remaining -= len(data)
             client.write(data)
+            return
+        if state == _TUNNEL:
+            client.write(data)
+            return
+        if state == _HEAD and not self.buf and self._fast_response(client, data):
             return
         try:
             self._on_bytes(client, data)
         except HttpError as exc:
             self.reusable = False
             client.upstream_failed(self, f"bad response: {exc}")
+
+    def _fast_response(self, client: "ClientConn", data: bytes) -> bool:
+        """The common response, relayed without the general machinery; False
+        (having changed nothing) when it is anything else."""
+        idx = data.find(b"\r\n\r\n")
+        if idx <= 0 or idx > _MAX_HEAD:
+            return False
+        m = _FAST_RESPONSE.fullmatch(data, 0, idx)
+        ex = client.exchange
+        if m is None or ex is None or ex.upgrade or ex.method == b"HEAD":
+            return False
+        status, block = m.group(1, 2)
+        if status[:3] in (b"204", b"304"):
+            return False
+        low = block.lower()
+        if b"\r\ntransfer-encoding:" in low:
+            return False
+        i = _single(low, b"\r\ncontent-length:")
+        if i < 0:
+            return False
+        value = _value(block, low, i, b"\r\ncontent-length:")
+        if not value.isdigit() or len(value) > 18:
+            return False
+        length = int(value)
+        i = _single(low, b"\r\nconnection:")
+        if i == -2:
+            return False
+        if i >= 0:
+            token = _value(low, low, i, b"\r\nconnection:")
+            if token == b"close":
+                self.reusable = False
+            elif token != b"keep-alive":
+                return False
+        body = len(data) - idx - 4
+        if body > length:
+            return False
+        if ex.close_after or client.eof:
+            tail = b"\r\nConnection: close\r\n\r\n"
+        elif client.client_version == b"1.0":
+            tail = b"\r\nConnection: keep-alive\r\n\r\n"
+        else:
+            tail = b"\r\n\r\n"
+        ex.response_started = True
+        out = b"HTTP/1.1 " + status + _DROP_RESPONSE.sub(b"", block) + tail
+        client.write(out + data[idx + 4 :] if body else out)
+        if body == length:
+            client.response_done(self, self.reusable)
+        else:
+            self.kind = LENGTH
+            self.remaining = length - body
+            self.state = _BODY
+        return True
 
     def _on_bytes(self, client: "ClientConn", data: bytes) -> None:
         while data:
@@ -394,10 +472,14 @@ class ClientConn(_Pausable):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._tune(transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0]
             self.peer_b = self.peer.encode()
+        self.forwarded = (
+            b"\r\nX-Forwarded-For: " + self.peer_b + b"\r\nX-Forwarded-Proto: " + self.scheme_b + b"\r\nX-Forwarded-Host: "
+        )
         self.transport.set_write_buffer_limits(high=self.cfg.high_water)  # type: ignore[union-attr]
         self.server.clients.add(self)
         self._arm(self.cfg.header_timeout)
@@ -446,7 +528,9 @@ class ClientConn(_Pausable):
         if st == _CLOSED:
             return
         if st == _HEAD and not self.buf:
-            # fast path: exactly one whole request head, no body bytes behind it
+            if self._fast_request(data):
+                return
+            # exactly one whole request head, no body bytes behind it
             idx = data.find(b"\r\n\r\n")
             if idx > 0 and idx + 4 == len(data) and idx < self.cfg.max_header_bytes and data[:2] != b"\r\n":
                 self.deadline = None
@@ -461,6 +545,51 @@ class ClientConn(_Pausable):
             self._try_head()
         elif len(self.buf) > self.cfg.max_header_bytes:
             self.pause("pipeline")  # the next request waits for this response
+
+    def _fast_request(self, data: bytes) -> bool:
+        """The common request, routed without the general machinery; False
+        (having changed nothing) when it is anything else."""
+        idx = len(data) - 4
+        if idx <= 0 or idx > _MAX_HEAD or data.find(b"\r\n\r\n") != idx:
+            return False
+        m = _FAST_REQUEST.fullmatch(data, 0, idx)
+        if m is None:
+            return False
+        method, target, block = m.group(1, 2, 3)
+        low = block.lower()
+        if b"\r\ncontent-length:" in low or b"\r\ntransfer-encoding:" in low or b"\r\nx-forwarded-for:" in low:
+            return False
+        i = _single(low, b"\r\nhost:")
+        if i < 0:
+            return False
+        host = _value(block, low, i, b"\r\nhost:")
+        keep_alive = True
+        i = _single(low, b"\r\nconnection:")
+        if i == -2:
+            return False
+        if i >= 0:
+            token = _value(low, low, i, b"\r\nconnection:")
+            if token == b"close":
+                keep_alive = False
+            elif token != b"keep-alive":
+                return False
+        kind, hostname, t = self.server.index.lookup(self.port, host)
+        if t is None or t.host_header is not None or not host:
+            return False
+        self.deadline = None
+        self.head_started = False
+        self.keep_alive = keep_alive
+        self.client_version = b"1.1"
+        out = b"".join(
+            (method, b" ", target, b" HTTP/1.1", _DROP_REQUEST.sub(b"", block), self.forwarded, host,
+             b"\r\nConnection: keep-alive\r\n\r\n")
+        )
+        ex = Exchange(out, method, t, hostname, NONE, 0)
+        ex.close_after = not keep_alive
+        self.exchange = ex
+        self.state = _WAIT
+        self._connect(ex)
+        return True
 
     # deadlines (a sweeper checks them: no timer per request)
     def _arm(self, seconds: float) -> None:
