@@ -126,6 +126,10 @@ def test_curl_in_an_agent_with_the_grant_gets_the_header(world):
     code, out = world.sh("coder", "curl -sS -H 'Authorization: Bearer placeholder' https://api.github.com/echo/user")
     assert code == 0, out
     assert _headers(out)["authorization"] == f"Bearer {TOKEN}"
+    # Python's standard library, without flags (HTTPS_PROXY, SSL_CERT_FILE)
+    code, out = world.sh("coder", "python3 -c \"import urllib.request as u; print(u.urlopen('https://api.github.com/echo/py').read().decode())\"")
+    assert code == 0, out
+    assert _headers(out)["authorization"] == f"Bearer {TOKEN}"
     # an agent of a shared host (joined to the holder's network) gets it too
     code, out = world.sh("pair", "curl -sS https://api.github.com/echo/pair")
     assert code == 0, out
