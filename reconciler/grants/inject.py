@@ -39,6 +39,7 @@ def proxy_env(credential: str, port: int, user_env: dict[str, str] | None = None
     env = {name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
     env.update(NO_PROXY=no_proxy, no_proxy=no_proxy)
     env.update({name: CONTAINER_BUNDLE for name in CA_VARS})
+    env["NODE_USE_ENV_PROXY"] = "1"  # Node >= 24's built-in fetch/https honour HTTPS_PROXY only with this
     return env
 
 
