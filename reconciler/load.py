@@ -40,6 +40,7 @@ from .model import (
     ProxySettings,
     WorkspaceSpec,
 )
+from .routing.table import service_urls
 from .spec import FleetFile
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -717,12 +718,6 @@ def _command(cmd: Any) -> tuple[str, ...] | None:
     return tuple(cmd)
 
 
-def agent_urls(agent: str, ports: dict[str, int], proxy: ProxySettings) -> dict[str, str]:
-    """Each service's public URL through the routing proxy."""
-    scheme = "https" if proxy.tls else "http"
-    return {svc: f"{scheme}://{svc}.{agent}.localhost:{proxy.port}" for svc in ports}
-
-
 def resolve(spec: FleetFile, file: Path) -> Desired:
     base = file.parent.resolve()
     fleet = spec.fleet
@@ -751,7 +746,7 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
             env.update(host.env)
         env.update(a.env)
         env.update({"FLEET_NAME": fleet, "FLEET_AGENT": name, "FLEET_HOST": a.host or name})
-        for svc, url in agent_urls(name, a.ports, proxy).items():
+        for svc, url in service_urls(name, a.ports, proxy).items():
             env[labels.env_name(svc)] = url
         if host is not None:
             image = host.image

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import render
-from .load import agent_urls
+from .routing.table import service_urls
 from .model import Desired, Observed
 
 
@@ -101,7 +101,7 @@ class LiveView:
                     state += f", retry in {wait:.0f}s"
                 style = "green" if state == "running" else ("yellow" if "restarting" in state or "outdated" in state else "red")
                 agent = desired.agents.get(r["agent"])
-                urls = agent_urls(r["agent"], agent.ports, desired.proxy) if agent else {}
+                urls = service_urls(r["agent"], agent.ports, desired.proxy) if agent else {}
                 local = {p["service"]: p["host_port"] for p in r["ports"]}
                 where = "  ".join(
                     f"{url}" + (f" (127.0.0.1:{local[svc]})" if local.get(svc) else "") for svc, url in sorted(urls.items())

@@ -357,12 +357,16 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
     return out
 
 
-def agent_urls(agent: DesiredAgent, proxy: ProxySettings) -> dict[str, str]:
+def service_urls(agent: str, services: Iterable[str], proxy: ProxySettings) -> dict[str, str]:
     """service -> the agent's public URL through the proxy, e.g.
     `https://web.dark-mode.localhost:8080` (http when proxy TLS is off).
     These are the values of FLEET_URL_<SERVICE> and what status shows."""
     scheme = "https" if proxy.tls else "http"
-    return {s: f"{scheme}://{s}.{agent.name}.localhost:{proxy.port}" for s in sorted(agent.ports)}
+    return {s: f"{scheme}://{s}.{agent}.localhost:{proxy.port}" for s in sorted(services)}
+
+
+def agent_urls(agent: DesiredAgent, proxy: ProxySettings) -> dict[str, str]:
+    return service_urls(agent.name, agent.ports, proxy)
 
 
 def url_env(agent: DesiredAgent, proxy: ProxySettings) -> dict[str, str]:
