@@ -207,13 +207,18 @@ def plan_markdown(
 
 def status_markdown(fleet: str, rows: list[dict[str, Any]]) -> str:
     lines = [f"<!-- fleet-status: {fleet} -->", f"### fleet `{fleet}`: {len(rows)} agent{'s' if len(rows) != 1 else ''}"]
+    with_urls = any(r.get("urls") for r in rows)
     if rows:
-        lines += ["", "| Agent | Host | Provider | State | Ports |", "| --- | --- | --- | --- | --- |"]
+        header = ["Agent", "Host", "Provider", "State", "Ports"] + (["URLs"] if with_urls else [])
+        lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in rows:
             ports = ", ".join(
                 f"{p['service']} {p['container_port']}" + (f"→{p['host_port']}" if p.get("host_port") else "")
                 for p in r["ports"]
             )
-            lines.append(f"| `{r['agent']}` | {_cell(r['host'])} | {r['provider']} | {_cell(r['state'])} | {_cell(ports) or '-'} |")
+            cells = [f"`{r['agent']}`", _cell(r["host"]), r["provider"], _cell(r["state"]), _cell(ports) or "-"]
+            if with_urls:
+                cells.append(" ".join((r.get("urls") or {}).values()) or "-")
+            lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)
