@@ -916,6 +916,12 @@ class ClientConn(_Pausable):
         if self.buf and up.transport is not None:
             up.transport.write(bytes(self.buf))
             self.buf.clear()
+        if self.eof and up.transport is not None:
+            # the client had already finished sending: pass its half-close on
+            if up.transport.can_write_eof():
+                up.transport.write_eof()
+            else:
+                up.close()
 
     def response_done(self, up: UpstreamConn, reusable: bool, force_close: bool = False) -> None:
         ex = self.exchange

@@ -435,3 +435,40 @@ def test_expect_100_continue(two_agents, port):
         s.sendall(body)
         data = read_until(s, b"}")
         assert b"HTTP/1.1 200" in data and b'"length": 5000' in data
+
+
+def test_fuzzed_request_heads_never_break_the_proxy(two_agents, port, caplog):
+    """Mutated request heads get an answer or a close, never a crash; the proxy serves on."""
+    import random
+
+    rng = random.Random(4)
+    base = [
+        b"GET / HTTP/1.1\r\nHost: web.dark-mode.localhost\r\nAccept: */*\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: web.checkout.localhost\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: web.checkout.localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: web.dark-mode.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    ]
+    junk = [b"\r", b"\n", b"\x00", b" ", b":", b"\t", b"\xff", b"chunked", b"Content-Length: 9", b"Host: x.localhost", b"-1", b"\r\n\r\n"]
+    for _ in range(150):
+        msg = bytearray(rng.choice(base))
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            pos = rng.randrange(len(msg))
+            if op < 0.4:
+                msg[pos:pos] = rng.choice(junk)
+            elif op < 0.7:
+                del msg[pos : pos + rng.randint(1, 6)]
+            else:
+                msg[pos] = rng.randrange(256)
+        with raw_connect(port) as s:
+            s.settimeout(WAIT)
+            try:
+                s.sendall(bytes(msg))
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass  # closed on us: fine
+    assert get_json("web.dark-mode.localhost", port)["backend"] == "A"
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") and "Traceback" in r.getMessage()]
+    assert not [r for r in caplog.records if r.exc_info]
