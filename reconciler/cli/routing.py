@@ -85,11 +85,11 @@ def proxy_status(
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("FLEET", "AGENT", "SERVICE", "URL", "TARGET", "HEALTH"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # URLs are copied: never cut with an ellipsis
     for r in st.routes:
         health = "-" if r.healthy is None else ("ok" if r.healthy else "DOWN")
         table.add_row(r.fleet, r.agent, r.service, " ".join(r.urls), r.target, health)
-    out.print(table)
+    out.print(table, width=None if out.is_terminal else 240)  # piped: whole lines
 
 
 @proxy_app.command("run")
