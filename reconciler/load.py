@@ -767,6 +767,9 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
             env=env,
             ports=dict(a.ports),
             grants=tuple(dict.fromkeys(list(d.grants) + list(a.grants))),
+            grant_defs={
+                g: spec.grants[g].model_dump() for g in dict.fromkeys(list(d.grants) + list(a.grants)) if g in spec.grants
+            },
             restart=a.restart or d.restart or "always",
             enabled=a.enabled,
         )

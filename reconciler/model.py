@@ -117,6 +117,9 @@ class DesiredAgent(Frozen):
     env: dict[str, str] = Field(default_factory=dict)  # user env, merged
     ports: dict[str, int] = Field(default_factory=dict)  # service -> container port
     grants: tuple[str, ...] = ()
+    # definitions of the user-defined grants among `grants` (hosts, header, value
+    # template; never a secret), so editing one shows in a diff and replaces its agents
+    grant_defs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     restart: Restart = "always"
     enabled: bool = True
 
@@ -129,7 +132,7 @@ class DesiredAgent(Frozen):
         """The keys whose change replaces the agent. `message` and `enabled` are
         not among them: a new first message does not restart a running agent, and
         disabling stops it without replacing it."""
-        return {
+        data = {
             "host": self.host,
             "provider": self.provider,
             "image": self.image.ref,
@@ -140,6 +143,9 @@ class DesiredAgent(Frozen):
             "grants": sorted(self.grants),  # order is not a change
             "restart": self.restart,
         }
+        if self.grant_defs:  # only when there are any: other agents' hashes stay as they were
+            data["grant_defs"] = {k: self.grant_defs[k] for k in sorted(self.grant_defs)}
+        return data
 
     @property
     def spec_hash(self) -> str:

@@ -78,10 +78,10 @@ NoPruneOpt = typer.Option(False, "--no-prune", help="Keep what fleet.yaml no lon
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="List unchanged resources too.")
 
 
-def _snapshot(desired, opts: Options) -> pipeline.Snapshot:
+def _snapshot(desired, opts: Options, check_grants: bool = True) -> pipeline.Snapshot:
     """Observe and reconcile, then check --target/--replace names (nothing has
     changed yet when a name is wrong)."""
-    snap = pipeline.plan(desired, opts)
+    snap = pipeline.plan(desired, opts, check_grants=check_grants)
     targeting.check(desired, snap.observed, opts)
     return snap
 
@@ -140,7 +140,7 @@ def diff(
 ) -> None:
     """Show what `fleet apply` would do, and why (--exit-code: 0 in sync, 2 pending, 1 error)."""
     opts = targeting.options(not no_prune, target, replace)
-    snap = _snapshot(load(_path(file, file_opt)), opts)
+    snap = _snapshot(load(_path(file, file_opt)), opts, check_grants=False)
     _show_plan(snap, output, opts, mask_env, verbose)
     if exit_code and not snap.plan.empty:
         raise typer.Exit(2)
@@ -268,6 +268,9 @@ def _apply_saved(out, path: Path, data: dict, other: Optional[Path], fleet_name:
         if not isinstance(name, str):
             raise FleetError(f"cannot read the fleet name from {display_path(cross)} to check the saved plan against it; nothing changed")
         savedplan.check_fleet(saved.fleet, name, f"the fleet of {display_path(cross)}")
+    from ..grants.store import check_stored
+
+    check_stored(saved.desired)  # as for a plain apply: refuse before anything changes
     with fleet_lock(saved.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
         observed = pipeline.observe(saved.fleet, pipeline.providers_of(saved.desired))
         savedplan.check_fresh(saved, observed)

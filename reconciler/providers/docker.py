@@ -324,6 +324,9 @@ class DockerProvider:
 
     def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None:
         self._remove(f"agent {agent.name}", agent.id, fleet)
+        from ..grants import agents as grant_agents
+
+        grant_agents.forget(fleet, agent.name)  # its proxy credential dies with it
 
     def _remove(self, resource: str, container_id: str, fleet: str) -> None:
         """Stop gracefully, then remove; a container already gone is fine. The
