@@ -89,7 +89,9 @@ def proxy_status(
     for r in st.routes:
         health = "-" if r.healthy is None else ("ok" if r.healthy else "DOWN")
         table.add_row(r.fleet, r.agent, r.service, " ".join(r.urls), r.target, health)
-    out.print(table, width=None if out.is_terminal else 240)  # piped: whole lines
+    if not out.is_terminal:
+        out.width = 240  # piped: whole lines
+    out.print(table)
 
 
 @proxy_app.command("run")
