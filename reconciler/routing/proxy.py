@@ -111,16 +111,20 @@ def port_in_use_message(listen: Listen) -> str:
 
 
 class Listener:
+    """One listening socket; accepted connections go to the server's sniffer."""
+
     def __init__(self, server: "ProxyServer", listen: Listen, sock: socket.socket):
         self.server = server
         self.listen = listen
         self.sock = sock
         self.port = sock.getsockname()[1]
+        self.closed = False
 
     def start(self) -> None:
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._accept)
 
     def close(self) -> None:
+        self.closed = True
         try:
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
         except Exception:
@@ -133,11 +137,20 @@ class Listener:
                 conn, _addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: try again on the next wake-up
-                log.warning("accept on port %s failed: %s", self.port, exc)
+            except OSError as exc:
+                # Out of file descriptors (EMFILE) and the like: the socket stays
+                # readable, so stop watching it for a moment rather than spin.
+                log.warning("accept on port %s failed: %s; pausing accepts for 0.5 s", self.port, exc)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(self.sock.fileno())
+                loop.call_later(0.5, self._resume)
                 return
             conn.setblocking(False)
             self.server.sniff(conn, self.port)
+
+    def _resume(self) -> None:
+        if not self.closed:
+            self.start()
 
 
 def open_listen_socket(listen: Listen) -> socket.socket:
