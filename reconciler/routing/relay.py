@@ -65,7 +65,6 @@ _HOST_LINE = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
 _HDRS = rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*)*)"
 _FAST_REQUEST = re.compile(rb"(GET|DELETE|OPTIONS) (/[^ \x00-\x1f\x7f]*) HTTP/1\.1" + _HDRS)
 _FAST_RESPONSE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9](?: [^\x00-\x08\x0a-\x1f\x7f]*)?)" + _HDRS)
-_MAX_HEAD = 64 * 1024
 
 
 def _single(low: bytes, key: bytes) -> int:
@@ -235,7 +234,7 @@ class UpstreamConn(_Pausable):
         """The common response, relayed without the general machinery; False
         (having changed nothing) when it is anything else."""
         idx = data.find(b"\r\n\r\n")
-        if idx <= 0 or idx > _MAX_HEAD:
+        if idx <= 0 or idx + 4 > self.server.config.max_header_bytes:
             return False
         m = _FAST_RESPONSE.fullmatch(data, 0, idx)
         ex = client.exchange
@@ -550,7 +549,7 @@ class ClientConn(_Pausable):
         """The common request, routed without the general machinery; False
         (having changed nothing) when it is anything else."""
         idx = len(data) - 4
-        if idx <= 0 or idx > _MAX_HEAD or data.find(b"\r\n\r\n") != idx:
+        if idx <= 0 or len(data) > self.cfg.max_header_bytes or data.find(b"\r\n\r\n") != idx:
             return False
         m = _FAST_REQUEST.fullmatch(data, 0, idx)
         if m is None:
