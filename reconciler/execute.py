@@ -60,21 +60,28 @@ def _release_workspace(fleet: str, owner: str, spec: dict) -> str | None:
         return f"kept workspace of {owner}: {exc}"
 
 
+def _notes(*notes: object) -> str | None:
+    """Join the notes providers returned (None and non-strings are ignored)."""
+    text = "; ".join(n for n in notes if isinstance(n, str) and n)
+    return text or None
+
+
 def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Provider] = get_provider) -> str | None:
     """Carry out one action through its provider(s); returns a note for the user, if any."""
     fleet = desired.fleet
     p = provider_of(action.provider) if action.kind != "route" else None
     if action.kind == "host":
+        # providers may return a note (Modal: the snapshot taken before a sandbox goes)
         if action.op == "create":
-            p.create_host(desired, action.desired_host)
+            return _notes(p.create_host(desired, action.desired_host))
         elif action.op == "replace":
-            provider_of(action.observed_host.provider).destroy_host(fleet, action.observed_host)
-            p.create_host(desired, action.desired_host)
+            gone = provider_of(action.observed_host.provider).destroy_host(fleet, action.observed_host)
+            return _notes(gone, p.create_host(desired, action.desired_host))
         elif action.op == "start":
             p.start_host(fleet, action.observed_host)
         elif action.op == "destroy":
-            provider_of(action.observed_host.provider).destroy_host(fleet, action.observed_host)
-            return _release_workspace(fleet, action.name, action.observed_host.spec)
+            gone = provider_of(action.observed_host.provider).destroy_host(fleet, action.observed_host)
+            return _notes(gone, _release_workspace(fleet, action.name, action.observed_host.spec))
         else:
             raise FleetError(f"internal: no host operation {action.op}")
     elif action.kind == "route":

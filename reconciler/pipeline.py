@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import messages
+from . import messages, usage
 from .execute import Event, Result, execute
 from .load import load
 from .model import Desired, Observed
@@ -27,9 +27,10 @@ class Snapshot:
 
 
 def providers_of(desired: Desired) -> list[str]:
-    """Docker always (private agents live there); Modal only when a host asks,
-    so a fleet without Modal hosts never imports modal."""
-    names = {"docker"} | {h.provider for h in desired.hosts.values()}
+    """Docker always (private agents live there); Modal only when a host asks
+    or the fleet still has Modal resources (see usage.py), so a fleet without
+    Modal hosts never imports modal and a removed Modal host is still destroyed."""
+    names = {"docker"} | {h.provider for h in desired.hosts.values()} | usage.used(desired.fleet)
     return sorted(names)
 
 
@@ -72,7 +73,20 @@ def plan_file(path: Path | None, options: Options | None = None) -> Snapshot:
 def apply_plan(
     snap: Snapshot, parallel: int = 8, on_event: Callable[[Event], None] | None = None
 ) -> Result:
-    return execute(snap.desired, snap.plan, parallel=parallel, on_event=on_event)
+    fleet = snap.desired.fleet
+    wanted = {h.provider for h in snap.desired.hosts.values()}
+    usage.record(fleet, *wanted)
+    result = execute(snap.desired, snap.plan, parallel=parallel, on_event=on_event)
+    if result.ok:
+        done = set(result.done)
+        gone = {
+            (a.observed_host or a.observed_agent).id  # type: ignore[union-attr]
+            for a in snap.plan.actions
+            if a.id in done and a.op in ("destroy", "replace") and (a.observed_host or a.observed_agent)
+        }
+        left = {r.provider for r in (*snap.observed.hosts, *snap.observed.agents) if r.id not in gone}
+        usage.settle(fleet, wanted | left)
+    return result
 
 
 def destroy_snapshot(desired: Desired) -> Snapshot:
