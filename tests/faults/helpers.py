@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import ROOT, run_fleet
@@ -31,14 +32,30 @@ def fleet_file(path: Path, fleet: str, image: str, n: int, round_: int = 0, port
     return path
 
 
-def by_agent(client, fleet: str) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for c in client.containers.list(all=True, filters={"label": f"dev.fleet.project={fleet}"}):
+@dataclass(frozen=True)
+class Box:
+    """One container as a single list call reports it (no per-container inspect,
+    which races with the engine finishing what a killed command had asked)."""
+
+    id: str
+    name: str
+    labels: dict
+    status: str
+
+
+def listed(client, filters: dict) -> list[Box]:
+    return [Box(c["Id"], c["Names"][0].lstrip("/"), c.get("Labels") or {}, c.get("State", ""))
+            for c in client.api.containers(all=True, filters=filters)]
+
+
+def by_agent(client, fleet: str) -> dict[str, list[Box]]:
+    out: dict[str, list[Box]] = {}
+    for c in listed(client, {"label": f"dev.fleet.project={fleet}"}):
         out.setdefault(c.labels.get("dev.fleet.agent") or f"host:{c.labels.get('dev.fleet.host')}", []).append(c)
     return out
 
 
-def assert_converged(client, fleet: str, agents: set[str], context: str = "") -> dict[str, object]:
+def assert_converged(client, fleet: str, agents: set[str], context: str = "") -> dict[str, Box]:
     """Exactly `agents`, one running, labelled container each; returns agent -> container."""
     found = by_agent(client, fleet)
     dupes = {a: [c.name for c in cs] for a, cs in found.items() if len(cs) > 1}
@@ -57,9 +74,9 @@ def assert_converged(client, fleet: str, agents: set[str], context: str = "") ->
 def assert_no_strays(client, fleet: str, context: str = "") -> None:
     """Every container named after the fleet carries its label (none unlabelled,
     none left behind under a fleet name without being observed)."""
-    owned = {c.id for c in client.containers.list(all=True, filters={"label": f"dev.fleet.project={fleet}"})}
+    owned = {c.id for c in listed(client, {"label": f"dev.fleet.project={fleet}"})}
     prefix = f"fleet-{fleet}-"
-    for c in client.containers.list(all=True, filters={"name": prefix}):
+    for c in listed(client, {"name": prefix}):
         if c.name.startswith(prefix):
             assert c.labels.get("dev.fleet.project") == fleet, f"{context}: unlabelled container {c.name}"
             assert c.id in owned, f"{context}: {c.name} is not among the fleet's containers"

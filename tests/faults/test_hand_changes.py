@@ -28,7 +28,7 @@ def test_removed_agent_comes_back_and_nothing_else_moves(tmp_path, docker_client
     path = fleet_file(tmp_path / "fleet.yaml", fleet_name, base_image, N)
     assert run_fleet("apply", "--yes", str(path)).code == 0
     before = assert_converged(docker_client, fleet_name, AGENTS)
-    before["a1"].remove(force=True)
+    docker_client.api.remove_container(before["a1"].id, force=True)
     r = run_fleet("diff", str(path))
     assert r.code == 0 and "create" in r.out and "a1" in r.out and "no container" in r.out, r.text
     r = run_fleet("apply", "--yes", str(path))
@@ -44,7 +44,7 @@ def test_renamed_agent_is_still_the_agent(tmp_path, docker_client, base_image, f
     assert run_fleet("apply", "--yes", str(path)).code == 0
     before = assert_converged(docker_client, fleet_name, AGENTS)
     renamed = f"{fleet_name}-renamed-by-hand"
-    before["a1"].rename(renamed)
+    docker_client.api.rename(before["a1"].id, renamed)
 
     # kept as the agent: nothing to do, no second container under the freed name
     r = run_fleet("apply", "--yes", str(path))
@@ -64,7 +64,7 @@ def test_renamed_agent_is_still_the_agent(tmp_path, docker_client, base_image, f
     assert_noop(path)
 
     # and a renamed agent is destroyed like any other
-    now["a2"].rename(renamed)
+    docker_client.api.rename(now["a2"].id, renamed)
     r = run_fleet("destroy", "--yes", str(path))
     assert r.code == 0, r.text
     assert by_agent(docker_client, fleet_name) == {}

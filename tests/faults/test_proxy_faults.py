@@ -295,7 +295,7 @@ def test_target_that_never_answers_gets_504_within_a_response_timeout(run_proxy,
     monkeypatch.setenv("FLEET_PROXY_RESPONSE_TIMEOUT", "2")  # the name such a setting would most likely take
     ok = backend("ok")
     p = run_proxy({"ok": ok.url, "silent": silent.url})
-    with socket.create_connection(("127.0.0.1", p.port), timeout=6) as s:
+    with socket.create_connection(("127.0.0.1", p.port), timeout=4) as s:
         s.sendall(f"GET / HTTP/1.1\r\nHost: {p.host('silent')}\r\n\r\n".encode())
         data = s.recv(65536)  # socket.timeout when nothing comes
     assert data.startswith((b"HTTP/1.1 504", b"HTTP/1.1 502")), data[:200]
@@ -315,8 +315,8 @@ def test_clients_that_give_up_on_a_silent_target_release_its_connections(run_pro
             s.sendall(f"GET /hang{i} HTTP/1.1\r\nHost: {p.host('silent')}\r\n\r\n".encode())
             wait_until(lambda: silent.accepted == i + 1, what="the request to reach the silent target")
     # every client has gone; the proxy must let go of the upstream connections
-    wait_until(lambda: silent.closed == 10, timeout=5, what="the proxy closing its connections to the silent target")
-    wait_until(lambda: p.fds() <= base_fds + 2, timeout=5, what=f"the proxy's descriptors back near {base_fds}")
+    wait_until(lambda: silent.closed == 10, timeout=3, what="the proxy closing its connections to the silent target")
+    wait_until(lambda: p.fds() <= base_fds + 2, timeout=3, what=f"the proxy's descriptors back near {base_fds}")
 
 
 # -- clients that never finish ---------------------------------------------------------------
