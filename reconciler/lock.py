@@ -49,8 +49,14 @@ def fleet_lock(fleet: str, wait: bool = True, on_wait: Callable[[str], None] | N
                 on_wait(f"waiting for fleet {fleet}'s lock, held by {holder}")
             fcntl.flock(fd, fcntl.LOCK_EX)
         info = {"pid": os.getpid(), "command": " ".join(["fleet"] + sys.argv[1:])[:200], "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:  # a full or read-only FLEET_HOME: say so, change nothing
+            raise FleetError(
+                f"cannot write the lock of fleet {fleet} under FLEET_HOME ({path}): {exc.strerror}; "
+                "free some space or fix its permissions"
+            ) from None
         yield
     finally:
         try:

@@ -81,9 +81,7 @@ def one_clear_line(r, home: Path) -> str:
 @pytest.mark.parametrize("kind", [
     "file",
     "read-only",
-    pytest.param("full", marks=pytest.mark.xfail(
-        reason="lock.py writes the holder's info with os.pwrite outside its OSError handling: "
-               "ENOSPC escapes as a traceback (fix reported to the lead)", strict=False)),
+    "full",
 ])
 def test_unwritable_fleet_home_is_one_line_and_changes_nothing(kind, tmp_path, docker_client, base_image, fleet_name, mounts):
     path = fleet_file(tmp_path / "fleet.yaml", fleet_name, base_image, N)
