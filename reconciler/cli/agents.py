@@ -141,3 +141,20 @@ def message(
     t = operate.resolve(desired, observed, agent)
     t.provider.send_input(desired.fleet, t.agent, typed(text))
     console().print(f"sent {len(text)} characters to {agent}", markup=False)
+
+
+@app.command()
+@handles_errors
+def pull(
+    agent: str = typer.Argument(..., help="The agent whose working directory to copy."),
+    dest: Optional[Path] = typer.Argument(None, help="Where to put it (default ./<agent>-workspace)."),
+    file: Optional[Path] = FileOpt,
+) -> None:
+    """Copy an agent's /workspace to this machine (Docker and Modal agents alike)."""
+    from ..pull import pull as pull_workspace
+
+    desired, observed = operate.context(file)
+    t = operate.resolve(desired, observed, agent)
+    target = dest if dest is not None else Path(f"{agent}-workspace")
+    got = pull_workspace(desired.fleet, t.agent, target)
+    console().print(f"pulled {got.files} files ({got.bytes} bytes) from {agent}:/workspace into {got.dest}", markup=False)
