@@ -19,9 +19,6 @@ and the passes repeat until the text no longer changes (so fmt is idempotent).
 from __future__ import annotations
 
 import io
-import os
-import tempfile
-import types
 import typing
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -33,6 +30,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import FleetError
+from .home import write_atomic
+from .load import concrete_types
 from .spec import FleetFile
 
 ROOT_ORDER = ("fleet", "version", "defaults", "proxy", "grants", "hosts", "agents")
@@ -42,17 +41,7 @@ INDENT = 2
 # --------------------------------------------------------------------------- key order
 
 
-def _models(ann: Any) -> list[Any]:
-    """The concrete types inside Optional/Union/Annotated."""
-    origin = typing.get_origin(ann)
-    if origin is typing.Annotated:
-        return _models(typing.get_args(ann)[0])
-    if origin in (typing.Union, types.UnionType):
-        out: list[Any] = []
-        for arg in typing.get_args(ann):
-            out.extend(_models(arg))
-        return out
-    return [ann]
+_models = concrete_types
 
 
 def _types_at(path: tuple[str, ...]) -> list[Any]:
@@ -308,13 +297,7 @@ def format_text(text: str) -> str:
 
 def write(path: Path, text: str) -> None:
     """Replace the file atomically, keeping its permissions."""
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode=path.stat().st_mode & 0o7777)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise FleetError(f"cannot write {path}: {exc.strerror}") from None

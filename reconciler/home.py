@@ -23,3 +23,26 @@ def ensure_dir(path: Path, mode: int = 0o700) -> Path:
 
 def locks_dir() -> Path:
     return ensure_dir(fleet_home() / "locks")
+
+
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Replace `path` with `data` all at once: a reader (or a crash) never sees a
+    half-written file. Written beside it, flushed to disk, then renamed; the
+    temporary file is removed whatever goes wrong. Raises OSError."""
+    import tempfile
+
+    blob = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -371,15 +371,15 @@ def read_document(path: Path) -> tuple[Any, Positions, list[Problem]]:
 # --------------------------------------------------------------------------- schema errors
 
 
-def _unwrap(ann: Any) -> list[Any]:
+def concrete_types(ann: Any) -> list[Any]:
     """The concrete types inside Optional/Union/Annotated."""
     origin = typing.get_origin(ann)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(ann)[0])
+        return concrete_types(typing.get_args(ann)[0])
     if origin in (typing.Union, types.UnionType):
         out: list[Any] = []
         for arg in typing.get_args(ann):
-            out.extend(_unwrap(arg))
+            out.extend(concrete_types(arg))
         return out
     return [ann]
 
@@ -393,11 +393,11 @@ def _model_at(path: Path_) -> type[BaseModel] | None:
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 f = ann.model_fields.get(str(part))
                 if f is not None:
-                    nxt.extend(_unwrap(f.annotation))
+                    nxt.extend(concrete_types(f.annotation))
             elif typing.get_origin(ann) is dict:
-                nxt.extend(_unwrap(typing.get_args(ann)[1]))
+                nxt.extend(concrete_types(typing.get_args(ann)[1]))
             elif typing.get_origin(ann) is list:
-                nxt.extend(_unwrap(typing.get_args(ann)[0]))
+                nxt.extend(concrete_types(typing.get_args(ann)[0]))
         current = nxt
     for ann in current:
         if isinstance(ann, type) and issubclass(ann, BaseModel):

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from .home import ensure_dir, fleet_home
+from .home import ensure_dir, fleet_home, write_atomic
 
 
 def _dir(fleet: str) -> Path:
@@ -22,9 +22,8 @@ def _dir(fleet: str) -> Path:
 
 def record(fleet: str, agent: str, container_id: str, state: str, detail: str = "") -> None:
     d = ensure_dir(_dir(fleet))
-    tmp = d / f".{agent}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"container": container_id, "state": state, "detail": detail, "at": time.time()}))
-    os.replace(tmp, d / f"{agent}.json")
+    entry = {"container": container_id, "state": state, "detail": detail, "at": time.time()}
+    write_atomic(d / f"{agent}.json", json.dumps(entry))
 
 
 def states(fleet: str) -> dict[str, dict]:

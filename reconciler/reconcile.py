@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .model import Desired, DesiredAgent, DesiredHost, Observed, ObservedAgent, ObservedHost
+from .model import Desired, DesiredAgent, Observed, ObservedAgent, ObservedHost
 from .plan import Action, Change, Plan
 
 HOST_NOUN = {"docker": "holder container", "modal": "sandbox"}

@@ -12,8 +12,6 @@ credential values: grants are names, tokens live in the credential store.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +20,7 @@ from pydantic import Field, ValidationError
 
 from . import __version__
 from .errors import FleetError, display_path
+from .home import write_atomic
 from .model import Desired, Frozen, Observed
 from .plan import Plan
 from .reconcile import Options
@@ -92,18 +91,9 @@ def write(path: Path, saved: SavedPlan) -> None:
     """Write atomically, readable by its owner only (it holds env values)."""
     path = Path(path)
     text = saved.model_dump_json(indent=2) + "\n"
-    directory = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+        write_atomic(path, text, mode=0o600)
     except OSError as exc:
-        raise FleetError(f"cannot write the plan to {display_path(path)}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise FleetError(f"cannot write the plan to {display_path(path)}: {exc.strerror}") from None
 
 

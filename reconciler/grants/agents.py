@@ -19,14 +19,13 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import FleetError
-from ..home import fleet_home
+from ..home import fleet_home, write_atomic
 from .catalogue import Rule
 
 VERSION = 1
@@ -78,15 +77,7 @@ def _read() -> dict:
 
 
 def _write(data: dict) -> None:
-    path = map_path()
-    tmp = path.with_name(f".agents.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(map_path(), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def issue(fleet: str, agent: str, grants: Iterable[str], rules: Iterable[Rule]) -> str:

@@ -52,7 +52,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from ..errors import FleetError
-from ..home import fleet_home
+from ..home import fleet_home, write_atomic
 from ..routing.ca import CertificateAuthority
 from ..routing.http1 import (
     CHUNKED,
@@ -385,9 +385,7 @@ class ForwardProxy:
         path = state_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = path.with_name(f".forward.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(state, sort_keys=True) + "\n")
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(state, sort_keys=True) + "\n", mode=0o644)
         except OSError as exc:
             log.error("grants: cannot write %s: %s", path, exc)
         if self._on_state is not None:
