@@ -121,16 +121,15 @@ STOP = _STOP + 'stop_agent "$1"\n'
 # stop the agent, then forget it: its directory goes too
 DESTROY = _STOP + 'stop_agent "$1"; rm -rf "/run/fleet/$1"\n'
 
-# wait (up to ~10 s) for the supervisor of $1 to be up; prints its pid
+# wait (up to ~10 s) for the supervisor of $1 to have started (its status file is
+# written first; an agent that exits at once under restart: never is done already)
 READY = r"""
 d=/run/fleet/$1
 i=0
 while [ $i -lt 100 ]; do
-  p=$(cat "$d/pid" 2>/dev/null)
-  if [ -n "$p" ] && [ -p "$d/in" ]; then echo "$p"; exit 0; fi
+  if [ -s "$d/status" ]; then cat "$d/status"; exit 0; fi
   sleep 0.1; i=$((i+1))
 done
-cat "$d/status" 2>/dev/null
 exit 3
 """
 
