@@ -523,14 +523,22 @@ class ModalProvider:
             why = (out + err).decode(errors="replace").strip()[-200:] or f"exit code {code}"
             raise ProviderError(resource, f"could not stop it in the sandbox ({why})")
 
-    def _set_agent_tag(self, sb: Any, fleet: str, agent: str, value: str | None, resource: str,
-                       tags: dict[str, str] | None = None) -> None:
-        tags = dict(tags) if tags is not None else self._owned_tags(sb, fleet, resource)
-        if value is None:
-            tags.pop(AGENT_TAG + agent, None)
-        else:
-            tags[AGENT_TAG + agent] = value
-        sb.set_tags(tags)
+    def _set_agent_tag(self, sb: Any, fleet: str, agent: str, resource: str, value: str | None = None,
+                       running: bool | None = None) -> None:
+        """Change one agent's tag: set it to `value`, remove it (value None and
+        running None), or flip its running flag. Tags are replaced whole, so the
+        read-modify-write is serialised per sandbox (execs are not)."""
+        with self._host_lock(sb.object_id):
+            tags = self._owned_tags(sb, fleet, resource)
+            key = AGENT_TAG + agent
+            if running is not None:
+                spec_hash, gen, flags = self._agent_entry(tags, agent, resource)
+                value = agent_tag(spec_hash, gen, _flags(running, flags))
+            if value is None:
+                tags.pop(key, None)
+            else:
+                tags[key] = value
+            sb.set_tags(tags)
 
     def create_agent(self, desired: Desired, agent: DesiredAgent) -> None:
         fleet = desired.fleet
@@ -539,8 +547,9 @@ class ModalProvider:
         if host is None or host.provider != "modal":
             raise ProviderError(resource, "an agent on Modal runs on a shared host with provider: modal")
         sb = self._host_sandbox(fleet, host.name, host.modal, resource)
-        with self._host_lock(sb.object_id), self._errors(resource, host.name):
-            tags = self._owned_tags(sb, fleet, resource)
+        gen = _generation()
+        with self._errors(resource, host.name):
+            self._owned_tags(sb, fleet, resource)  # never exec in a sandbox that is not this fleet's
             script = sh.prepare(agent.name, agent.command, agent.restart, dict(agent.env))
             code, out, err = self._run(sb, ["sh", "-s"], stdin=script.encode(), timeout=60)
             if code != 0:
@@ -548,9 +557,8 @@ class ModalProvider:
                 hint = "; the host image needs a POSIX sh" if code in (126, 127) else ""
                 raise ProviderError(resource, f"could not prepare it in the sandbox ({why}){hint}")
             self._start(sb, agent.name, resource)
-            gen = _generation()
             flags = "r" + ("m" if agent.message else "")
-            self._set_agent_tag(sb, fleet, agent.name, agent_tag(agent.spec_hash, gen, flags), resource, tags)
+            self._set_agent_tag(sb, fleet, agent.name, resource, agent_tag(agent.spec_hash, gen, flags))
         local.remember_spec(fleet, agent.spec_hash, agent.spec())
         self._agent_ids[(fleet, agent.name)] = f"{sb.object_id}:{agent.name}:{gen}"
 
@@ -563,16 +571,15 @@ class ModalProvider:
     def start_agent(self, fleet: str, agent: ObservedAgent) -> None:
         resource = f"agent {agent.name}"
         sb = self._sandbox(agent.host_id or "", resource)
-        with self._host_lock(sb.object_id), self._errors(resource, agent.host):
-            tags = self._owned_tags(sb, fleet, resource)
-            spec_hash, gen, flags = self._agent_entry(tags, agent.name, resource)
+        with self._errors(resource, agent.host):
+            self._agent_entry(self._owned_tags(sb, fleet, resource), agent.name, resource)
             self._start(sb, agent.name, resource)
-            self._set_agent_tag(sb, fleet, agent.name, agent_tag(spec_hash, gen, _flags(True, flags)), resource, tags)
+            self._set_agent_tag(sb, fleet, agent.name, resource, running=True)
 
     def restart_agent(self, fleet: str, agent: ObservedAgent) -> None:
         resource = f"agent {agent.name}"
         sb = self._sandbox(agent.host_id or "", resource)
-        with self._host_lock(sb.object_id), self._errors(resource, agent.host):
+        with self._errors(resource, agent.host):
             self._owned_tags(sb, fleet, resource)
             self._stop(sb, agent.name, resource)
             self._start(sb, agent.name, resource)
@@ -580,11 +587,10 @@ class ModalProvider:
     def stop_agent(self, fleet: str, agent: ObservedAgent) -> None:
         resource = f"agent {agent.name}"
         sb = self._sandbox(agent.host_id or "", resource)
-        with self._host_lock(sb.object_id), self._errors(resource, agent.host):
-            tags = self._owned_tags(sb, fleet, resource)
-            spec_hash, gen, flags = self._agent_entry(tags, agent.name, resource)
+        with self._errors(resource, agent.host):
+            self._agent_entry(self._owned_tags(sb, fleet, resource), agent.name, resource)
             self._stop(sb, agent.name, resource)
-            self._set_agent_tag(sb, fleet, agent.name, agent_tag(spec_hash, gen, _flags(False, flags)), resource, tags)
+            self._set_agent_tag(sb, fleet, agent.name, resource, running=False)
 
     def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None:
         """Stop the agent and forget it; an agent whose sandbox has ended is gone already."""
@@ -596,11 +602,11 @@ class ModalProvider:
             sb = self._sandbox(agent.host_id, resource)
         except ProviderError:
             return
-        with self._host_lock(sb.object_id), self._errors(resource, agent.host):
+        with self._errors(resource, agent.host):
             try:
-                tags = self._owned_tags(sb, fleet, resource)
+                self._owned_tags(sb, fleet, resource)
                 self._stop(sb, agent.name, resource, script=sh.DESTROY)
-                self._set_agent_tag(sb, fleet, agent.name, None, resource, tags)
+                self._set_agent_tag(sb, fleet, agent.name, resource, None)
             except (modal.exception.NotFoundError, modal.exception.ConflictError):
                 return  # the sandbox has ended: the agent went with it
 

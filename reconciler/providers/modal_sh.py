@@ -200,8 +200,8 @@ def prepare(agent: str, command: tuple[str, ...] | None, restart: str, env: dict
         _STOP
         + f"stop_agent {shlex.quote(agent)}\n"
         + f"rm -rf {qd} && mkdir -p {qd} || exit 1\n"
-        + f"cat >{SUPERVISOR_PATH}.tmp <<'{end}' || exit 1\n{SUPERVISOR}{end}\n"
-        + f"mv -f {SUPERVISOR_PATH}.tmp {SUPERVISOR_PATH} || exit 1\n"
+        + f"cat >{SUPERVISOR_PATH}.$$ <<'{end}' || exit 1\n{SUPERVISOR}{end}\n"
+        + f"mv -f {SUPERVISOR_PATH}.$$ {SUPERVISOR_PATH} || exit 1\n"
         + f"cat >{qd}/config <<'{end}' || exit 1\n{config}{end}\n"
         + f"chmod 600 {qd}/config\n"
     )
