@@ -14,7 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from reconciler.providers.modal import AGENT_TAG, parse_agent_tag
+from reconciler.providers.modal import AGENT_TAG
 from tests.conftest import free_port
 from tests.modal.helpers import curl, exec_text, fleet, fleet_yaml, got, sandboxes, terminate_fleet, wait_for
 
@@ -144,16 +144,6 @@ def test_shared_host_workflow(fake_modal, modal_fleet, tmp_path, fleet_home):
     assert sandboxes(fake_modal, name) == []
     r = fleet("apply", "-f", str(path), env=env)
     assert r.code == 0 and "up to date" in r.out, r.text
-
-
-def test_agent_tags_round_trip():
-    from reconciler.providers.modal import agent_tag
-
-    h = "ab" * 32
-    value = agent_tag(h, "t1x2y3zz", "rm")
-    assert len(value) <= 63 and re.fullmatch(r"[A-Za-z0-9._-]+", value)
-    assert parse_agent_tag(value) == (h, "t1x2y3zz", "rm")
-    assert parse_agent_tag("garbage") == ("", "", "")
 
 
 def test_bad_credentials_and_unreachable_server_are_one_line(fake_modal, modal_fleet, tmp_path):
