@@ -67,21 +67,6 @@ _FAST_REQUEST = re.compile(rb"(GET|DELETE|OPTIONS) (/[^ \x00-\x1f\x7f]*) HTTP/1\
 _FAST_RESPONSE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9](?: [^\x00-\x08\x0a-\x1f\x7f]*)?)" + _HDRS)
 
 
-def _single(low: bytes, key: bytes) -> int:
-    """Where the only `key` header starts in a lower-cased block; -1 when absent,
-    -2 when there are several."""
-    i = low.find(key)
-    if i >= 0 and low.find(key, i + len(key)) >= 0:
-        return -2
-    return i
-
-
-def _value(block: bytes, low: bytes, i: int, key: bytes) -> bytes:
-    start = i + len(key)
-    end = low.find(b"\r\n", start)
-    return block[start:].strip(b" \t") if end < 0 else block[start:end].strip(b" \t")
-
-
 @functools.lru_cache(maxsize=64)
 def _dropper(names: frozenset[bytes]) -> re.Pattern[bytes]:
     return header_dropper(names)
@@ -246,21 +231,27 @@ class UpstreamConn(_Pausable):
         low = block.lower()
         if b"\r\ntransfer-encoding:" in low:
             return False
-        i = _single(low, b"\r\ncontent-length:")
+        i = low.find(b"\r\ncontent-length:")  # exactly one, all digits
         if i < 0:
             return False
-        value = _value(block, low, i, b"\r\ncontent-length:")
-        if not value.isdigit() or len(value) > 18:
+        end = low.find(b"\r\n", i + 17)
+        if end < 0:
+            end = len(low)
+        value = low[i + 17 : end].strip(b" \t")
+        if not value.isdigit() or len(value) > 18 or low.find(b"\r\ncontent-length:", end) >= 0:
             return False
         length = int(value)
-        i = _single(low, b"\r\nconnection:")
-        if i == -2:
-            return False
+        i = low.find(b"\r\nconnection:")  # at most one, keep-alive or close
         if i >= 0:
-            token = _value(low, low, i, b"\r\nconnection:")
+            end = low.find(b"\r\n", i + 13)
+            if end < 0:
+                end = len(low)
+            token = low[i + 13 : end].strip(b" \t")
             if token == b"close":
+                if low.find(b"\r\nconnection:", end) >= 0:
+                    return False
                 self.reusable = False
-            elif token != b"keep-alive":
+            elif token != b"keep-alive" or low.find(b"\r\nconnection:", end) >= 0:
                 return False
         body = len(data) - idx - 4
         if body > length:
@@ -558,16 +549,24 @@ class ClientConn(_Pausable):
         low = block.lower()
         if b"\r\ncontent-length:" in low or b"\r\ntransfer-encoding:" in low or b"\r\nx-forwarded-for:" in low:
             return False
-        i = _single(low, b"\r\nhost:")
+        i = low.find(b"\r\nhost:")  # exactly one
         if i < 0:
             return False
-        host = _value(block, low, i, b"\r\nhost:")
-        keep_alive = True
-        i = _single(low, b"\r\nconnection:")
-        if i == -2:
+        end = low.find(b"\r\n", i + 7)
+        if end < 0:
+            end = len(low)
+        elif low.find(b"\r\nhost:", end) >= 0:
             return False
+        host = block[i + 7 : end].strip(b" \t")
+        keep_alive = True
+        i = low.find(b"\r\nconnection:")  # at most one, keep-alive or close
         if i >= 0:
-            token = _value(low, low, i, b"\r\nconnection:")
+            end = low.find(b"\r\n", i + 13)
+            if end < 0:
+                end = len(low)
+            elif low.find(b"\r\nconnection:", end) >= 0:
+                return False
+            token = low[i + 13 : end].strip(b" \t")
             if token == b"close":
                 keep_alive = False
             elif token != b"keep-alive":
