@@ -48,6 +48,7 @@ PENDING = "pending"  # spec-hash of a host still being set up (workspace upload)
 WORKDIR = "/workspace"
 AUTH_HINT = "set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or run `modal token new`"
 CONNECT_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = float(os.environ.get("FLEET_MODAL_CONNECT_TIMEOUT") or 15)
 UPLOAD_CHUNK = 1 << 20
 
 
@@ -161,12 +162,30 @@ class ModalProvider:
         except OSError as exc:
             reason = exc.strerror or exc.__class__.__name__
             raise FleetError(f"cannot reach Modal at {url} ({reason}); check the network (or MODAL_SERVER_URL)") from None
-        try:
-            return modal.Client.from_env()
-        except modal.exception.AuthError:
+        # the handshake too: a server that accepts connections but never answers
+        # would otherwise cost a minute of the SDK's retries
+        outcome: dict[str, Any] = {}
+
+        def connect() -> None:
+            try:
+                outcome["client"] = modal.Client.from_env()
+            except BaseException as exc:  # handed to the caller below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=connect, name="fleet-modal-connect", daemon=True)
+        worker.start()
+        worker.join(HANDSHAKE_TIMEOUT)
+        if worker.is_alive():
+            raise FleetError(f"Modal at {url} did not answer within {HANDSHAKE_TIMEOUT:g}s; check the network "
+                             "(or MODAL_SERVER_URL) and try again")
+        exc = outcome.get("error")
+        if isinstance(exc, modal.exception.AuthError):
             raise FleetError(f"no Modal credentials: {AUTH_HINT}") from None
-        except modal.exception.Error as exc:
-            raise FleetError(f"cannot use Modal: {_first_line(exc)}") from None
+        if isinstance(exc, modal.exception.Error):
+            raise FleetError(f"cannot use Modal at {url}: {_first_line(exc)}") from None
+        if exc is not None:
+            raise exc
+        return outcome["client"]
 
     @contextmanager
     def _errors(self, resource: str, host: str | None = None) -> Iterator[None]:
