@@ -102,6 +102,41 @@ def print_result(console: Console, plan: Plan, result: Result) -> None:
         )
 
 
+class LiveProgress:
+    """A rich progress bar over a plan's actions for terminals: finished actions
+    scroll above it as lines, the bar shows how many are done and what runs now."""
+
+    def __init__(self, console: Console, plan: Plan):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.running: dict[str, str] = {}
+        self.progress = Progress(
+            TextColumn("[bold]applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}", style="dim"), console=console, transient=True,
+        )
+        self.task = self.progress.add_task("", total=len(plan.actions))
+
+    def __enter__(self) -> "LiveProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_event(self, ev: Any) -> None:
+        if ev.kind == "start":
+            self.running[ev.action.id] = f"{ev.action.op} {ev.action.name}"
+        else:
+            self.running.pop(ev.action.id, None)
+            style = {"done": "green", "failed": "red", "skipped": "yellow"}[ev.kind]
+            self.progress.console.print(Text("  " + event_line(ev.kind, ev.action, ev.error), style=style))
+            self.progress.advance(self.task)
+        shown = ", ".join(list(self.running.values())[:3])
+        more = len(self.running) - 3
+        self.progress.update(self.task, description=shown + (f" +{more}" if more > 0 else ""))
+
+
 def print_urls(console: Console, desired: Desired) -> None:
     """Where to reach each running agent's services (end of apply)."""
     from .routing.table import agent_urls

@@ -235,8 +235,13 @@ def apply(
 
 
 def _execute(out, snap: pipeline.Snapshot, parallel: int) -> None:
-    """Carry out a plan with progress, print the result; exit 1 if anything failed."""
-    result = pipeline.apply_plan(snap, parallel=parallel, on_event=_progress(out))
+    """Carry out a plan with progress, print the result; exit 1 if anything failed.
+    On a terminal a live bar shows what runs now; otherwise one line per event."""
+    if out.is_terminal and not os.environ.get("NO_COLOR"):
+        with render.LiveProgress(out, snap.plan) as live:
+            result = pipeline.apply_plan(snap, parallel=parallel, on_event=live.on_event)
+    else:
+        result = pipeline.apply_plan(snap, parallel=parallel, on_event=_progress(out))
     render.print_result(out, snap.plan, result)
     render.print_urls(out, snap.desired)
     if not result.ok:
