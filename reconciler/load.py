@@ -532,6 +532,8 @@ def _one_problem(file: str, data: dict, pos: Positions, path: Path_, rest: tuple
 
 def _name_message(name: str, etype: str, ctx: dict) -> str:
     pattern = str(ctx.get("pattern", ""))
+    if "A-Za-z0-9._-" in pattern:
+        return f"must be a Modal app name: 1 to 63 letters, digits, '.', '_' or '-' (found {name!r})"
     if "A-Za-z_" in pattern:
         return f"must be an environment variable name: letters, digits and '_', not starting with a digit (found {name!r})"
     if etype == "string_too_long":

@@ -230,6 +230,7 @@ class Observed(Frozen):
     # this fleet's entry in the routing proxy's table, as plain route dicts
     # ({agent, service, container_port, target, tls}); None: no entry at all
     routes: tuple[dict[str, Any], ...] | None = None
+    proxy_running: bool = True  # the routing proxy answers for these routes (False after a reboot)
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""

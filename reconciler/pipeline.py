@@ -47,7 +47,8 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     ]
     from .routing.sync import observe_routes
 
-    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=observe_routes(fleet))
+    routes, proxy_running = observe_routes(fleet)
+    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running)
 
 
 def plan(desired: Desired, options: Options | None = None, check_grants: bool = True) -> Snapshot:

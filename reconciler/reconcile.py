@@ -342,6 +342,8 @@ def _routes(b: _Builder) -> None:
         cause = "agents changed"
     elif b.observed.routes is None:
         cause = "no routes for this fleet"
+    elif wants_ports and not b.observed.proxy_running:
+        cause = "routing proxy not running"
     elif sorted(current, key=key) != sorted(derived, key=key) and _missing_or_moved(current, derived):
         cause = "route table out of date"
     else:

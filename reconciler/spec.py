@@ -93,7 +93,9 @@ class Host(Model):
     workspace: Workspace | None = None
     env: Env = Field(default_factory=dict)
     # modal only
-    app: Str | None = Field(default=None, description="modal: app name (default fleet-<fleet>).")
+    app: Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9._-]{1,63}$")] | None = Field(
+        default=None, description="modal: app name (default fleet-<fleet>); letters, digits, '.', '_', '-', at most 63."
+    )
     environment: Str | None = Field(default=None, description="modal: environment name.")
     idle_timeout: Annotated[int, Field(strict=True, ge=1, le=86400)] | None = Field(
         default=None, description="modal: seconds of inactivity before the sandbox stops."

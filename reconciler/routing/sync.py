@@ -17,11 +17,15 @@ from ..model import Desired, Observed
 from . import table
 
 
-def observe_routes(fleet: str) -> tuple[dict[str, Any], ...] | None:
+def observe_routes(fleet: str) -> tuple[tuple[dict[str, Any], ...] | None, bool]:
+    """This fleet's routes in the table, and whether the proxy serving them runs
+    (a reboot leaves the table and stops the proxy)."""
     entry = table.read_table().fleets.get(fleet)
     if entry is None:
-        return None
-    return tuple(r.model_dump() for r in entry.routes)
+        return None, True
+    from .daemon import running_pid
+
+    return tuple(r.model_dump() for r in entry.routes), running_pid() is not None
 
 
 def wanted(desired: Desired, observed: Observed) -> tuple[dict[str, Any], ...]:

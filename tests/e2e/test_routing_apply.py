@@ -101,6 +101,13 @@ def test_routes_follow_apply_without_restarting_the_proxy(tmp_path, docker_clien
     assert run_fleet("proxy", "start").code == 0
     wait_for(lambda: curl(f"https://web.a.localhost:{port}/", fleet_home) == (200, "a"), what="a after proxy restart")
 
+    # the proxy gone (a reboot): apply sees it and starts it again, not "up to date"
+    assert run_fleet("proxy", "stop").code == 0
+    r = run_fleet("apply", str(path))
+    assert r.code == 0 and "routing proxy not running" in r.out, r.text
+    wait_for(lambda: curl(f"https://web.a.localhost:{port}/", fleet_home) == (200, "a"), what="a after apply restarted the proxy")
+    assert "up to date" in run_fleet("apply", str(path)).out
+
     # destroy removes the fleet's routes
     assert run_fleet("destroy", "--yes", str(path)).code == 0
     # (no fleet routes on that port any more: the proxy stops listening there)

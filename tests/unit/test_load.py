@@ -450,3 +450,12 @@ def test_top_level_x_keys_hold_anchors_like_compose(tmp_path):
     # an unknown key that is not x- is still refused
     _, problems = validate_file(write(tmp_path, "fleet: r\nxnode: 1\n", "f2.yaml"))
     assert [p.key for p in problems] == ["xnode"]
+
+
+def test_modal_app_names_follow_modals_rule(tmp_path):
+    text = "fleet: m\nhosts:\n  h: {provider: modal, image: x, app: 'my app!'}\nagents:\n  a: {host: h}\n"
+    _, problems = validate_file(write(tmp_path, text))
+    assert [(p.key, p.line) for p in problems] == [("hosts.h.app", 3)]
+    assert "must be a Modal app name" in problems[0].message
+    ok = text.replace("'my app!'", "team.app_1")
+    assert validate_file(write(tmp_path, ok, "ok.yaml"))[1] == []

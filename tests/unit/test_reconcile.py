@@ -455,6 +455,19 @@ def test_targets_take_along_neighbours_stranded_by_a_recreated_host():
     assert by_id(plan)["agent:a2"].cause == "host pod re-created"
 
 
+def test_a_stopped_routing_proxy_is_a_reason_to_route_again():
+    """After a reboot the route table is intact but no proxy serves it: apply
+    must not say "up to date" while the URLs are dead."""
+    d = desired(agent("web", ports={"web": 3000}))
+    running = seen(d.agents["web"])
+    routes = tuple(r.model_dump() for r in __import__("reconciler.routing.table", fromlist=["x"]).routes_for(d, observed(running)))
+    assert plan_for(d, observed(running, routes=routes)).empty
+    down = observed(running, routes=routes).model_copy(update={"proxy_running": False})
+    plan = plan_for(d, down)
+    assert ops(plan, routes=True) == {"route:routes": "route"}
+    assert by_id(plan)["route:routes"].cause == "routing proxy not running"
+
+
 # --------------------------------------------------------------------------- ownership
 
 
