@@ -56,7 +56,7 @@ def apply_routes(desired: Desired) -> str | None:
     table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
     from . import daemon
 
-    daemon.ensure_running()
+    daemon.ensure_running(need=table.proxy_listen(desired.proxy))  # this fleet's port; others' are not ours to fail on
     return None
 
 
