@@ -548,8 +548,8 @@ def summarise(rec: dict, proxy: dict | None, watch: dict | None, mem: dict | Non
         lines.append(row)
         if m["cold_floor_engine"] is not None:
             lines[-1] += f"  (floor's engine work alone {m['cold_floor_engine']:.2f} s)"
-        targets.append(Target(f"cold apply N={n}: fleet/floor", f"{rf:.2f}x" if rf else "-", "<= 1.15x", None if rf is None else rf <= 1.15))
-        targets.append(Target(f"cold apply N={n}: fleet/compose", f"{rc:.2f}x" if rc else "-", "< 1.00x", None if rc is None else rc < 1.0))
+        targets.append(Target(f"cold apply N={n}: fleet/floor", f"{rf:.3f}x" if rf else "-", "<= 1.15x", None if rf is None else rf <= 1.15))
+        targets.append(Target(f"cold apply N={n}: fleet/compose", f"{rc:.3f}x" if rc else "-", "< 1.00x", None if rc is None else rc < 1.0))
         for key, label in (("noop_fleet_apply", "2 no-op apply"), ("noop_fleet_diff", "2 diff (nothing to do)")):
             v, c = m[key], m["noop_compose"]
             rr = ratio(v, c)
