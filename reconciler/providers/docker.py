@@ -99,14 +99,28 @@ class DockerProvider:
             text = (exc.explanation or str(exc)).strip()
             m = _CONFLICT_RE.search(text)
             if exc.status_code == 409 and m:
-                raise ProviderError(
-                    resource,
-                    f"the container name {m.group(1)} is taken by container {m.group(2)[:12]}, which fleet did not "
-                    "create for this fleet; remove or rename it (fleet never touches containers it does not own)",
-                ) from None
+                raise ProviderError(resource, self._conflict(m.group(1), m.group(2))) from None
             raise ProviderError(resource, text) from None
         except (ReqConnectionError, DockerException) as exc:
             raise ProviderError(resource, f"Docker engine error: {str(exc).splitlines()[0][:200]}") from None
+
+    def _conflict(self, name: str, holder: str) -> str:
+        """Why a container name is taken: by one of fleet's own (an interrupted
+        run's create finishing after it was killed: the next apply adopts it),
+        or by a stranger (never touched)."""
+        try:
+            owner = (self.api.inspect_container(holder).get("Config", {}).get("Labels") or {}).get(L.PROJECT)
+        except Exception:
+            owner = None
+        if owner:
+            return (
+                f"the container name {name} is already held by container {holder[:12]} of fleet {owner} "
+                "(created by an interrupted run?); run `fleet apply` again to take it into account"
+            )
+        return (
+            f"the container name {name} is taken by container {holder[:12]}, which fleet did not "
+            "create for this fleet; remove or rename it (fleet never touches containers it does not own)"
+        )
 
     # ------------------------------------------------------------------ observe
 
