@@ -1,12 +1,13 @@
 """What the proxy answers itself: the index of routes at `localhost` (HTML, or
-JSON for `Accept: application/json`) and the 404 listing the known routes."""
+JSON for `Accept: application/json`), the 404 listing the known routes, and the
+502/504 bodies naming the agent whose target failed."""
 
 from __future__ import annotations
 
 import html
 import json
 
-from .index import RouteIndex
+from .index import RouteIndex, Target
 
 def route_listing(index: RouteIndex, port: int, scheme: str) -> list[dict]:
     out = []
@@ -27,6 +28,11 @@ def route_listing(index: RouteIndex, port: int, scheme: str) -> list[dict]:
             }
         )
     return out
+
+
+def gateway_error(t: Target, what: str) -> str:
+    """The body of a 502 or 504: which agent (fleet, service) failed, at which target, and how."""
+    return f"fleet proxy: agent {t.route.agent} (fleet {t.fleet}, service {t.route.service}) {what}\n"
 
 
 def wants_json(accept: bytes) -> bool:

@@ -38,6 +38,10 @@ class ProxyConfig:
     header_timeout: float = 30.0  # a request head (or TLS handshake) must arrive within this
     keepalive_timeout: float = 75.0  # an idle client connection is closed after this
     connect_timeout: float = 5.0  # connecting to a target
+    # From a request fully handed to the target until the first byte of its
+    # response head; expiry answers 504. Never cuts a response once it has
+    # started (SSE, chunked streams, WebSocket after the 101).
+    response_timeout: float = 60.0
     max_header_bytes: int = 64 * 1024
     reload_interval: float = 0.3  # route table poll
     listen_retry: float = 2.0  # retry a listen port that failed
@@ -55,10 +59,17 @@ class ProxyConfig:
             ("FLEET_PROXY_HEADER_TIMEOUT", "header_timeout"),
             ("FLEET_PROXY_KEEPALIVE_TIMEOUT", "keepalive_timeout"),
             ("FLEET_PROXY_CONNECT_TIMEOUT", "connect_timeout"),
+            ("FLEET_PROXY_RESPONSE_TIMEOUT", "response_timeout"),
             ("FLEET_PROXY_RELOAD_INTERVAL", "reload_interval"),
         ):
             if env.get(name):
-                setattr(cfg, attr, float(env[name]))
+                try:
+                    value = float(env[name])
+                except ValueError:
+                    value = -1.0
+                if not value > 0 or value == float("inf"):
+                    raise FleetError(f"{name} must be a positive number of seconds (found {env[name]!r})")
+                setattr(cfg, attr, value)
         if env.get("FLEET_UPSTREAM_CA"):
             cfg.upstream_ca = env["FLEET_UPSTREAM_CA"]
         return cfg
@@ -192,6 +203,7 @@ class ProxyServer:
         self.table = RouteTable()
         self.pool = UpstreamPool(self)
         self.clients: set[ClientConn] = set()
+        self.probing: set[ClientConn] = set()  # clients that sent EOF while waiting: gone, or half-closed?
         self._tasks: set[asyncio.Task] = set()
         self._stamp: tuple[int, int, int] | None = None
         self._tls: ssl.SSLContext | None = None
@@ -258,9 +270,10 @@ class ProxyServer:
                 log.exception("reloading the route table failed")
 
     async def _sweep(self) -> None:
-        """Enforce client deadlines and the pool's idle timeout, a few times a second."""
+        """Enforce client deadlines (head, keep-alive, response), notice half-closed
+        clients that have gone, and the pool's idle timeout, a few times a second."""
         cfg = self.config
-        interval = max(0.05, min(1.0, cfg.header_timeout / 4, cfg.keepalive_timeout / 4))
+        interval = max(0.05, min(1.0, cfg.header_timeout / 4, cfg.keepalive_timeout / 4, cfg.response_timeout / 4))
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -269,6 +282,12 @@ class ProxyServer:
                     c.expired()
                 except Exception:  # pragma: no cover - never let the sweeper die
                     log.exception("closing an expired connection failed")
+            for c in list(self.probing):
+                try:
+                    c.check_gone()
+                except Exception:  # pragma: no cover - never let the sweeper die
+                    self.probing.discard(c)
+                    log.exception("checking a half-closed client failed")
             self.pool.sweep(now)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:

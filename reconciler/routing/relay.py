@@ -6,7 +6,14 @@ client connection that used it last). Request and response bodies are relayed
 as they arrive; only heads are parsed (`http1`). Backpressure pauses reading on
 one side while the other side's write buffer is full, so memory stays bounded.
 This is the hot path: it is written for speed (C-level byte scans, no per-request
-timers).
+timers: one deadline per client connection, enforced by the server's sweeper).
+
+Deadlines on a client connection, one at a time: the request head
+(`header_timeout`), the idle keep-alive wait (`keepalive_timeout`), and the wait
+for the target's response head once the request has been handed to it
+(`response_timeout`: 504, the target's connection closed, never pooled). Once
+the first byte of a response arrives nothing times out: streams (SSE, chunked,
+WebSocket) last as long as both ends want.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from .http1 import (
     response_framing,
 )
 from .index import FOREIGN, LOCAL, Target
-from .pages import index_page, not_found_page
+from .pages import gateway_error, index_page, not_found_page
 
 if TYPE_CHECKING:
     from .proxy import ProxyServer
@@ -46,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleet.proxy")
 
 _HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
+# Linux: the first byte of TCP_INFO is the socket's state; TCP_CLOSE once a reset arrived.
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_TCP_CLOSE = b"\x07"
 # Connection tokens that name no header to drop beyond the usual ones; framing
 # headers are never dropped, even when named in Connection (that would
 # desynchronise the two sides' idea of where a message ends).
@@ -199,6 +209,7 @@ class UpstreamConn(_Pausable):
             self.close()
             return
         self.got_bytes = True
+        client.deadline = None  # the target answers: no response timeout from here on
         state = self.state
         if state == _BODY and self.kind == LENGTH and len(data) < self.remaining:
             self.remaining -= len(data)
@@ -294,6 +305,8 @@ class UpstreamConn(_Pausable):
                     raise HttpError(502, "response without a request")
                 if 100 <= head.status < 200 and head.status != 101:
                     client.write(client.response_head(head, interim=True))
+                    if ex.request_done:
+                        client.arm_response()  # the final head is still to come
                     continue
                 if head.status == 101:
                     if not ex.upgrade:
@@ -477,6 +490,7 @@ class ClientConn(_Pausable):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
         self.server.clients.discard(self)
+        self.server.probing.discard(self)
         self._disarm()
         if self.connecting is not None:
             self.connecting.cancel()
@@ -499,12 +513,54 @@ class ClientConn(_Pausable):
             self.upstream.resume("client-full")
 
     def eof_received(self) -> bool:
+        """The client will send no more. Whether it still reads cannot be told
+        from a FIN alone: a client that went away (close) and one that only shut
+        down its write side after a whole request (shutdown(SHUT_WR), as `nc -N`
+        does) look the same. The rule:
+
+        - no request in flight, or one not yet whole: the connection is closed
+          (and an unfinished request's upstream connection dropped);
+        - a response already under way: it is finished, then the connection
+          closed (a client that has gone makes the writes fail, which closes it);
+        - a whole HTTP/1.1 request waiting for the target's answer: probe with
+          an interim `100 Continue` (RFC 9110 section 15.2: a client must parse
+          unexpected 1xx responses). A client that has gone answers the probe
+          with a reset, which the sweeper sees (`check_gone`): the upstream
+          connection is closed, never pooled, and the request dropped. A client
+          that only half-closed reads the 100, then the answer;
+        - HTTP/1.0 requests (which must not get a 1xx) and upgrade requests
+          waiting for their 101 are answered as half-closes; the response
+          timeout bounds how long a client that went away holds the target.
+        """
         self.eof = True
         if self.state == _TUNNEL or self.scheme == "https":
             return False
-        if self.exchange is not None and self.exchange.request_done:
+        ex = self.exchange
+        if ex is not None and ex.request_done:
+            if not ex.response_started and self.client_version == b"1.1" and not ex.upgrade:
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.server.probing.add(self)
             return True  # answer the request in flight, then close
         return False
+
+    def check_gone(self) -> None:
+        """Called by the sweeper for a client probed after its EOF: when the probe
+        was reset (the client closed, not just half-closed), let everything go."""
+        ex = self.exchange
+        t = self.transport
+        if self.state == _CLOSED or ex is None or ex.response_started or t is None or t.is_closing():
+            self.server.probing.discard(self)
+            return
+        sock = t.get_extra_info("socket")
+        if sock is None:
+            return
+        gone = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        if not gone and _TCP_INFO is not None:
+            gone = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[:1] == _TCP_CLOSE
+        if gone:
+            self.server.probing.discard(self)
+            log.info("client %s went away while %s was answering; dropping the request", self.peer, ex.hostname)
+            t.abort()  # connection_lost closes the upstream connection (not pooled)
 
     def data_received(self, data: bytes) -> None:
         st = self.state
@@ -596,13 +652,22 @@ class ClientConn(_Pausable):
     def _disarm(self) -> None:
         self.deadline = None
 
+    def arm_response(self) -> None:
+        """The request is wholly with the target: its response head is due within the response timeout."""
+        self.deadline = time.monotonic() + self.cfg.response_timeout
+
     def expired(self) -> None:
         self.deadline = None
-        if self.state == _HEAD:
+        st = self.state
+        if st == _HEAD:
             if self.buf.strip(b"\r\n"):
                 self.local_response(408, "fleet proxy: request head not received in time\n", close=True)
             else:
                 self.close()
+        elif st == _WAIT:
+            ex = self.exchange
+            if ex is not None and ex.request_done and not ex.response_started and self.upstream is not None:
+                self._gateway_timeout(ex)
 
     # writing
     def write(self, data: bytes) -> None:
@@ -757,6 +822,8 @@ class ClientConn(_Pausable):
         self._send(ex, data[:end])
         ex.request_done = True
         self.state = _WAIT
+        if self.upstream is not None and not ex.response_started:
+            self.arm_response()
         if end < len(data):
             self.buf += data[end:]
             if len(self.buf) > self.cfg.max_header_bytes:
@@ -839,6 +906,8 @@ class ClientConn(_Pausable):
             self.resume("connect")
         else:
             up.transport.write(ex.head_bytes)
+        if ex.request_done:
+            self.deadline = time.monotonic() + self.cfg.response_timeout
 
     def upstream_lost(self, up: UpstreamConn, exc: Exception | None) -> None:
         """The target closed before the response was complete."""
@@ -881,13 +950,33 @@ class ClientConn(_Pausable):
         if self.exchange is not ex or self.state == _CLOSED:
             return
         t = ex.target
-        msg = (
-            f"fleet proxy: agent {t.route.agent} (fleet {t.fleet}, service {t.route.service}) "
-            f"is not answering at {t.route.target}: {reason}\n"
-        )
+        msg = gateway_error(t, f"is not answering at {t.route.target}: {reason}")
         log.warning("502 %s -> %s: %s", ex.hostname, t.route.target, reason)
         self.exchange = None
         self.local_response(502, msg, close=ex.close_after or not ex.request_done)
+
+    def _gateway_timeout(self, ex: Exchange) -> None:
+        """The target took the whole request and sent no response head within the
+        response timeout: 504. Its connection may still answer late, so it is
+        closed, never pooled; the client's connection stays usable."""
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.close()
+        self.server.probing.discard(self)
+        if self._reasons:  # the upstream that held the client back is gone
+            self.resume("upstream-full")
+            self.resume("connect")
+        t = ex.target
+        secs = f"{self.cfg.response_timeout:g}s"
+        msg = gateway_error(
+            t,
+            f"took the request at {t.route.target} but sent no response within {secs} "
+            f"(the proxy's response timeout, FLEET_PROXY_RESPONSE_TIMEOUT)",
+        )
+        log.warning("504 %s -> %s: no response within %s", ex.hostname, t.route.target, secs)
+        self.exchange = None
+        self.local_response(504, msg, close=ex.close_after)
 
     def response_head(self, head: Head, interim: bool = False) -> bytes:
         block = _DROP_RESPONSE.sub(b"", head.block)
