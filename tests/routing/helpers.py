@@ -121,6 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._sse()
         if path == "/ws":
             return self._ws()
+        if path == "/wait":  # answers once the test opens the gate
+            self.server.gate.wait(WAIT)
         if path == "/close":  # no length: the body ends when the connection does
             self.close_connection = True
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"until-close " * 1000)
@@ -246,6 +248,50 @@ class Backend(ThreadingHTTPServer):
             except OSError:
                 pass
         self.thread.join(WAIT)
+
+
+class SilentTarget:
+    """Accepts connections and reads requests, never answers; counts the
+    connections the other side (the proxy) has closed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.accepted = 0
+        self.closed = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with self._lock:
+                self.accepted += 1
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        conn.settimeout(WAIT * 3)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self._lock:
+                self.closed += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
 
 
 # -- the proxy in a thread -----------------------------------------------------------------
