@@ -17,9 +17,21 @@ import typer
 from rich.table import Table
 
 from ..errors import FleetError
-from ..routing import daemon
-from ..routing.ca import routing_ca
 from .app import app, console, handles_errors
+
+
+def _daemon():
+    """The proxy daemon module, imported on use: `fleet validate/diff/...` need
+    neither asyncio's server stack nor cryptography."""
+    from ..routing import daemon
+
+    return daemon
+
+
+def _routing_ca():
+    from ..routing.ca import routing_ca
+
+    return routing_ca()
 
 proxy_app = typer.Typer(
     help="The routing proxy: https://<service>.<agent>.localhost:<port> for every agent port.",
@@ -41,8 +53,8 @@ def _listening(state: dict) -> str:
 @handles_errors
 def proxy_start(port: Optional[int] = PORT_OPTION, bind: str = BIND_OPTION) -> None:
     """Start the proxy in the background (no-op when it runs)."""
-    was = daemon.running_pid()
-    state = daemon.start(port=port, bind=bind)
+    was = _daemon().running_pid()
+    state = _daemon().start(port=port, bind=bind)
     out = console()
     verb = "already running" if was == state["pid"] else "started"
     out.print(f"fleet proxy {verb} (pid {state['pid']}), listening on {_listening(state)}", markup=False)
@@ -53,7 +65,7 @@ def proxy_start(port: Optional[int] = PORT_OPTION, bind: str = BIND_OPTION) -> N
 @handles_errors
 def proxy_stop() -> None:
     """Stop the background proxy (routes stay in the table for its next start)."""
-    pid = daemon.stop()
+    pid = _daemon().stop()
     console().print(f"fleet proxy stopped (pid {pid})" if pid else "fleet proxy is not running", markup=False)
 
 
@@ -66,7 +78,7 @@ def proxy_status(
     """Listening ports, CA path and every route with its health."""
     if output not in ("text", "json"):
         raise FleetError(f"--output must be text or json (found {output!r})")
-    st = daemon.status(check=not no_check)
+    st = _daemon().status(check=not no_check)
     if output == "json":
         typer.echo(json.dumps(st.as_dict(), indent=2))
         return
@@ -98,14 +110,14 @@ def proxy_status(
 @handles_errors
 def proxy_run(port: Optional[int] = PORT_OPTION, bind: str = BIND_OPTION) -> None:
     """Run the proxy in the foreground, logging to the terminal (for debugging)."""
-    raise typer.Exit(daemon.run_foreground(port=port, bind=bind))
+    raise typer.Exit(_daemon().run_foreground(port=port, bind=bind))
 
 
 @ca_app.command("path")
 @handles_errors
 def ca_path() -> None:
     """Print the CA certificate's path (the CA is created on first use)."""
-    ca = routing_ca().ensure()
+    ca = _routing_ca().ensure()
     typer.echo(str(ca.cert_path))
 
 
@@ -133,7 +145,7 @@ def trust_commands(cert: Path, system: str | None = None) -> list[str]:
 @handles_errors
 def ca_trust(install: bool = typer.Option(False, "--install", help="Run the commands (Linux, as root).")) -> None:
     """Print (or with --install run) the commands that trust the CA on this OS."""
-    ca = routing_ca().ensure()
+    ca = _routing_ca().ensure()
     cert = ca.cert_path
     cmds = trust_commands(cert)
     out = console()

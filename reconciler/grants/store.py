@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from ..errors import FleetError
 from ..home import fleet_home
 
@@ -167,6 +164,8 @@ def load_key(create: bool = False) -> bytes | None:
         return _decode_key(raw, f"the OS keyring entry {KEYRING_SERVICE}")
     if not create:
         return None
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # only when sealing: keeps start-up light
+
     key = AESGCM.generate_key(bit_length=256)
     encoded = base64.b64encode(key).decode()
     _ensure_store_dir()
@@ -223,6 +222,8 @@ def set_grant(name: str, secret: str, source: str = "stdin") -> GrantInfo:
     assert key is not None
     set_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     nonce = secrets.token_bytes(12)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     sealed = AESGCM(key).encrypt(nonce, value.encode(), _aad(name, set_at, source))
     doc = {
         "format": FORMAT,
@@ -271,6 +272,9 @@ def get_secret(name: str) -> str:
     key = load_key()
     if key is None:
         raise FleetError(f"{path} exists but the store has no key ({key_file()} is missing); set the grant again")
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         nonce = base64.b64decode(doc["nonce"], validate=True)
         sealed = base64.b64decode(doc["ciphertext"], validate=True)
