@@ -10,11 +10,10 @@ it and dropped after an apply that leaves nothing of it behind.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
-from .home import ensure_dir, fleet_home
+from .home import ensure_dir, fleet_home, write_atomic
 
 _lock = threading.Lock()
 
@@ -35,9 +34,7 @@ def used(fleet: str) -> set[str]:
 def _write(fleet: str, names: set[str]) -> None:
     path = _path(fleet)
     ensure_dir(path.parent)
-    tmp = path.with_name(f".{fleet}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps({"providers": sorted(names)}) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({"providers": sorted(names)}) + "\n", mode=0o644)
 
 
 def record(fleet: str, *providers: str) -> None:

@@ -14,13 +14,12 @@ Two kinds of file, neither of them state fleet depends on for correctness:
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ..home import ensure_dir, fleet_home
+from ..home import ensure_dir, fleet_home, write_atomic
 
 _lock = threading.Lock()
 MAX_SPECS = 200
@@ -40,9 +39,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _write(path: Path, data: dict[str, Any]) -> None:
     ensure_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode=0o644)
 
 
 def _update(fleet: str, fn) -> None:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import FleetError
-from ..home import fleet_home
+from ..home import fleet_home, write_atomic
 
 ROUTING_PERMITTED = ("localhost", ".localhost")
 CA_VALIDITY = dt.timedelta(days=3650)
@@ -185,8 +185,8 @@ class CertificateAuthority:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_atomic(self.key_path, key_pem, 0o600)
-        _write_atomic(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(self.key_path, key_pem, 0o600)
+        write_atomic(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     def _load(self) -> None:
         mode = stat.S_IMODE(os.stat(self.key_path).st_mode)
@@ -343,24 +343,6 @@ def _load_chain(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
         ctx.load_cert_chain(path)
     finally:
         os.unlink(path)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def routing_ca_dir() -> Path:

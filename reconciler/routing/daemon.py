@@ -31,7 +31,7 @@ from typing import IO, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import FleetError
-from ..home import ensure_dir, fleet_home
+from ..home import ensure_dir, fleet_home, write_atomic
 from .ca import routing_ca
 from .proxy import ProxyConfig, ProxyServer
 from .table import Listen, add_listen, read_table
@@ -313,12 +313,6 @@ def _take_lock(wait: float = 2.0) -> IO[str] | None:
             time.sleep(0.05)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 async def _serve(config: ProxyConfig) -> None:
     last = {"state": ""}
 
@@ -326,7 +320,7 @@ async def _serve(config: ProxyConfig) -> None:
         text = json.dumps(server.state(), sort_keys=True)
         if text != last["state"]:
             last["state"] = text
-            _write_atomic(state_path(), text + "\n")
+            write_atomic(state_path(), text + "\n", mode=0o644)
 
     ca = routing_ca()
     server = ProxyServer(config, ca, on_change=on_change)
@@ -372,7 +366,7 @@ def run_foreground(
             stream=sys.stderr,
         )
     try:
-        _write_atomic(pid_path(), f"{os.getpid()}\n")
+        write_atomic(pid_path(), f"{os.getpid()}\n", mode=0o644)
         if ready_fd is not None:
             os.write(ready_fd, b"ok")
             os.close(ready_fd)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import FleetError
-from ..home import ensure_dir, fleet_home
+from ..home import ensure_dir, fleet_home, write_atomic
 from ..model import Desired, DesiredAgent, Observed, ProxySettings
 
 VERSION = 1
@@ -186,16 +185,9 @@ def write_table(table: RouteTable) -> None:
     ensure_dir(path.parent)
     data = table.model_dump(mode="json")
     blob = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
-    tmp = path.with_name(f".routes.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, blob, mode=0o644)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise FleetError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
