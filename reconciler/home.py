@@ -25,10 +25,11 @@ def locks_dir() -> Path:
     return ensure_dir(fleet_home() / "locks")
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o600, exclusive: bool = False) -> None:
     """Replace `path` with `data` all at once: a reader (or a crash) never sees a
     half-written file. Written beside it, flushed to disk, then renamed; the
-    temporary file is removed whatever goes wrong. Raises OSError."""
+    temporary file is removed whatever goes wrong. `exclusive`: never replace an
+    existing file (a file made concurrently wins). Raises OSError."""
     import tempfile
 
     blob = data.encode() if isinstance(data, str) else data
@@ -39,7 +40,14 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o600) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -493,14 +493,10 @@ class ForwardProxy:
 
     async def _tunnel(self, host: str, port: int, entry, reader, writer) -> None:
         record = dict(method="CONNECT", host=host, port=port, path="", grant=None, mode="tunnel")
-        try:
-            up_r, up_w = await self._open(host, port, tls=False)
-        except (Refused, _Bad, OSError, asyncio.TimeoutError) as exc:
-            status, text = self._failure(exc, host, port)
-            netlog.record(entry.fleet, entry.agent, status=status, error=text, **record)
-            writer.write(response(status, text))
-            await writer.drain()
+        upstream = await self._open_or_answer(host, port, False, entry, record, writer)
+        if upstream is None:
             return
+        up_r, up_w = upstream
         netlog.record(entry.fleet, entry.agent, status=200, **record)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
@@ -559,13 +555,8 @@ class ForwardProxy:
                     drop.add(rule.header.lower().encode())
                 out_head = rewrite_head(raw, drop, add)
                 if upstream is None:
-                    try:
-                        upstream = await self._open(host, port, tls=True)
-                    except (Refused, _Bad, OSError, asyncio.TimeoutError) as exc:
-                        status, text = self._failure(exc, host, port)
-                        netlog.record(current.fleet, current.agent, status=status, error=text, **record)
-                        writer.write(response(status, text))
-                        await writer.drain()
+                    upstream = await self._open_or_answer(host, port, True, current, record, writer)
+                    if upstream is None:
                         return
                 status, keep = await self._exchange(head, out_head, reader, writer, upstream[0], upstream[1], plain=False)
                 netlog.record(current.fleet, current.agent, status=status, **record)
@@ -616,14 +607,10 @@ class ForwardProxy:
         first = b" ".join([head.method, origin.encode("latin-1"), b"HTTP/1.1"])
         drop = {b"proxy-authorization", b"proxy-connection", b"connection", b"keep-alive"} | head.tokens(b"connection")
         out_head = rewrite_head(raw, drop - {b"transfer-encoding", b"content-length", b"host"}, [("Connection", "close")], first=first)
-        try:
-            up_r, up_w = await self._open(host, port, tls=False)
-        except (Refused, _Bad, OSError, asyncio.TimeoutError) as exc:
-            status, text = self._failure(exc, host, port)
-            netlog.record(entry.fleet, entry.agent, status=status, error=text, **record)
-            writer.write(response(status, text))
-            await writer.drain()
+        upstream = await self._open_or_answer(host, port, False, entry, record, writer)
+        if upstream is None:
             return False
+        up_r, up_w = upstream
         try:
             status, keep = await self._exchange(head, out_head, reader, writer, up_r, up_w, plain=True)
         finally:
@@ -727,6 +714,18 @@ class ForwardProxy:
             raise OSError(errno.EHOSTUNREACH, f"{host} has no address")
         return out
 
+    async def _open_or_answer(self, host: str, port: int, tls: bool, entry, record: dict, writer):
+        """The upstream streams; or, when it cannot be reached, the failure
+        logged for the agent and answered to its client, and None."""
+        try:
+            return await self._open(host, port, tls=tls)
+        except (Refused, _Bad, OSError, asyncio.TimeoutError) as exc:
+            status, text = self._failure(exc, host, port)
+            netlog.record(entry.fleet, entry.agent, status=status, error=text, **record)
+            writer.write(response(status, text))
+            await writer.drain()
+            return None
+
     async def _open(self, host: str, port: int, tls: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         last: Exception | None = None
         for addr, aport in await self._addresses(host, port):
@@ -759,19 +758,23 @@ class ForwardProxy:
 # -- byte movers -----------------------------------------------------------------------------
 
 
+async def _copy_exactly(n: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy exactly `n` bytes (an upstream that ends early is an error)."""
+    while n:
+        data = await src.read(min(BUF, n))
+        if not data:
+            raise asyncio.IncompleteReadError(b"", n)
+        dst.write(data)
+        n -= len(data)
+        await dst.drain()
+
+
 async def _copy_body(kind: int, length: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     """Copy one message body, framed as `kind`, without reading past its end."""
     if kind == NONE:
         return
     if kind == LENGTH:
-        remaining = length
-        while remaining:
-            data = await src.read(min(BUF, remaining))
-            if not data:
-                raise asyncio.IncompleteReadError(b"", remaining)
-            dst.write(data)
-            remaining -= len(data)
-            await dst.drain()
+        await _copy_exactly(length, src, dst)
         return
     if kind == CHUNKED:
         while True:
@@ -788,14 +791,7 @@ async def _copy_body(kind: int, length: int, src: asyncio.StreamReader, dst: asy
                     if trailer in (b"\r\n", b"\n"):
                         await dst.drain()
                         return
-            remaining = size + 2  # data and its CRLF
-            while remaining:
-                data = await src.read(min(BUF, remaining))
-                if not data:
-                    raise asyncio.IncompleteReadError(b"", remaining)
-                dst.write(data)
-                remaining -= len(data)
-            await dst.drain()
+            await _copy_exactly(size + 2, src, dst)  # data and its CRLF
     if kind == UNTIL_CLOSE:
         while True:
             data = await src.read(BUF)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import FleetError
-from ..home import fleet_home
+from ..home import fleet_home, write_atomic
 
 FORMAT = "fleet-grant/1"
 KEYRING_SERVICE = "fleet-credentials"
@@ -184,27 +184,7 @@ def load_key(create: bool = False) -> bytes | None:
 def _write_private(path: Path, data: bytes, exclusive: bool = False) -> None:
     """Write `data` to `path` with mode 0600, atomically (temp file + rename).
     `exclusive`: never replace an existing file (a key minted concurrently wins)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, data, mode=0o600, exclusive=exclusive)
 
 
 # -- sealing ---------------------------------------------------------------------

@@ -198,15 +198,20 @@ def request_framing(head: Head) -> tuple[int, int]:
             raise HttpError(501, "only Transfer-Encoding: chunked is supported")
         return CHUNKED, 0
     if cl:
-        if len(cl) == 1 and cl[0].isdigit() and len(cl[0]) < 19:
-            n = int(cl[0])
-        else:
-            values = {v.strip() for v in b",".join(cl).split(b",")}
-            if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
-                raise HttpError(400, "invalid Content-Length")
-            n = int(next(iter(values)))
+        n = _content_length(cl, 400, "invalid Content-Length")
         return (LENGTH, n) if n else (NONE, 0)
     return NONE, 0
+
+
+def _content_length(values: list[bytes], status: int, message: str) -> int:
+    """One Content-Length from its header lines: equal repeated values are one
+    value (RFC 9110 section 8.6); anything else is refused with `status`."""
+    if len(values) == 1 and values[0].isdigit() and len(values[0]) < 19:
+        return int(values[0])  # the common case, without splitting
+    distinct = {v.strip() for v in b",".join(values).split(b",")}
+    if len(distinct) != 1 or not _DIGITS.fullmatch(next(iter(distinct))):
+        raise HttpError(status, message)
+    return int(next(iter(distinct)))
 
 
 def response_framing(head: Head, method: bytes) -> tuple[int, int]:
@@ -221,13 +226,7 @@ def response_framing(head: Head, method: bytes) -> tuple[int, int]:
         return UNTIL_CLOSE, 0
     cl = head.get_all(b"content-length")
     if cl:
-        if len(cl) == 1 and cl[0].isdigit() and len(cl[0]) < 19:
-            n = int(cl[0])
-        else:
-            values = {v.strip() for v in b",".join(cl).split(b",")}
-            if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
-                raise HttpError(502, "invalid Content-Length from upstream")
-            n = int(next(iter(values)))
+        n = _content_length(cl, 502, "invalid Content-Length from upstream")
         return (LENGTH, n) if n else (NONE, 0)
     return UNTIL_CLOSE, 0
 
