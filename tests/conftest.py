@@ -34,13 +34,32 @@ def fleet_home(tmp_path_factory, monkeypatch) -> Path:
         daemon.stop()
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for proxy.port in test fleets)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now (proxy.port in test fleets, backends)."""
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition", interval: float = 0.2):
+    """Poll `predicate` until it returns something true (returned), within
+    `timeout` seconds; an exception counts as "not yet". On timeout the test
+    fails with the last value or error seen. Every wait in the suite is this one."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # e.g. a container not there yet
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +126,48 @@ def fleet_name(docker_client):
     name = "t" + uuid.uuid4().hex[:10]
     yield name
     cleanup_fleet(docker_client, name)
+
+
+class Terminal:
+    """The real `fleet` CLI on a real pseudo-terminal (attach, exec -it):
+    `read_until` waits for output, `write` types, `exit_code` waits for the end."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        import pty
+
+        self.seen = b""
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # child: the CLI with a terminal on stdin/stdout
+            os.environ.update({**(env or {}), "NO_COLOR": "1"})
+            os.execv(sys.executable, [sys.executable, "-m", "reconciler", *args])
+
+    def read_until(self, marker: bytes, timeout: float = 30) -> bytes:
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while marker not in self.seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.fd], [], [], 0.2)
+            if ready:
+                try:
+                    self.seen += os.read(self.fd, 4096)
+                except OSError:  # the child closed its side
+                    break
+        return self.seen
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def exit_code(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def __enter__(self) -> "Terminal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            os.kill(self.pid, 9)
+        except ProcessLookupError:
+            pass
+        os.close(self.fd)

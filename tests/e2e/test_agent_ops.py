@@ -3,17 +3,13 @@ enabled: false, and per-agent workspaces (copy, worktree)."""
 
 from __future__ import annotations
 
-import os
-import pty
-import select
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, run_fleet
+from tests.conftest import Terminal, free_port, run_fleet
 from tests.e2e.test_docker_apply import containers, exec_out, wait_for, write
 
 pytestmark = pytest.mark.docker
@@ -126,39 +122,14 @@ def test_attach_and_detach_leaves_the_agent_running(tmp_path, docker_client, bas
         """,
     )
     assert run_fleet("apply", str(path)).code == 0
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the real CLI on a real terminal
-        os.environ["NO_COLOR"] = "1"
-        os.execv(sys.executable, [sys.executable, "-m", "reconciler", "attach", "-f", str(path), "reader"])
-    seen = b""
-
-    def read_until(marker: bytes, timeout: float = 20) -> bytes:
-        nonlocal seen
-        deadline = time.monotonic() + timeout
-        while marker not in seen and time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.2)
-            if r:
-                try:
-                    seen += os.read(fd, 4096)
-                except OSError:
-                    break
-        return seen
-
-    try:
-        assert b"attached to reader" in read_until(b"attached to reader")
+    with Terminal("attach", "-f", str(path), "reader") as term:
+        assert b"attached to reader" in term.read_until(b"attached to reader")
         time.sleep(0.3)
-        os.write(fd, b"typed at the terminal\r")
-        assert b"got: typed at the terminal" in read_until(b"got: typed at the terminal")
-        os.write(fd, b"\x10\x11")  # ctrl-p ctrl-q
-        assert b"detached from reader" in read_until(b"detached from reader")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-        os.close(fd)
+        term.write(b"typed at the terminal\r")
+        assert b"got: typed at the terminal" in term.read_until(b"got: typed at the terminal")
+        term.write(b"\x10\x11")  # ctrl-p ctrl-q
+        assert b"detached from reader" in term.read_until(b"detached from reader")
+        assert term.exit_code() == 0
     c = containers(docker_client, fleet_name)["agent:reader"]
     assert c.status == "running"
 

@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, run_fleet
+from tests.conftest import ROOT, free_port, run_fleet, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -40,16 +39,6 @@ def exec_out(container, cmd: str) -> str:
     code, out = container.exec_run(["/bin/sh", "-c", cmd])
     assert code == 0, out
     return out.decode()
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def two_agents(name: str, image: str, tz: str = "UTC", proxy_port: int | None = None) -> str:

@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import ROOT, run_fleet
+from tests.conftest import ROOT, run_fleet, wait_for  # noqa: F401  (wait_for re-exported for the fault tests)
 
 
 def fleet_file(path: Path, fleet: str, image: str, n: int, round_: int = 0, ports: dict[str, int] | None = None,
@@ -107,11 +106,3 @@ def kill_after(proc: subprocess.Popen, delay: float) -> str:
         return out or ""
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")

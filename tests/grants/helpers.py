@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from reconciler.grants.forward import ForwardConfig, ForwardProxy
 from reconciler.routing.ca import CertificateAuthority
+from tests.conftest import free_port  # noqa: F401  (re-exported for the grants tests)
 
 # One ref, advertised the way a git smart-HTTP server does (protocol v0).
 _SHA = "1" * 40
@@ -131,12 +131,6 @@ class ProxyThread:
         asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def client_context(*cafiles: str) -> ssl.SSLContext:

@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import pytest
-
-from tests.conftest import run_fleet
+from tests.conftest import run_fleet, wait_for  # noqa: F401  (wait_for re-exported for the Modal tests)
 
 READER = 'echo "{name} ready"; while read line; do echo "{name} got: $line"; done'
 
@@ -63,17 +60,6 @@ def got(path: Path, env: dict[str, str], agent: str, who: str) -> list[str]:
     r = fleet("logs", "-f", str(path), agent, env=env)
     prefix = f"{who} got: "
     return [ln[len(prefix):] for ln in r.out.replace("\r", "").splitlines() if ln.startswith(prefix)]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
 
 
 def curl(url: str, fleet_home: Path) -> tuple[int, str]:

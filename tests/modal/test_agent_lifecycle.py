@@ -6,16 +6,11 @@ built from a Dockerfile (`build:`)."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
-import sys
 import textwrap
-import time
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import Terminal, free_port
 from tests.modal.helpers import READER, exec_text, fleet, got, sandboxes, terminate_fleet, wait_for
 
 pytestmark = pytest.mark.docker
@@ -75,38 +70,13 @@ def test_restart_policies_enabled_attach_and_build(fake_modal, fleet_name, tmp_p
         assert rows["crasher"]["restarts"] == 1 and rows["crasher"]["provider"] == "modal", rows["crasher"]
 
         # attach on a real terminal: typed input reaches the agent; ctrl-p ctrl-q detaches
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.environ.update({**env, "NO_COLOR": "1"})
-            os.execv(sys.executable, [sys.executable, "-m", "reconciler", "attach", "-f", str(path), "reader"])
-        seen = b""
-
-        def read_until(marker: bytes, timeout: float = 30) -> bytes:
-            nonlocal seen
-            deadline = time.monotonic() + timeout
-            while marker not in seen and time.monotonic() < deadline:
-                ready, _, _ = select.select([fd], [], [], 0.2)
-                if ready:
-                    try:
-                        seen += os.read(fd, 4096)
-                    except OSError:
-                        break
-            return seen
-
-        try:
-            assert b"reader ready" in read_until(b"reader ready")
-            os.write(fd, b"typed at the terminal\r")
-            assert b"reader got: typed at the terminal" in read_until(b"reader got: typed at the terminal")
-            os.write(fd, b"\x10\x11")
-            assert b"detached from reader" in read_until(b"detached from reader")
-            _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0
-        finally:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-            os.close(fd)
+        with Terminal("attach", "-f", str(path), "reader", env=env) as term:
+            assert b"reader ready" in term.read_until(b"reader ready")
+            term.write(b"typed at the terminal\r")
+            assert b"reader got: typed at the terminal" in term.read_until(b"reader got: typed at the terminal")
+            term.write(b"\x10\x11")
+            assert b"detached from reader" in term.read_until(b"detached from reader")
+            assert term.exit_code() == 0
         assert got(path, env, "reader", "reader") == ["typed at the terminal"]
         attach_left = exec_text(path, env, "crasher", "ps -eo args | grep -c '^tail -n 200' || true")
         assert attach_left.strip() == "0", attach_left

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import http.client
 import json
@@ -13,34 +14,17 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from reconciler.routing.ca import CertificateAuthority, routing_ca
+from tests.conftest import free_port, wait_for  # noqa: F401  (free_port re-exported)
 from reconciler.routing.proxy import ProxyConfig, ProxyServer
 
 WAIT = 10.0  # every bounded wait in these tests
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(fn: Callable[[], object], timeout: float = WAIT, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-            if value:
-                return value
-        except Exception as exc:  # keep polling until the deadline
-            last_exc = exc
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+wait_until = functools.partial(wait_for, timeout=WAIT, interval=0.05)
 
 
 # -- backends ------------------------------------------------------------------------------

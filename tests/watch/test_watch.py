@@ -4,16 +4,14 @@ is bounded, and what is checked is what happened, in which order."""
 
 from __future__ import annotations
 
+import functools
 import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cleanup_fleet, run_fleet
+from tests.conftest import cleanup_fleet, run_fleet, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -46,14 +44,7 @@ def agents(client, fleet: str) -> dict[str, object]:
     return out
 
 
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+wait_until = functools.partial(wait_for, timeout=60.0)
 
 
 def running(client, fleet: str, name: str, not_id: str | None = None):
