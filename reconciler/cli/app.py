@@ -45,6 +45,18 @@ def handles_errors(fn: F) -> F:
         except KeyboardInterrupt:
             console(stderr=True).print("interrupted", markup=False)
             raise typer.Exit(130)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug or an unwrapped engine error: one line, not a traceback
+            if os.environ.get("FLEET_DEBUG"):
+                raise
+            first = (str(exc).splitlines() or [""])[0][:300]
+            console(stderr=True).print(
+                f"fleet: unexpected error: {exc.__class__.__name__}: {first} "
+                "(this is a bug in fleet; FLEET_DEBUG=1 shows the traceback)",
+                markup=False,
+            )
+            raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
 

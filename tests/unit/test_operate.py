@@ -77,3 +77,28 @@ def test_exec_env_pairs():
     assert operate.parse_env(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
     with pytest.raises(FleetError, match=r"-e: expected KEY=VALUE \(found 'NOPE'\)"):
         operate.parse_env(["NOPE"])
+
+
+def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """The CLI's last resort: whatever escapes is one line naming it, exit 1;
+    FLEET_DEBUG=1 lets the traceback through for whoever fixes it."""
+    from typer.testing import CliRunner
+
+    import reconciler.cli  # noqa: F401  (registers the commands)
+    from reconciler import pipeline
+    from reconciler.cli.app import app
+
+    (tmp_path / "fleet.yaml").write_text("fleet: boom\nagents: {a: {image: x}}\n")
+
+    def explode(*a, **k):
+        raise RuntimeError("engine said something odd\nsecond line")
+
+    monkeypatch.setattr(pipeline, "observe", explode)
+    monkeypatch.delenv("FLEET_DEBUG", raising=False)
+    r = CliRunner().invoke(app, ["status", str(tmp_path / "fleet.yaml")])
+    assert r.exit_code == 1
+    assert "fleet: unexpected error: RuntimeError: engine said something odd (this is a bug" in r.output
+    assert "Traceback" not in r.output and "second line" not in r.output
+    monkeypatch.setenv("FLEET_DEBUG", "1")
+    r = CliRunner().invoke(app, ["status", str(tmp_path / "fleet.yaml")])
+    assert isinstance(r.exception, RuntimeError)
