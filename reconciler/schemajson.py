@@ -130,8 +130,22 @@ def _cross_rules(schema: dict[str, Any]) -> None:
     grants["propertyNames"]["errorMessage"] = "a built-in grant's name: pick another name for a user-defined one"
 
 
+def _describe_refs(schema: dict[str, Any]) -> None:
+    """pydantic leaves out a field's description when it equals its model's
+    docstring; editors show the one next to the key, so put it back."""
+    defs = schema.get("$defs", {})
+    for node in [schema, *defs.values()]:
+        for sub in (node.get("properties") or {}).values():
+            ref = sub.get("$ref", "")
+            if ref.startswith("#/$defs/") and not sub.get("description"):
+                described = defs.get(ref.rsplit("/", 1)[1], {}).get("description")
+                if described:
+                    sub["description"] = described
+
+
 def fleet_schema() -> dict[str, Any]:
     schema = FleetFile.model_json_schema()
+    _describe_refs(schema)
     _close_maps(schema)
     _flatten_optional(schema)
     _cross_rules(schema)
