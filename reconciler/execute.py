@@ -90,8 +90,7 @@ def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Pr
         from .routing import sync
 
         if action.route and action.route.get("remove"):
-            sync.remove_routes(fleet)
-            return None
+            return sync.remove_routes(fleet)
         return sync.apply_routes(desired)
     elif action.op == "message":
         _deliver(desired, action, p)

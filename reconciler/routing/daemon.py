@@ -102,7 +102,8 @@ def wanted_listen() -> list[Listen]:
 
 
 @contextlib.contextmanager
-def _start_lock() -> Iterator[None]:
+def start_lock() -> Iterator[None]:
+    """Held while the proxy is started or stopped for lack of routes."""
     ensure_dir(fleet_home())
     with open(_start_lock_path(), "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -179,7 +180,7 @@ def start(
     wanted = list(need) if need is not None else wanted_listen()
     if port is not None:
         wanted.append(Listen(port=port, bind=bind))
-    with _start_lock():
+    with start_lock():
         pid = running_pid()
         launched = pid is None
         if launched:

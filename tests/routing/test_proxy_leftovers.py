@@ -60,3 +60,33 @@ def test_failed_proxy_start_exits_1_and_leaves_no_process(fleet_home, busy_port)
     assert {x.port for x in read_table().listen} == {port}
     assert daemon.stop() == pid
     wait_for(lambda: not proxies_under(fleet_home), timeout=10, what="proxy gone after stop")
+
+
+@pytest.mark.docker
+def test_destroy_of_the_last_fleet_with_routes_stops_the_proxy(tmp_path, docker_client, base_image, fleet_name, fleet_home):
+    from tests.conftest import cleanup_fleet
+
+    port = free_port()
+    files = {}
+    for name in (fleet_name, fleet_name + "b"):
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(
+            f"fleet: {name}\nproxy: {{port: {port}}}\n"
+            f"agents:\n  web-{name}: {{image: {base_image}, command: [sleep, infinity], ports: {{web: 3000}}}}\n"
+        )
+    try:
+        for path in files.values():
+            r = run_fleet("apply", "--yes", str(path))
+            assert r.code == 0, r.text
+        pid = daemon.running_pid()
+        assert pid is not None
+        r = run_fleet("destroy", "--yes", str(files[fleet_name]))
+        assert r.code == 0, r.text
+        assert daemon.running_pid() == pid and "stopped the fleet proxy" not in r.out  # the other fleet still routes
+        r = run_fleet("destroy", "--yes", str(files[fleet_name + "b"]))
+        assert r.code == 0, r.text
+        assert f"stopped the fleet proxy (pid {pid})" in r.out, r.out
+        assert daemon.running_pid() is None
+        wait_for(lambda: not proxies_under(fleet_home), timeout=10, what="no proxy process left")
+    finally:
+        cleanup_fleet(docker_client, fleet_name + "b")
