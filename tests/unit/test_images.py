@@ -5,6 +5,8 @@ tests/e2e/test_build_images.py)."""
 
 from __future__ import annotations
 
+import json
+
 from reconciler.model import ImageRef
 from reconciler.reconcile import Options, reconcile, reconcile_destroy
 from tests.unit.builders import agent, desired, host, observed, seen, seen_host
@@ -81,3 +83,17 @@ def test_images_are_part_of_the_fingerprint_only_when_there_are_some():
     obs = observed(seen(agent("web")))
     assert with_images(obs).fingerprint() == obs.fingerprint()
     assert with_images(obs, OLD).fingerprint() != obs.fingerprint()
+
+
+def test_image_actions_render_to_the_documented_output_schema():
+    from reconciler import output
+    from tests.gitops.helpers import validate_plan_output
+
+    web = agent("web", image=NEW)
+    plan = reconcile(desired(web), with_images(observed(seen(web, image=ImageRef(ref=OLD))), OLD))
+    doc = json.loads(output.plan_json(plan, desired(web)))
+    validate_plan_output(doc)
+    (img,) = [c for c in doc["changes"] if c["kind"] == "image"]
+    assert (img["action"], img["name"], img["disruptive"], img["after"]) == ("destroy", OLD, False, None)
+    assert doc["changes"][-1] is img or doc["changes"].index(img) > [c["kind"] for c in doc["changes"]].index("agent")
+    assert f"| image | `{OLD}` |" in output.plan_markdown(plan, desired(web))
