@@ -113,21 +113,31 @@ def _cross_rules(schema: dict[str, Any]) -> None:
     )
     # no image anywhere: unless defaults bring one, every host and every private
     # agent needs image or build
-    some_image = {"anyOf": [_has("image", image="string"), _has("build", build="object")]}
+    no_image = "no image: set image or build here, or defaults.image"
+    some_image = {"anyOf": [_has("image", image="string"), _has("build", build="object")], "errorMessage": no_image}
     schema.setdefault("allOf", []).append(
         {
             "if": {"required": ["defaults"], "properties": {"defaults": some_image}},
             "else": {
                 "properties": {
                     "hosts": {"additionalProperties": some_image},
-                    "agents": {"additionalProperties": {"anyOf": [_has("host", host="string"), *some_image["anyOf"]]}},
+                    "agents": {
+                        "additionalProperties": {
+                            "anyOf": [_has("host", host="string"), *some_image["anyOf"]],
+                            "errorMessage": no_image + " (or host: to join a shared host)",
+                        }
+                    },
                 }
             },
         }
     )
     grants = schema["properties"]["grants"]
-    grants["propertyNames"]["not"] = {"enum": list(BUILTIN_GRANTS)}
-    grants["propertyNames"]["errorMessage"] = "a built-in grant's name: pick another name for a user-defined one"
+    grants["propertyNames"].setdefault("allOf", []).append(
+        {
+            "not": {"enum": list(BUILTIN_GRANTS)},
+            "errorMessage": "a built-in grant's name: pick another name for a user-defined one",
+        }
+    )
 
 
 def _describe_refs(schema: dict[str, Any]) -> None:
