@@ -11,7 +11,9 @@ pydantic's schema is the starting point; the steps below make it say what
 - the rules across keys that JSON Schema can express are added: image or build,
   not both; no image anywhere; Modal-only keys only with `provider: modal`; an
   agent on a shared host sets no image, build or workspace; a user grant is not
-  named like a built-in one.
+  named like a built-in one. They are written so that yaml-language-server's
+  messages name the key ("Property build is not allowed", "Missing property
+  "image"", a `patternErrorMessage`), not "Matches a schema that is not allowed".
 
 What stays with `fleet validate` alone (files on disk, `host:` naming a declared
 host, port uniqueness, ...) is listed in tests/gitops/test_schema_agreement.py.
@@ -24,10 +26,10 @@ from typing import Any
 from .spec import BUILTIN_GRANTS, MODAL_ONLY, FleetFile
 
 
-def forbidden(message: str) -> dict[str, Any]:
-    """A key that must not be there; `errorMessage` is what editors
-    (yaml-language-server, VS Code) show instead of a generic line."""
-    return {"not": {}, "errorMessage": message}
+def only(fields: list[str], *absent: str) -> dict[str, Any]:
+    """A schema admitting just `fields` less `absent`: editors then say "Property X
+    is not allowed" on the very key (clearer than a `not` schema's message)."""
+    return {"properties": {f: True for f in fields if f not in absent}, "additionalProperties": False}
 
 
 def _close_maps(node: Any) -> None:
@@ -83,59 +85,43 @@ def _has(*keys: str, **types: str) -> dict[str, Any]:
     return out
 
 
-def _image_xor_build() -> dict[str, Any]:
-    return {
-        "if": _has("image", "build", image="string", build="object"),
-        "then": {"properties": {"build": forbidden("set image or build, not both")}},
-    }
+def _image_xor_build(fields: list[str]) -> dict[str, Any]:
+    return {"if": _has("image", "build", image="string", build="object"), "then": only(fields, "build")}
 
 
 def _cross_rules(schema: dict[str, Any]) -> None:
     defs = schema["$defs"]
-    for name in ("Defaults", "Host", "Agent"):
-        defs[name].setdefault("allOf", []).append(_image_xor_build())
+    fields = {name: list(defs[name]["properties"]) for name in ("Defaults", "Host", "Agent")}
+    for name in fields:
+        defs[name].setdefault("allOf", []).append(_image_xor_build(fields[name]))
+    # Modal-only keys: a docker host (the default) admits every other key
     defs["Host"]["allOf"].append(
         {
             "if": {"required": ["provider"], "properties": {"provider": {"const": "modal"}}},
-            "else": {"properties": {k: forbidden("only valid for provider: modal") for k in MODAL_ONLY}},
+            "else": only(fields["Host"], *MODAL_ONLY),
         }
     )
-    defs["Agent"]["allOf"].append(
-        {
-            "if": _has("host", host="string"),
-            "then": {
-                "properties": {
-                    k: forbidden("not allowed on an agent of a shared host: set it on the host")
-                    for k in ("image", "build", "workspace")
-                }
-            },
-        }
-    )
+    # an agent on a shared host takes its image and workspace from the host
+    defs["Agent"]["allOf"].append({"if": _has("host", host="string"), "then": only(fields["Agent"], "image", "build", "workspace")})
     # no image anywhere: unless defaults bring one, every host and every private
     # agent needs image or build
-    no_image = "no image: set image or build here, or defaults.image"
-    some_image = {"anyOf": [_has("image", image="string"), _has("build", build="object")], "errorMessage": no_image}
+    some_image = [_has("image", image="string"), _has("build", build="object")]
     schema.setdefault("allOf", []).append(
         {
-            "if": {"required": ["defaults"], "properties": {"defaults": some_image}},
+            "if": {"required": ["defaults"], "properties": {"defaults": {"anyOf": some_image}}},
             "else": {
                 "properties": {
-                    "hosts": {"additionalProperties": some_image},
-                    "agents": {
-                        "additionalProperties": {
-                            "anyOf": [_has("host", host="string"), *some_image["anyOf"]],
-                            "errorMessage": no_image + " (or host: to join a shared host)",
-                        }
-                    },
+                    "hosts": {"additionalProperties": {"anyOf": some_image}},
+                    "agents": {"additionalProperties": {"anyOf": [*some_image, _has("host", host="string")]}},
                 }
             },
         }
     )
-    grants = schema["properties"]["grants"]
-    grants["propertyNames"].setdefault("allOf", []).append(
+    builtin = "|".join(BUILTIN_GRANTS)
+    schema["properties"]["grants"]["propertyNames"].setdefault("allOf", []).append(
         {
-            "not": {"enum": list(BUILTIN_GRANTS)},
-            "errorMessage": "a built-in grant's name: pick another name for a user-defined one",
+            "pattern": f"^(?!(?:{builtin})$)",
+            "patternErrorMessage": f"is a built-in grant ({', '.join(BUILTIN_GRANTS)}): pick another name for a user-defined one",
         }
     )
 
