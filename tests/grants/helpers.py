@@ -84,6 +84,7 @@ class Upstream:
                 self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = _handle
+            do_TRACE = do_TRACK = do_trace = _handle  # echoes the request, as a TRACE-reflecting server would
 
         self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
