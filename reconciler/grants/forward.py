@@ -254,6 +254,7 @@ class ForwardProxy:
         self.ca = ca or interception_ca()
         self._on_state = on_state
         self._peers = peers or Peers()
+        self._warned: dict[tuple, float] = {}
         self._entries: dict[str, agentmap.AgentEntry] = {}
         self._map_sig: tuple | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -491,6 +492,13 @@ class ForwardProxy:
         what = "not bound to a container (issued by an older fleet? recreate the agent)" if not entry.container else \
             f"not from its container {entry.container[:12]}"
         where = f" ({head.method.decode('latin-1')} {head.target.decode('latin-1').split('?', 1)[0][:200]})" if head is not None else ""
+        now = time.monotonic()
+        last = self._warned.get((entry.fleet, entry.agent, ip))
+        if last is not None and now - last < 60:
+            return False  # said within the last minute: a replay loop does not flood proxy.log
+        if len(self._warned) > 1000:
+            self._warned.clear()
+        self._warned[(entry.fleet, entry.agent, ip)] = now
         log.warning("grants: 407 credential of %s/%s used from %s%s: %s", entry.fleet, entry.agent, ip or "?", where, what)
         return False
 
@@ -735,7 +743,8 @@ class ForwardProxy:
         for family, _, _, _, sockaddr in infos:
             why = destinations.refusal(sockaddr[0], local)
             if why:  # one bad address refuses the name: what is vetted is what is connected to
-                said = host if destinations.parse_ip(host) is not None and str(destinations.parse_ip(host)) == sockaddr[0] \
+                literal = destinations.parse_ip(host)
+                said = host if literal is not None and literal == destinations.parse_ip(sockaddr[0]) \
                     else f"{host} (resolves to {sockaddr[0]})"
                 raise Refused(f"{said} is {why}; fleet-proxy does not connect to this machine")
             if (sockaddr[0], port) not in out:
