@@ -29,7 +29,8 @@ def world(tmp_path_factory, docker_client, base_image):
 
 @pytest.fixture
 def network(docker_client):
-    """A user-defined bridge with a subnet of its own (so an address can be asked for)."""
+    """A user-defined bridge without inter-container traffic, with a subnet of
+    its own (so an address can be asked for)."""
     import docker
 
     net = None
@@ -38,6 +39,7 @@ def network(docker_client):
         try:
             net = docker_client.networks.create(
                 f"secfwd-{uuid.uuid4().hex[:8]}", driver="bridge",
+                options={"com.docker.network.bridge.enable_icc": "false"},  # like fleet's agent network
                 ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=f"{sub}.0/24", gateway=f"{sub}.1")]),
             )
             break
