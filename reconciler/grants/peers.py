@@ -21,8 +21,8 @@ stored: the engine is asked again when a cached answer is older than `ttl`
 seconds, and at once (at most every `min_refresh` seconds per container)
 when a connection comes from an address the cache does not list. The engine
 is the authority; a failure to ask it refuses the connection (fail closed).
-Docker's address allocator hands out addresses in sequence, so an address a
-restarted container gave up is not normally another container's a second
+Docker normally hands out addresses in sequence, so an address a
+restarted container gave up is rarely another container's a second
 later; `ttl` bounds that window anyway.
 """
 
