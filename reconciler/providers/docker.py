@@ -288,7 +288,7 @@ class DockerProvider:
             L.MESSAGE: "pending" if agent.message else "none",
         }
         env = dict(agent.env)
-        from ..grants.inject import container_setup  # grants: proxy settings + CA bundle, never a secret
+        from ..grants.inject import bind_credential, container_setup  # grants: proxy settings + CA bundle, never a secret
 
         grant_env, grant_binds = container_setup(desired, agent)  # both empty without grants
         env.update(grant_env)
@@ -325,6 +325,8 @@ class DockerProvider:
             tty=True, stdin_open=True, working_dir="/workspace" if (agent.workspace or agent.host) else None,
             **kwargs,
         )
+        if grant_env:  # the credential works only from this container (grants.peers)
+            bind_credential(fleet, agent.name, c["Id"])
         self._call(resource, self.api.start, c["Id"])
 
     def start_agent(self, fleet: str, agent: ObservedAgent) -> None:

@@ -17,7 +17,7 @@ from reconciler.grants.catalogue import rules_for
 from reconciler.grants.forward import ForwardConfig, parse_resolve
 from reconciler.grants.trust import ensure_bundle
 
-from .helpers import ProxyThread, Upstream
+from .helpers import ProxyThread, Upstream, host_peers
 
 TOKEN = "ghp_TESTtoken0123456789abcdefABCDEF"
 
@@ -32,12 +32,16 @@ def world(tmp_path, fleet_home, monkeypatch):
     bundle = ensure_bundle()
     cred_gh = agentmap.issue("f1", "coder", ["github"], rules_for(["github"]))
     cred_other = agentmap.issue("f1", "other", ["anthropic"], rules_for(["anthropic"]))
+    # each credential is bound to a "container" whose address, here, is this machine's loopback
+    agentmap.bind("f1", "coder", "c-coder")
+    agentmap.bind("f1", "other", "c-other")
+    peers = host_peers({"c-coder": {"127.0.0.1"}, "c-other": {"127.0.0.1"}})
     resolve = {
         "api.github.com": ("127.0.0.1", up.port),
         "github.com": ("127.0.0.1", up.port),
         "plain.test": ("127.0.0.1", plain.port),
     }
-    proxy = ProxyThread(ForwardConfig(bind="127.0.0.1", port=0, resolve=resolve, upstream_ca=up.ca_file)).start()
+    proxy = ProxyThread(ForwardConfig(bind="127.0.0.1", port=0, resolve=resolve, upstream_ca=up.ca_file), peers).start()
     port = proxy.wait_listening()
 
     class W:
