@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from ..errors import FleetError
 from ..home import ensure_dir, fleet_home, write_atomic
+from . import limits, logcontrol
 from .ca import routing_ca
 from .proxy import ProxyConfig, ProxyServer
 from .table import Listen, add_listen, read_table
@@ -315,6 +316,9 @@ def _take_lock(wait: float = 2.0) -> IO[str] | None:
 
 async def _serve(config: ProxyConfig) -> None:
     last = {"state": ""}
+    soft, hard = limits.raise_nofile()
+    limits.shrink_tls_buffers()
+    log.info("descriptor limit %d (hard %d)", soft, hard)
 
     def on_change(server: ProxyServer) -> None:
         text = json.dumps(server.state(), sort_keys=True)
@@ -359,18 +363,20 @@ def run_foreground(
     if lock is None:
         pid = running_pid()
         raise FleetError(f"the fleet proxy is already running (pid {pid}); `fleet proxy stop` first")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if os.environ.get("FLEET_PROXY_DEBUG") else logging.INFO,
-            format="%(asctime)s %(levelname)s %(message)s",
-            stream=sys.stderr,
-        )
     try:
+        level = logging.DEBUG if os.environ.get("FLEET_PROXY_DEBUG") else logging.INFO
+        if ready_fd is not None:  # the background process: its own log file, rotated by size
+            logcontrol.install(log_path(), level=level)
+        elif not logging.getLogger().handlers:
+            logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+            logcontrol.add_rate_limit(logging.getLogger().handlers[0])
+        limits.tune_malloc()
+        config = config or ProxyConfig.from_env()
         write_atomic(pid_path(), f"{os.getpid()}\n", mode=0o644)
         if ready_fd is not None:
             os.write(ready_fd, b"ok")
             os.close(ready_fd)
-        asyncio.run(_serve(config or ProxyConfig.from_env()))
+        asyncio.run(_serve(config))
         return 0
     finally:
         for p in (state_path(), pid_path()):
