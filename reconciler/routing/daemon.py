@@ -175,6 +175,7 @@ def start(
     raising FleetError naming a port it cannot take. Idempotent."""
     if port is not None:
         add_listen(port, bind)
+    routing_ca().ensure()  # here, not only in the background: a CA replaced by an upgrade says so to the user
     wanted = list(need) if need is not None else wanted_listen()
     if port is not None:
         wanted.append(Listen(port=port, bind=bind))

@@ -222,6 +222,7 @@ class ProxyServer:
         self._sweeper: asyncio.Task | None = None
         self._last_retry = 0.0
         self.loaded_at = 0.0
+        self._ca_stamp: tuple[int, int, int] | None = None
         self.pending = SourceLimiter(self.config.max_pending_per_source, what="routing proxy")
         self.trimmer = MemoryTrimmer()
 
@@ -245,6 +246,7 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_quiet_exceptions)
         self.tls_context()
+        self.check_ca()
         self.reload(force=True)
         self._watch = loop.create_task(self._watch_table())
         self._sweeper = loop.create_task(self._sweep())
@@ -278,8 +280,34 @@ class ProxyServer:
             await asyncio.sleep(self.config.reload_interval)
             try:
                 self.reload()
+                self.check_ca()
             except Exception:  # never let the watcher die
                 log.exception("reloading the route table failed")
+
+    def check_ca(self) -> bool:
+        """The CA's certificate changed on disk (replaced by a newer fleet, or
+        deleted and made again): new connections get leaves from the new CA."""
+        if self.ca is None:
+            return False
+        try:
+            st = os.stat(self.ca.cert_path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            return False
+        if self._ca_stamp is None or stamp == self._ca_stamp:
+            self._ca_stamp = stamp
+            return False
+        old = self.ca
+        try:
+            ca = CertificateAuthority(old.directory, old.name, old.permitted_names, old.cache_size).ensure()
+            tls = ca.server_context()
+        except FleetError as exc:
+            log.error("keeping the CA loaded at start: %s", exc)
+            self._ca_stamp = stamp
+            return False
+        self.ca, self._tls, self._ca_stamp = ca, tls, stamp
+        log.info("the CA in %s changed; new connections use it", old.directory)
+        return True
 
     async def _sweep(self) -> None:
         """Enforce client deadlines (head, keep-alive, response), notice half-closed
