@@ -43,7 +43,7 @@ class RateLimitFilter(logging.Filter):
         self.burst = burst
         self.window = window
         self.clock = clock
-        # group -> [window start, lines written in it, lines suppressed, template, level]
+        # group -> [window start, lines written in it, lines suppressed]
         self.groups: dict[tuple, list] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -64,11 +64,12 @@ class RateLimitFilter(logging.Filter):
         if g[1] < self.burst:
             g[1] += 1
             return True
-        g[2] += 1
-        if g[2] == 1:
-            # one line says that the rest of this window is held back
+        if g[1] == self.burst:
+            # one more line says that the rest of this window is held back
+            g[1] += 1
             record.msg = f"(further similar lines suppressed for up to {self.window:g}s) {record.msg}"
             return True
+        g[2] += 1
         return False
 
     def _prune(self, now: float) -> None:
