@@ -334,3 +334,35 @@ def test_proxy_log_is_rotated_by_size_while_running(proxy, port):
     mark = log.stat().st_size
     _bad_requests(port, "gone.localhost", 5)
     wait_until(lambda: log.stat().st_size != mark or log.with_name("proxy.log.1").stat().st_size != 0, what="log written")
+
+
+@pytest.mark.slow
+def test_500_slow_body_connections_are_all_closed_and_routes_answer(proxy, backends, port):
+    """slowhttptest -B at scale: 500 connections send a head with a large
+    Content-Length, then 8 bytes now and then. All are answered 408 and closed
+    within a few body windows, while another client is served throughout."""
+    a = backends("A")
+    set_fleet_routes("app", [port], [_route("x", a.url)])
+    proxy(FLEET_PROXY_BODY_TIMEOUT="2")
+    head = b"POST / HTTP/1.1\r\nHost: x.localhost\r\nContent-Length: 10000000\r\n\r\n"
+    conns: list[socket.socket] = []
+    try:
+        for i in range(500):
+            s = connect_from(f"127.0.0.{3 + i % 4}", port)
+            s.sendall(head)
+            conns.append(s)
+        deadline = time.monotonic() + 12
+        open_ = set(conns)
+        while open_ and time.monotonic() < deadline:
+            for s in list(open_):
+                try:
+                    s.send(b"01234567")
+                except OSError:
+                    open_.discard(s)
+            assert get_json("x.localhost", port)["backend"] == "A"
+            time.sleep(0.5)
+        still = [s for s in conns if not closed_by_peer(s, 0.01) and s in open_]
+        assert not still, f"{len(still)} of 500 trickling connections are still open"
+    finally:
+        for s in conns:
+            s.close()
