@@ -40,7 +40,7 @@ from .table import Listen, add_listen, read_table
 log = logging.getLogger("fleet.proxy")
 
 START_TIMEOUT = 15.0
-LOG_ROTATE_BYTES = 5 * 1024 * 1024
+LOG_ROTATE_BYTES = logcontrol.DEFAULT_MAX_BYTES  # at spawn; the running proxy rotates at its own setting
 
 
 def pid_path() -> Path:
@@ -344,9 +344,17 @@ async def _serve(config: ProxyConfig) -> None:
     gc.collect()
     gc.freeze()
     log.info("fleet proxy running (pid %d), CA %s", os.getpid(), ca.cert_path)
+
+    async def summaries() -> None:  # say how many log lines were held back, even after a flood stops
+        while True:
+            await asyncio.sleep(5.0)
+            logcontrol.say_suppressed()
+
+    said = loop.create_task(summaries())
     try:
         await stop_event.wait()
     finally:
+        said.cancel()
         log.info("fleet proxy stopping")
         await forward.stop()
         await server.stop()

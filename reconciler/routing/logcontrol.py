@@ -72,6 +72,17 @@ class RateLimitFilter(logging.Filter):
         g[2] += 1
         return False
 
+    def flush(self, now: float | None = None) -> list[tuple[str, int, str, int]]:
+        """Groups whose window has ended with lines held back: (logger, level,
+        template, count) each, so the count is said even when the flood stopped."""
+        now = self.clock() if now is None else now
+        out = []
+        for key, g in self.groups.items():
+            if g[2] and now - g[0] >= self.window:
+                out.append((key[0], key[1], key[2], g[2]))
+                g[2] = 0
+        return out
+
     def _prune(self, now: float) -> None:
         """Forget finished windows; with a flood of distinct groups, forget all."""
         for key in [k for k, g in self.groups.items() if now - g[0] >= self.window]:
@@ -122,6 +133,21 @@ def install(path: Path, env: Mapping[str, str] | None = None, redirect_std: bool
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+def say_suppressed() -> int:
+    """Log one summary line per group whose window ended with lines held back
+    (call now and then); returns how many were logged."""
+    n = 0
+    for handler in logging.getLogger().handlers:
+        for f in handler.filters:
+            if isinstance(f, RateLimitFilter):
+                for name, level, template, count in f.flush():
+                    logging.getLogger(name).log(
+                        level, "suppressed %d similar lines in the last %gs: %s", count, f.window, template
+                    )
+                    n += 1
+    return n
 
 
 def add_rate_limit(handler: logging.Handler, env: Mapping[str, str] | None = None) -> RateLimitFilter:

@@ -111,3 +111,14 @@ def test_raise_nofile_and_the_test_knob():
             limits.raise_nofile({"FLEET_PROXY_NOFILE": "5"})
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_suppressed_lines_are_summarised_when_the_window_ends():
+    now = [0.0]
+    f = RateLimitFilter(burst=1, window=10, clock=lambda: now[0])
+    results = [f.filter(_record("bad %s", i, source="s")) for i in range(50)]
+    assert sum(results) == 2
+    assert f.flush() == []  # the window is still open
+    now[0] = 10.0
+    assert f.flush() == [("fleet.proxy", logging.WARNING, "bad %s", 48)]
+    assert f.flush() == []  # said once
