@@ -1,8 +1,9 @@
 """Per-connection defences of the routing proxy's client connections.
 
 `ClientGuard` is mixed into `relay.ClientConn`; it holds the connection's
-`limits.Slot` (its place in its source's count of connections that have not
-sent a complete request head: released by the first head, or on close), and
+`limits.Slot` (its place in its source's counts: of connections that have not
+sent a complete request head, left at the first head; of open connections,
+left on close), and
 the request-body deadline: while a request body is coming in and no response
 has started, at least `body_min_bytes` must arrive in every `body_timeout`
 window (windows while the proxy itself holds reading back do not count).
@@ -34,8 +35,14 @@ class ClientGuard:
     peer: str
     _reasons: set
 
-    def release_slot(self) -> None:
+    def trusted(self) -> None:
         """A complete request head arrived: this connection no longer counts as pending."""
+        slot = self.slot
+        if slot is not None and slot.pending:
+            slot.trusted()
+
+    def release_slot(self) -> None:
+        """The connection closed."""
         slot = self.slot
         if slot is not None:
             self.slot = None

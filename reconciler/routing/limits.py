@@ -6,7 +6,8 @@ either may be flooded. This module holds the process-wide defences both use:
 - `SourceLimiter`: a cap on the connections one source address holds that have
   not yet sent a complete request head (or finished a TLS handshake and then
   a head). Past the cap, that source's new connections are closed at once;
-  other sources are unaffected. Nothing is authenticated on the routing proxy,
+  other sources are unaffected; a second, larger cap bounds all of one
+  source's open connections. Nothing is authenticated on the routing proxy,
   so this is its only per-client bound; the forward proxy uses the same class
   for connections that have not authenticated yet.
 - `raise_nofile()`: the descriptor limit raised to its hard limit at start
@@ -16,7 +17,9 @@ either may be flooded. This module holds the process-wide defences both use:
   handed back to the system after a storm (glibc keeps it otherwise).
 
 Settings (environment, read when the proxy starts):
-`FLEET_PROXY_MAX_PENDING_PER_SOURCE` (default 256) and, for tests,
+`FLEET_PROXY_MAX_PENDING_PER_SOURCE` (default 256),
+`FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE` (default 2048: every open connection
+of one source, trusted or not) and, for tests,
 `FLEET_PROXY_NOFILE` (a soft descriptor limit to use instead of the hard one).
 """
 
@@ -35,6 +38,7 @@ from ..errors import FleetError
 log = logging.getLogger("fleet.proxy")
 
 DEFAULT_MAX_PENDING_PER_SOURCE = 256
+DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 2048
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -54,76 +58,110 @@ def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) 
 
 
 class Slot:
-    """One admitted connection's place in its source's count; `release()` is idempotent."""
+    """One admitted connection's place in its source's counts. `trusted()` once
+    it has sent a complete request head (or authenticated): it stops counting as
+    pending. `release()` when it closes. Both are idempotent."""
 
-    __slots__ = ("limiter", "source")
+    __slots__ = ("limiter", "source", "pending")
 
     def __init__(self, limiter: "SourceLimiter", source: str):
-        self.limiter = limiter
+        self.limiter: SourceLimiter | None = limiter
         self.source = source
+        self.pending = True
+
+    def trusted(self) -> None:
+        if self.pending and self.limiter is not None:
+            self.pending = False
+            self.limiter._drop(self.limiter.pending_counts, self.source)
 
     def release(self) -> None:
         limiter = self.limiter
         if limiter is not None:
-            self.limiter = None  # type: ignore[assignment]
-            limiter._release(self.source)
+            self.trusted()
+            self.limiter = None
+            limiter._drop(limiter.total_counts, self.source)
 
 
 class SourceLimiter:
-    """Counts connections per source address that have not yet earned trust
-    (a complete request head, or an accepted credential).
+    """Counts, per source address, the connections that have not yet earned
+    trust (a complete request head, or an accepted credential), and all open
+    connections.
 
     `admit(source)` returns a `Slot`, or None when that source already holds
-    `max_per_source` such connections: close the new connection then. Call
-    `slot.release()` once the connection completes its head (or authenticates),
-    and when it closes (release is idempotent, so calling both is fine).
+    `max_pending` untrusted connections or `max_total` connections in all:
+    close the new connection then. Call `slot.trusted()` once the connection
+    completes its head (or authenticates), and `slot.release()` when it closes.
     Refusals are logged at most once per source per `log_every` seconds.
     """
 
-    def __init__(self, max_per_source: int = DEFAULT_MAX_PENDING_PER_SOURCE, log_every: float = 10.0, what: str = "proxy"):
-        self.max_per_source = max_per_source
-        self.counts: dict[str, int] = {}
-        self.refused: dict[str, int] = {}
+    def __init__(
+        self,
+        max_pending: int = DEFAULT_MAX_PENDING_PER_SOURCE,
+        max_total: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+        log_every: float = 10.0,
+        what: str = "proxy",
+    ):
+        self.max_pending = max_pending
+        self.max_total = max_total
+        self.pending_counts: dict[str, int] = {}
+        self.total_counts: dict[str, int] = {}
+        self.refused = 0
         self._logged: dict[str, float] = {}
         self.log_every = log_every
         self.what = what
 
+    @property
+    def max_per_source(self) -> int:  # the pending cap (the name the settings use)
+        return self.max_pending
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, what: str = "proxy") -> "SourceLimiter":
+        """Caps from FLEET_PROXY_MAX_PENDING_PER_SOURCE and FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE."""
         env = os.environ if env is None else env
         return cls(
             _int_env(env, "FLEET_PROXY_MAX_PENDING_PER_SOURCE", DEFAULT_MAX_PENDING_PER_SOURCE),
+            _int_env(env, "FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE", DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
             what=what,
         )
 
     def admit(self, source: str) -> Slot | None:
-        n = self.counts.get(source, 0)
-        if n >= self.max_per_source:
-            self.refused[source] = self.refused.get(source, 0) + 1
-            now = time.monotonic()
-            if now - self._logged.get(source, -1e9) >= self.log_every:
-                self._logged[source] = now
-                log.warning(
-                    "%s: %s holds %d connections that sent no complete request; closing its new ones "
-                    "(FLEET_PROXY_MAX_PENDING_PER_SOURCE; %d refused so far)",
-                    self.what, source, n, self.refused[source],
-                )
-                if len(self._logged) > 4096:
-                    self._logged.clear()
+        pending = self.pending_counts.get(source, 0)
+        total = self.total_counts.get(source, 0)
+        if pending >= self.max_pending or total >= self.max_total:
+            self.refused += 1
+            self._log_refusal(source, pending, total)
             return None
-        self.counts[source] = n + 1
+        self.pending_counts[source] = pending + 1
+        self.total_counts[source] = total + 1
         return Slot(self, source)
 
-    def _release(self, source: str) -> None:
-        n = self.counts.get(source, 0) - 1
-        if n > 0:
-            self.counts[source] = n
+    def _log_refusal(self, source: str, pending: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(source, -1e9) < self.log_every:
+            return
+        if len(self._logged) > 4096:
+            self._logged.clear()
+        self._logged[source] = now
+        if pending >= self.max_pending:
+            why = f"{pending} connections that sent no complete request (FLEET_PROXY_MAX_PENDING_PER_SOURCE)"
         else:
-            self.counts.pop(source, None)
-            self.refused.pop(source, None)
+            why = f"{total} connections (FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE)"
+        log.warning("%s: %s holds %s; closing its new ones (%d refused so far)", self.what, source, why, self.refused,
+                    extra={"source": source})
+
+    @staticmethod
+    def _drop(counts: dict[str, int], source: str) -> None:
+        n = counts.get(source, 0) - 1
+        if n > 0:
+            counts[source] = n
+        else:
+            counts.pop(source, None)
 
     def pending(self, source: str) -> int:
-        return self.counts.get(source, 0)
+        return self.pending_counts.get(source, 0)
+
+    def total(self, source: str) -> int:
+        return self.total_counts.get(source, 0)
 
 
 # -- descriptors --------------------------------------------------------------------------

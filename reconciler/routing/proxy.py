@@ -27,7 +27,14 @@ from typing import Callable
 from ..errors import FleetError
 from .ca import CertificateAuthority
 from .index import RouteIndex
-from .limits import DEFAULT_MAX_PENDING_PER_SOURCE, MemoryTrimmer, SourceLimiter, Slot, _int_env
+from .limits import (
+    DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+    DEFAULT_MAX_PENDING_PER_SOURCE,
+    MemoryTrimmer,
+    Slot,
+    SourceLimiter,
+    _int_env,
+)
 from .relay import ClientConn, UpstreamPool
 from .table import Listen, RouteTable, parse_table, table_path
 
@@ -53,8 +60,10 @@ class ProxyConfig:
     # until it is whole (or its response starts); else 408 and close.
     body_timeout: float = 30.0
     body_min_bytes: int = 1024
-    # Connections one source address may hold that have not sent a complete request head.
+    # Connections one source address may hold that have not sent a complete
+    # request head, and that it may hold open in all.
     max_pending_per_source: int = DEFAULT_MAX_PENDING_PER_SOURCE
+    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
     upstream_ca: str | None = None  # extra CA bundle for https targets
     default_listen: Listen | None = field(default_factory=lambda: Listen(port=8080))
 
@@ -79,7 +88,8 @@ class ProxyConfig:
                     raise FleetError(f"{name} must be a positive number of seconds (found {env[name]!r})")
                 setattr(cfg, attr, value)
         cfg.body_min_bytes = _int_env(env, "FLEET_PROXY_BODY_MIN_BYTES", cfg.body_min_bytes, minimum=0)
-        cfg.max_pending_per_source = SourceLimiter.from_env(env).max_per_source
+        caps = SourceLimiter.from_env(env)
+        cfg.max_pending_per_source, cfg.max_connections_per_source = caps.max_pending, caps.max_total
         if env.get("FLEET_UPSTREAM_CA"):
             cfg.upstream_ca = env["FLEET_UPSTREAM_CA"]
         return cfg
@@ -223,7 +233,9 @@ class ProxyServer:
         self._last_retry = 0.0
         self.loaded_at = 0.0
         self._ca_stamp: tuple[int, int, int] | None = None
-        self.pending = SourceLimiter(self.config.max_pending_per_source, what="routing proxy")
+        self.pending = SourceLimiter(
+            self.config.max_pending_per_source, self.config.max_connections_per_source, what="routing proxy"
+        )
         self.trimmer = MemoryTrimmer()
 
     # TLS contexts
@@ -449,7 +461,7 @@ class ProxyServer:
 
         def client() -> ClientConn:
             c = ClientConn(self, port, scheme)
-            c.slot = slot  # released by its first complete request head, or when it closes
+            c.slot = slot  # trusted at its first complete request head, released when it closes
             return c
 
         try:

@@ -636,7 +636,7 @@ class ClientConn(ClientGuard, _Pausable):
             return False
         self.deadline = None
         self.head_started = False
-        self.release_slot()
+        self.trusted()
         self.keep_alive = keep_alive
         self.client_version = b"1.1"
         out = b"".join(
@@ -718,7 +718,7 @@ class ClientConn(ClientGuard, _Pausable):
             self.local_response(exc.status, f"fleet proxy: {exc}\n", close=True)
 
     def _dispatch(self, head: Head) -> None:
-        self.release_slot()
+        self.trusted()
         self.client_version = version = head.version
         conn_tokens = head.connection
         if version == b"1.0":

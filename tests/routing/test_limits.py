@@ -16,24 +16,31 @@ from reconciler.routing.proxy import ProxyConfig
 
 
 def test_source_limiter_caps_each_source_alone():
-    lim = SourceLimiter(3)
+    lim = SourceLimiter(max_pending=3, max_total=5)
     slots = [lim.admit("10.0.0.9") for _ in range(3)]
     assert all(slots)
-    assert lim.admit("10.0.0.9") is None  # over the cap: refused
+    assert lim.admit("10.0.0.9") is None  # over the pending cap: refused
     assert lim.admit("10.0.0.10") is not None  # another source is not
-    slots[0].release()
-    slots[0].release()  # idempotent: frees one place, not two
-    assert lim.pending("10.0.0.9") == 2
-    assert lim.admit("10.0.0.9") is not None
+    slots[0].trusted()
+    slots[0].trusted()  # idempotent: frees one pending place, not two
+    assert (lim.pending("10.0.0.9"), lim.total("10.0.0.9")) == (2, 3)
+    slots.append(lim.admit("10.0.0.9"))
+    assert slots[-1] is not None and lim.admit("10.0.0.9") is None
+    for s in slots:
+        s.trusted()
+    slots.append(lim.admit("10.0.0.9"))  # total 5 now: the total cap holds
     assert lim.admit("10.0.0.9") is None
-    for s in slots[1:]:
+    for s in slots:
         s.release()
-    assert lim.pending("10.0.0.9") == 1
+        s.release()
+    assert (lim.pending("10.0.0.9"), lim.total("10.0.0.9")) == (0, 0)
+    assert lim.pending_counts == {"10.0.0.10": 1}
 
 
 def test_source_limiter_settings(monkeypatch):
     assert SourceLimiter.from_env({}).max_per_source == limits.DEFAULT_MAX_PENDING_PER_SOURCE
     assert SourceLimiter.from_env({"FLEET_PROXY_MAX_PENDING_PER_SOURCE": "7"}).max_per_source == 7
+    assert SourceLimiter.from_env({"FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE": "70"}).max_total == 70
     for bad in ("0", "-1", "many"):
         with pytest.raises(FleetError, match="FLEET_PROXY_MAX_PENDING_PER_SOURCE"):
             SourceLimiter.from_env({"FLEET_PROXY_MAX_PENDING_PER_SOURCE": bad})

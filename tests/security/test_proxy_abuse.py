@@ -107,6 +107,34 @@ def test_one_source_cannot_hold_more_than_its_cap_of_silent_connections(proxy, b
     assert "FLEET_PROXY_MAX_PENDING_PER_SOURCE" in (daemon.log_path()).read_text()
 
 
+def test_one_source_cannot_hold_more_than_its_cap_of_connections(proxy, backends, port):
+    """Connections that each sent one request and then sit idle (keep-alive) are
+    trusted, but one source may still hold only so many of them."""
+    a = backends("A")
+    set_fleet_routes("app", [port], [_route("x", a.url)])
+    proxy(FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE="30")
+    held: list[socket.socket] = []
+    refused = 0
+    try:
+        for _ in range(60):
+            s = connect_from(ATTACKER, port)
+            held.append(s)
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n")
+                reply = s.recv(65536)
+            except ConnectionResetError:
+                reply = b""
+            if not reply:
+                refused += 1
+            else:
+                assert reply.startswith(b"HTTP/1.1 404")
+        assert refused == 30, refused
+        assert get_json("x.localhost", port)["backend"] == "A"  # another source is served
+    finally:
+        for s in held:
+            s.close()
+
+
 @pytest.mark.slow
 def test_flood_of_1000_silent_connections_leaves_routes_answering(proxy, backends, port, tls):
     a = backends("A")
