@@ -27,14 +27,8 @@ from typing import Callable
 from ..errors import FleetError
 from .ca import CertificateAuthority
 from .index import RouteIndex
-from .limits import (
-    DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
-    DEFAULT_MAX_PENDING_PER_SOURCE,
-    MemoryTrimmer,
-    Slot,
-    SourceLimiter,
-    _int_env,
-)
+from .limits import DEFAULT_MAX_CONNECTIONS_PER_SOURCE as MAX_CONNECTIONS, DEFAULT_MAX_PENDING_PER_SOURCE as MAX_PENDING
+from .limits import MemoryTrimmer, Slot, SourceLimiter, _int_env
 from .relay import ClientConn, UpstreamPool
 from .table import Listen, RouteTable, parse_table, table_path
 
@@ -62,8 +56,8 @@ class ProxyConfig:
     body_min_bytes: int = 1024
     # Connections one source address may hold that have not sent a complete
     # request head, and that it may hold open in all.
-    max_pending_per_source: int = DEFAULT_MAX_PENDING_PER_SOURCE
-    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
+    max_pending_per_source: int = MAX_PENDING
+    max_connections_per_source: int = MAX_CONNECTIONS
     upstream_ca: str | None = None  # extra CA bundle for https targets
     default_listen: Listen | None = field(default_factory=lambda: Listen(port=8080))
 
