@@ -61,6 +61,7 @@ from ..routing.ca import CertificateAuthority
 from ..routing.http1 import UNTIL_CLOSE, HttpError, parse_request_head, parse_response_head, request_framing, response_framing
 from . import agents as agentmap
 from . import destinations, netlog, store
+from ..routing.limits import SourceLimiter
 from .peers import Peers
 from .streams import copy_body, pipe_both
 from .catalogue import Rule, pick
@@ -254,6 +255,7 @@ class ForwardProxy:
         self.ca = ca or interception_ca()
         self._on_state = on_state
         self._peers = peers or Peers()
+        self.pending = SourceLimiter.from_env(what="grants proxy")  # per-source caps before a credential is accepted
         self._warned: dict[tuple, float] = {}
         self._entries: dict[str, agentmap.AgentEntry] = {}
         self._map_sig: tuple | None = None
@@ -396,16 +398,21 @@ class ForwardProxy:
     # -- per connection --------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._conns.add(writer)
         peer = writer.get_extra_info("peername")
+        slot = self.pending.admit(peer[0] if peer else "?")
+        if slot is None:  # this source already holds too many connections: drop it, serve the others
+            writer.transport.abort()
+            return
+        self._conns.add(writer)
         try:
-            await self._serve(reader, writer, peer)
+            await self._serve(reader, writer, peer, slot)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
                 ssl.SSLError, HttpError, _Bad):
             pass
         except Exception:
             log.exception("grants: connection from %s failed", peer)
         finally:
+            slot.release()
             self._conns.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
@@ -441,7 +448,7 @@ class ForwardProxy:
         entry = self._entries.get(key)
         return (key, entry) if entry is not None else None
 
-    async def _serve(self, reader, writer, peer) -> None:
+    async def _serve(self, reader, writer, peer, slot=None) -> None:
         timeout = self.config.header_timeout
         while True:
             try:
@@ -465,6 +472,7 @@ class ForwardProxy:
                 log.warning(
                     "grants: 407 %s %s from %s (%s)", head.method.decode("latin-1"), head.target.decode("latin-1").split("?", 1)[0][:200],
                     peer[0] if peer else "?", "unknown credential" if had else "no credential",
+                    extra={"source": peer[0] if peer else "?"},
                 )
                 writer.write(response(407, "fleet-proxy: proxy authentication required (use the HTTPS_PROXY fleet set for this agent)",
                                       extra=[("Proxy-Authenticate", 'Basic realm="fleet"')]))
@@ -476,6 +484,8 @@ class ForwardProxy:
                                       extra=[("Proxy-Authenticate", 'Basic realm="fleet"')]))
                 await writer.drain()
                 return
+            if slot is not None:
+                slot.trusted()  # an accepted credential: no longer counted against the source's pending cap
             if head.method == b"CONNECT":
                 await self._connect(head, key, entry, reader, writer, peer)
                 return
