@@ -173,8 +173,3 @@ def status_table(rows: list[dict[str, Any]], width: int | None = None) -> Text:
     width otherwise (low-value columns dropped to fit, never the URLs)."""
     return status_lines(rows, width)
 
-
-def status_json(desired: Desired, rows: list[dict[str, Any]]) -> str:
-    from .output import status_json as as_json
-
-    return as_json(desired, rows)

@@ -114,7 +114,7 @@ def validate(
     path = _path(file, file_opt)
     _, problems = validate_file(path)
     if output is ValidateOutput.json:
-        print(json.dumps({"format_version": render.FORMAT_VERSION, "file": str(path), "valid": not problems,
+        print(json.dumps({"format_version": machine.VALIDATE_FORMAT_VERSION, "file": str(path), "valid": not problems,
                           "problems": [p.as_dict() for p in problems]}, indent=2))
         raise typer.Exit(1 if problems else 0)
     if problems:
@@ -313,7 +313,7 @@ def status(
         return
     rows = pipeline.status_rows(desired)
     if output is Output.json:
-        print(render.status_json(desired, rows))
+        print(machine.status_json(desired, rows))
         return
     if output is Output.markdown:
         print(machine.status_markdown(desired.fleet, rows), end="")
