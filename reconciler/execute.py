@@ -84,12 +84,13 @@ def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Pr
             return _notes(gone, _release_workspace(fleet, action.name, action.observed_host.spec))
         else:
             raise FleetError(f"internal: no host operation {action.op}")
+    elif action.kind == "image":
+        return p.remove_image(fleet, action.name)
     elif action.kind == "route":
         from .routing import sync
 
         if action.route and action.route.get("remove"):
-            sync.remove_routes(fleet)
-            return None
+            return sync.remove_routes(fleet)
         return sync.apply_routes(desired)
     elif action.op == "message":
         _deliver(desired, action, p)

@@ -15,6 +15,7 @@ SPEC_HASH = PREFIX + "spec-hash"
 SPEC = PREFIX + "spec"  # compact JSON of the hashed spec, so a plan can name changed keys
 PORTS = PREFIX + "ports"  # agent: JSON {service: port}
 MESSAGE = PREFIX + "message"  # agent: "pending" | "none" (whether a first message is due)
+IMAGE_KIND = "image"  # KIND of an image fleet built from a `build:` (with PROJECT)
 
 
 def agent_container(fleet: str, agent: str) -> str:

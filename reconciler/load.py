@@ -41,13 +41,11 @@ from .model import (
     WorkspaceSpec,
 )
 from .routing.table import service_urls
-from .spec import FleetFile
+from .spec import BUILTIN_GRANTS, MODAL_ONLY, FleetFile
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 20_000
 MAX_DEPTH = 64
-BUILTIN_GRANTS = ("anthropic", "github", "gitlab", "npm", "openai")
-MODAL_ONLY = ("app", "environment", "idle_timeout", "timeout", "cpu", "memory", "region", "restore")
 
 Path_ = tuple[Any, ...]
 MERGE_TAG = "tag:yaml.org,2002:merge"

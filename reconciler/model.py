@@ -231,6 +231,9 @@ class Observed(Frozen):
     # ({agent, service, container_port, target, tls}); None: no entry at all
     routes: tuple[dict[str, Any], ...] | None = None
     proxy_running: bool = True  # the routing proxy answers for these routes (False after a reboot)
+    # images fleet built for this fleet (docker: label dev.fleet.project, kind image):
+    # their tags, or the id of one left without a tag
+    images: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""
@@ -241,5 +244,6 @@ class Observed(Frozen):
                     (a.name, a.id, a.state, a.spec_hash, a.host_id or "", a.message_pending) for a in self.agents
                 ),
                 "routes": sorted(json_key(r) for r in self.routes) if self.routes is not None else None,
+                **({"images": sorted(self.images)} if self.images else {}),
             }
         )

@@ -48,7 +48,11 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     from .routing.sync import observe_routes
 
     routes, proxy_running = observe_routes(fleet)
-    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running)
+    look = getattr(get_provider("docker"), "observe_images", None) if "docker" in providers else None
+    images = look(fleet) if look is not None else ()
+    return Observed(
+        fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images
+    )
 
 
 def plan(desired: Desired, options: Options | None = None, check_grants: bool = True) -> Snapshot:

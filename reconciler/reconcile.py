@@ -115,6 +115,7 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
     _destroy_orphan_hosts(b, agent_destroys)
     _first_messages(b)
     _routes(b)
+    _unused_images(b)
     return Plan(
         fleet=desired.fleet,
         actions=tuple(b.actions),
@@ -361,6 +362,36 @@ def _routes(b: _Builder) -> None:
     b.add(id="route:routes", op="route", kind="route", name="routes", cause=cause, depends_on=tuple(movers))
 
 
+def _image_actions(observed: Observed, remove: list[str], cause: str, after: list[Action]) -> list[Action]:
+    waits = tuple(a.id for a in after if a.kind in ("host", "agent"))
+    return [
+        Action(id=f"image:{ref}:destroy", op="destroy", kind="image", name=ref, provider="docker", cause=cause, depends_on=waits)
+        for ref in sorted(remove)
+    ]
+
+
+def _unused_images(b: _Builder) -> None:
+    """The fleet's built images that nothing uses once this plan is carried out:
+    not fleet.yaml (hosts and agents, enabled or not) and not a container that
+    stays. Each edit of a build context makes a new image, so without this they
+    pile up. A run limited to some agents (--target) or one that keeps what
+    fleet.yaml no longer names (--no-prune) removes none."""
+    if not b.observed.images or b.opts.targets or not b.opts.prune:
+        return
+    keep = {h.image.ref for h in b.desired.hosts.values()} | {a.image.ref for a in b.desired.agents.values()}
+    going = {
+        (obs.id if obs is not None else None)
+        for a in b.actions
+        if a.op in ("replace", "destroy")
+        for obs in (a.observed_agent, a.observed_host)
+    }
+    for obs in (*b.observed.agents, *b.observed.hosts):
+        if obs.id not in going and isinstance(obs.spec.get("image"), str):
+            keep.add(obs.spec["image"])
+    unused = [ref for ref in b.observed.images if ref not in keep]
+    b.actions.extend(_image_actions(b.observed, unused, "built image no longer used", b.actions))
+
+
 def _missing_or_moved(current: tuple, derived: tuple) -> bool:
     """Routes of running agents that are absent or point elsewhere. Extra routes
     of agents not running right now are kept on purpose (removed only when gone)."""
@@ -399,4 +430,5 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
             Action(id="route:routes", op="route", kind="route", name="routes", cause="remove this fleet's routes",
                    depends_on=tuple(a.id for a in actions), route={"remove": True})
         )
+    actions.extend(_image_actions(observed, list(observed.images), f"{cause}: an image built for this fleet", actions))
     return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())

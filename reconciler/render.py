@@ -37,7 +37,7 @@ def _short(value: Any) -> str:
 
 def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> list[Text]:
     lines: list[Text] = []
-    order = {"host": 0, "agent": 1, "route": 2}
+    order = {"image": -1, "host": 0, "agent": 1, "route": 2}  # images go after everything
     # hosts before their agents; destroys last and in reverse (agents, then hosts)
     def key(a: Action) -> tuple:
         return (a.op == "destroy", -order[a.kind] if a.op == "destroy" else order[a.kind], a.name)

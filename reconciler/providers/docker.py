@@ -18,6 +18,7 @@ from .. import labels as L
 from .. import workspaces
 from ..errors import EngineUnavailable, ProviderError
 from ..model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
+from . import docker_images
 
 RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 HOLDER_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
@@ -204,6 +205,12 @@ class DockerProvider:
                     "build it first (docker build -t ...) or use build: in fleet.yaml",
                 ) from None
 
+    def observe_images(self, fleet: str) -> tuple[str, ...]:
+        return docker_images.observe_images(self.api, fleet)
+
+    def remove_image(self, fleet: str, ref: str) -> str | None:
+        return docker_images.remove_image(self.api, ref)
+
     def _build(self, fleet: str, image: ImageRef, resource: str) -> None:
         b = image.build
         assert b is not None
@@ -211,7 +218,7 @@ class DockerProvider:
         try:
             for chunk in self.api.build(
                 path=str(b.context), dockerfile=b.dockerfile, buildargs=dict(b.args), tag=image.ref,
-                rm=True, forcerm=True, decode=True, labels={L.PROJECT: fleet},
+                rm=True, forcerm=True, decode=True, labels={L.PROJECT: fleet, L.KIND: L.IMAGE_KIND},
             ):
                 if "stream" in chunk:
                     log.append(chunk["stream"])

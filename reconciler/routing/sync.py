@@ -6,7 +6,7 @@ pipeline for routing.
 are only known once containers exist) and writes `routes_for(desired, observed)`
 atomically, keeping the routes of agents that exist but are not running right
 now (a route is removed only when its agent is gone), then makes sure the proxy
-runs when the fleet has any route.
+runs when the fleet has any route; `remove_routes` stops it once no fleet has any.
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ def apply_routes(desired: Desired) -> str | None:
     routes = table.routes_for(desired, fresh)
     keep = [name for name in desired.agents if name not in {r.agent for r in routes}]
     if not routes and not any(a.ports for a in desired.agents.values()):
-        table.remove_fleet(desired.fleet)
-        return None
+        return remove_routes(desired.fleet)
     table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
     from . import daemon
 
@@ -60,5 +59,18 @@ def apply_routes(desired: Desired) -> str | None:
     return None
 
 
-def remove_routes(fleet: str) -> None:
+def remove_routes(fleet: str) -> str | None:
+    """Drop the fleet's routes. When that empties the table (no fleet routes
+    anything, no `fleet proxy start --port` listen address) the proxy has nothing
+    left to serve and is stopped; `apply` starts it again when a fleet has ports."""
     table.remove_fleet(fleet)
+    from . import daemon
+
+    # under the proxy's start lock: an apply that writes routes meanwhile either
+    # shows in the table read here, or starts the proxy again once it is stopped
+    with daemon.start_lock():
+        left = table.read_table()
+        if left.fleets or left.listen:
+            return None
+        pid = daemon.stop()
+    return f"stopped the fleet proxy (pid {pid}): no fleet has routes any more" if pid else None
