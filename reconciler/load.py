@@ -405,9 +405,24 @@ def _model_at(path: Path_) -> type[BaseModel] | None:
     return None
 
 
+def _one_typo(a: str, b: str) -> bool:
+    """One keystroke apart: a letter added, dropped, replaced, or two neighbours
+    swapped ('evn' for 'env', which difflib's ratio scores only 0.67)."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
 def did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:
     # 0.7: 'defualts', 'comand', 'prot', 'Modal' still match; 'nope' is not 'openai'
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.7)
+    options = list(candidates)
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.7)
+    if not match and len(word) >= 3:  # short keys: a swap or one letter off scores low
+        match = [c for c in options if _one_typo(word.lower(), c.lower())][:1]
     return f"; did you mean '{match[0]}'?" if match else ""
 
 

@@ -87,3 +87,28 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
             raise FleetError(f"-e: expected KEY=VALUE (found {pair!r})")
         env[key] = value
     return env
+
+
+def verb_snapshot(path: Path | None, verb: str, names: list[str], all_agents: bool) -> pipeline.Snapshot:
+    """Load, observe and plan `fleet stop|start|restart` (verbs.py decides)."""
+    from .verbs import plan_verb
+
+    desired, observed = context(path)
+    return pipeline.Snapshot(desired, observed, plan_verb(desired, observed, verb, names, all_agents))  # type: ignore[arg-type]
+
+
+def remember(snap: pipeline.Snapshot, verb: str, names: list[str], all_agents: bool) -> list[str]:
+    """Record (stop) or forget (start, restart) the person's stop of each agent
+    the verb names, before anything is executed, so an apply or a watcher
+    running meanwhile already leaves a stopped agent alone. Returns the names."""
+    from . import stops
+    from .verbs import select
+
+    fleet = snap.desired.fleet
+    picked = select(snap.desired, snap.observed, verb, names, all_agents)  # type: ignore[arg-type]
+    for spec, obs in picked:
+        if verb == "stop":
+            stops.record(fleet, spec.name, obs.id, spec.spec_hash)
+        else:
+            stops.forget(fleet, spec.name)
+    return [spec.name for spec, _ in picked]

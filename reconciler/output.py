@@ -140,6 +140,7 @@ def plan_document(
         "options": {"prune": opts.prune, "targets": sorted(opts.targets), "replace": sorted(opts.replace)},
         "changes": [change_dict(a, mask_env) for a in ordered(plan)],
         "unchanged": {"count": len(plan.unchanged), "resources": unchanged_list(plan)},
+        "stopped": list(plan.stopped),  # agents left stopped after `fleet stop` (no action)
         "summary": summary_dict(plan),
     }
 

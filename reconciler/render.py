@@ -60,6 +60,8 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
                 before = "***" if secret and c.before is not None else _short(c.before)
                 after = "***" if secret and c.after is not None else _short(c.after)
                 lines.append(Text(f"        {c.key}: {before} -> {after}", style="dim"))
+    for name in plan.stopped:
+        lines.append(Text(f"  = stopped  agent {name}  stopped by `fleet stop`; left stopped (`fleet start {name}` starts it)", style="magenta"))
     if verbose:
         for u in plan.unchanged:
             kind, _, name = u.partition(":")
@@ -71,8 +73,8 @@ def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bo
     if plan.empty:
         n = len([u for u in plan.unchanged if not u.startswith("route:")])
         console.print(f"fleet {plan.fleet} is up to date" + (f" ({n} unchanged)" if n else ""))
-        if verbose:
-            for line in plan_lines(plan, verbose=True, mask_env=mask_env):
+        if verbose or plan.stopped:
+            for line in plan_lines(plan, verbose=verbose, mask_env=mask_env):
                 console.print(line)
         return
     for line in plan_lines(plan, verbose=verbose, mask_env=mask_env):
@@ -220,6 +222,7 @@ def status_rows(
     """One row per agent. `details` (provider facts per container id: restarts,
     exit code, start time) and `messages` (first-message delivery records) are
     optional extras gathered by `pipeline.status_rows`."""
+    from .reconcile import user_stopped
     from .routing.table import agent_urls
     from .workspaces import branch_of
 
@@ -235,6 +238,8 @@ def status_rows(
         state = o.state if o else ("disabled" if d and not d.enabled else "missing")
         if d is not None and not d.enabled:
             state = "disabled"
+        elif o and d and user_stopped(d, o):
+            state = "stopped (fleet stop)"
         elif d is None:
             state = f"{state} (not in fleet.yaml)"
         elif o and d and o.spec_hash != d.spec_hash:

@@ -1,0 +1,75 @@
+"""Per-agent verbs and fleet-wide listing: stop, start, restart, ls, --version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from .. import operate, pipeline, render
+from .app import app, console, handles_errors
+
+FileOpt = typer.Option(None, "--file", "-f", help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)
+AllOpt = typer.Option(False, "--all", "-a", help="Every enabled agent of the fleet.")
+
+
+def _run_verb(verb: str, agents: list[str], all_agents: bool, file: Optional[Path]) -> None:
+    out = console()
+    snap = operate.verb_snapshot(file, verb, agents, all_agents)
+    names = operate.remember(snap, verb, agents, all_agents)
+    if snap.plan.empty:
+        state = "stopped" if verb == "stop" else "running"
+        out.print(f"{', '.join(names)}: already {state}; nothing to do", markup=False)
+    else:
+        render.print_plan(out, snap.plan)
+        result = pipeline.apply_plan(snap, on_event=lambda ev: _event(out, ev))
+        render.print_result(out, snap.plan, result)
+        if not result.ok:
+            raise typer.Exit(1)
+    if verb == "stop":
+        out.print(f"stays stopped until `fleet start {' '.join(names)}` (apply and --watch leave it stopped; "
+                  "a change to its spec in fleet.yaml runs it again)", markup=False)
+
+
+def _event(out, ev) -> None:
+    if ev.kind == "start":
+        return
+    style = {"done": "green", "failed": "red", "skipped": "yellow"}[ev.kind]
+    out.print(Text("  " + render.event_line(ev.kind, ev.action, ev.error), style=style))
+
+
+@app.command()
+@handles_errors
+def stop(
+    agents: Optional[List[str]] = typer.Argument(None, help="Agents to stop.", show_default=False),
+    all_agents: bool = AllOpt,
+    file: Optional[Path] = FileOpt,
+) -> None:
+    """Stop agents and keep their containers; apply and --watch leave them stopped until `fleet start`."""
+    _run_verb("stop", list(agents or []), all_agents, file)
+
+
+@app.command()
+@handles_errors
+def start(
+    agents: Optional[List[str]] = typer.Argument(None, help="Agents to start.", show_default=False),
+    all_agents: bool = AllOpt,
+    file: Optional[Path] = FileOpt,
+) -> None:
+    """Start agents stopped with `fleet stop` (or exited); apply keeps them running again."""
+    _run_verb("start", list(agents or []), all_agents, file)
+
+
+@app.command()
+@handles_errors
+def restart(
+    agents: Optional[List[str]] = typer.Argument(None, help="Agents to restart.", show_default=False),
+    all_agents: bool = AllOpt,
+    file: Optional[Path] = FileOpt,
+) -> None:
+    """Restart agents in their containers (a stopped one is started); neighbours are untouched."""
+    _run_verb("restart", list(agents or []), all_agents, file)
