@@ -36,10 +36,17 @@ def context(path: Path | None) -> tuple[Desired, Observed]:
     return desired, pipeline.observe(desired.fleet, pipeline.providers_of(desired))
 
 
-def resolve(desired: Desired, observed: Observed, name: str) -> Target:
-    """The observed agent called `name`, or a clear error naming the known ones."""
+def resolve(desired: Desired, observed: Observed, name: str, running: bool = False) -> Target:
+    """The observed agent called `name`, or a clear error naming the known ones.
+    `running`: the work needs the agent running (exec, attach, message), so a
+    disabled agent or one stopped with `fleet stop` is refused with the way out."""
     found = [a for a in observed.agents if a.name == name]
     spec = desired.agents.get(name)
+    if running and spec is not None and not spec.enabled:
+        raise FleetError(
+            f"agent '{name}' is disabled (enabled: false in {desired.file.name}); set enabled: true there "
+            "and run `fleet apply` to run it"
+        )
     if not found:
         if spec is None:
             known = ", ".join(sorted(desired.agents)) or "none"
@@ -48,6 +55,11 @@ def resolve(desired: Desired, observed: Observed, name: str) -> Target:
             raise FleetError(f"agent '{name}' is disabled (enabled: false in {desired.file.name})")
         raise FleetError(f"agent '{name}' has no container yet; run `fleet apply` first")
     best = sorted(found, key=lambda a: (a.state == "running", a.created or ""), reverse=True)[0]
+    if running and spec is not None:
+        from .reconcile import user_stopped
+
+        if user_stopped(spec, best):
+            raise FleetError(f"agent '{name}' is stopped (fleet stop); `fleet start {name}` starts it")
     return Target(desired, observed, best, spec)
 
 

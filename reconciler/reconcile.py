@@ -404,3 +404,15 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
                    depends_on=tuple(a.id for a in actions), route={"remove": True})
         )
     return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())
+
+
+def mass_destroy(plan: Plan, observed: Observed) -> tuple[int, int] | None:
+    """(agents destroyed, agents the fleet has) when `plan` destroys more than
+    half of the fleet's agents (a save of just `fleet: NAME`), else None. The
+    watch loop holds such a plan until it is confirmed. Duplicates and
+    replacements do not count: only agents that would be gone afterwards."""
+    total = {a.name for a in observed.agents}
+    kept = {a.name for a in plan.actions if a.kind == "agent" and a.op != "destroy"}
+    kept |= {u.split(":", 1)[1] for u in plan.unchanged if u.startswith("agent:")}
+    gone = {a.name for a in plan.actions if a.kind == "agent" and a.op == "destroy"} - kept
+    return (len(gone), len(total)) if total and 2 * len(gone) > len(total) else None

@@ -139,14 +139,28 @@ class LiveProgress:
         self.progress.update(self.task, description=shown + (f" +{more}" if more > 0 else ""))
 
 
-def print_urls(console: Console, desired: Desired) -> None:
-    """Where to reach each running agent's services (end of apply)."""
+def running_after(plan: Plan, result: Result, observed: Observed | None) -> set[str]:
+    """Agents that run once `result` of `plan` is in: the ones an action just
+    (re)started, and the ones left alone that were running already. A failed or
+    skipped agent, a stopped or disabled one, is not among them."""
+    ups = {"create", "join", "replace", "start", "restart"}
+    acted = {a.name: a.id in result.done and a.op in ups for a in plan.actions if a.id == f"agent:{a.name}"}
+    out = {n for n, ok in acted.items() if ok}
+    for o in (observed.agents if observed is not None else ()):
+        if o.name not in acted and o.state == "running":
+            out.add(o.name)
+    return out
+
+
+def print_urls(console: Console, desired: Desired, running: set[str] | None = None) -> None:
+    """Where to reach each running agent's services (end of apply). `running`:
+    only these agents (None: every enabled agent)."""
     from .routing.table import agent_urls
 
     lines = [
         f"  {name}: " + "  ".join(agent_urls(a, desired.proxy).values())
         for name, a in sorted(desired.agents.items())
-        if a.ports and a.enabled
+        if a.ports and a.enabled and (running is None or name in running)
     ]
     if lines:
         console.print(Text("URLs:", style="bold"))

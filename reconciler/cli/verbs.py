@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -73,3 +74,36 @@ def restart(
 ) -> None:
     """Restart agents in their containers (a stopped one is started); neighbours are untouched."""
     _run_verb("restart", list(agents or []), all_agents, file)
+
+
+class LsOutput(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command("ls")
+@handles_errors
+def ls(
+    output: LsOutput = typer.Option(LsOutput.text, "--output", "-o", case_sensitive=False, help="text or json"),
+) -> None:
+    """Every fleet on this machine's engine (and Modal), from labels: no fleet.yaml needed."""
+    from ..fleets import list_fleets
+
+    fleets, notes = list_fleets()
+    if output is LsOutput.json:
+        print(json.dumps({"format_version": render.FORMAT_VERSION, "fleets": fleets, "notes": notes}, indent=2))
+        return
+    out = console()
+    err = console(stderr=True)
+    for note in notes:
+        err.print(note, markup=False)
+    if not fleets:
+        out.print("no fleets on this machine")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("FLEET", "AGENTS", "RUNNING", "STATES", "HOSTS", "PROVIDERS"):
+        table.add_column(col)
+    for f in fleets:
+        states = ", ".join(f"{n} {s}" for s, n in f["states"].items()) or "-"
+        table.add_row(f["fleet"], str(f["agents"]), str(f["running"]), states, str(f["hosts"]), ",".join(f["providers"]))
+    out.print(table)
