@@ -651,6 +651,30 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
     return problems
 
 
+def _misindented(file: str, data: dict, pos: Positions, problems: list[Problem]) -> list[Problem]:
+    """An agent named like an agent setting (`ports`, `env`, `image`...) is almost
+    always a setting indented one level too little: say that, in place of the
+    problems its content causes as an "agent"."""
+    from .spec import Agent
+
+    agents = data.get("agents")
+    if not isinstance(agents, dict):
+        return problems
+    names = list(agents)
+    out = list(problems)
+    for i, name in enumerate(names):
+        if name not in Agent.model_fields:
+            continue
+        key = f"agents.{name}"
+        out = [p for p in out if p.key != key and not p.key.startswith(key + ".")]
+        line, col = pos.of(("agents", name), prefer_key=True)
+        above = next((n for n in reversed(names[:i]) if n not in Agent.model_fields), None)
+        where = f"indent it under agent '{above}' (agents.{above}.{name})" if above else "indent it under the agent it belongs to"
+        out.append(Problem(file, line, col, key, f"'{name}' is an agent setting, but it is indented as an agent name here: "
+                                                  f"{where}, or rename the agent"))
+    return out
+
+
 def _check_paths(add, base: Path, where: Path_, section: dict) -> None:
     ws = section.get("workspace")
     ws_path = ws.get("path") if isinstance(ws, dict) else ws
@@ -811,6 +835,7 @@ def validate_file(path: Path) -> tuple[FleetFile | None, list[Problem]]:
     except ValidationError as exc:
         problems = problems + _schema_problems(shown, data, pos, exc)
     problems = problems + _semantic_problems(shown, path.parent.resolve(), data, pos)
+    problems = _misindented(shown, data, pos, problems)
     problems.sort(key=lambda p: (p.line, p.col))
     return (spec if not problems else None), problems
 

@@ -112,7 +112,15 @@ def validate(
 ) -> None:
     """Check fleet.yaml offline (no Docker, no Modal): every problem, with its line."""
     path = _path(file, file_opt)
-    _, problems = validate_file(path)
+    try:
+        _, problems = validate_file(path)
+    except FleetError as exc:  # no such file, a directory, unreadable: JSON too when asked for
+        if output is not ValidateOutput.json:
+            raise
+        print(json.dumps({"format_version": render.FORMAT_VERSION, "file": str(path), "valid": False,
+                          "problems": [{"file": display_path(path), "line": None, "column": None, "key": "",
+                                        "message": str(exc)}]}, indent=2))
+        raise typer.Exit(1)
     if output is ValidateOutput.json:
         print(json.dumps({"format_version": render.FORMAT_VERSION, "file": str(path), "valid": not problems,
                           "problems": [p.as_dict() for p in problems]}, indent=2))
