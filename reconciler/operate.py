@@ -110,9 +110,10 @@ def verb_snapshot(path: Path | None, verb: str, names: list[str], all_agents: bo
 
 
 def remember(snap: pipeline.Snapshot, verb: str, names: list[str], all_agents: bool) -> list[str]:
-    """Record (stop) or forget (start, restart) the person's stop of each agent
-    the verb names, before anything is executed, so an apply or a watcher
-    running meanwhile already leaves a stopped agent alone. Returns the names."""
+    """Record (stop, before anything is executed) or forget (start, restart:
+    once it runs again) the person's stop of each agent the verb names, so an
+    apply or a watcher running meanwhile never sees it stopped without the
+    record and starts it on its own. Returns the names."""
     from . import stops
     from .verbs import select
 
@@ -124,3 +125,9 @@ def remember(snap: pipeline.Snapshot, verb: str, names: list[str], all_agents: b
         else:
             stops.forget(fleet, spec.name)
     return [spec.name for spec, _ in picked]
+
+
+def select(snap: pipeline.Snapshot, verb: str, names: list[str], all_agents: bool) -> list:
+    from .verbs import select as pick
+
+    return pick(snap.desired, snap.observed, verb, names, all_agents)  # type: ignore[arg-type]

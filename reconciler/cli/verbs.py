@@ -21,7 +21,10 @@ AllOpt = typer.Option(False, "--all", "-a", help="Every enabled agent of the fle
 def _run_verb(verb: str, agents: list[str], all_agents: bool, file: Optional[Path]) -> None:
     out = console()
     snap = operate.verb_snapshot(file, verb, agents, all_agents)
-    names = operate.remember(snap, verb, agents, all_agents)
+    if verb == "stop":
+        names = operate.remember(snap, verb, agents, all_agents)
+    else:
+        names = [spec.name for spec, _ in operate.select(snap, verb, agents, all_agents)]
     if snap.plan.empty:
         state = "stopped" if verb == "stop" else "running"
         out.print(f"{', '.join(names)}: already {state}; nothing to do", markup=False)
@@ -31,6 +34,8 @@ def _run_verb(verb: str, agents: list[str], all_agents: bool, file: Optional[Pat
         render.print_result(out, snap.plan, result)
         if not result.ok:
             raise typer.Exit(1)
+    if verb != "stop":
+        operate.remember(snap, verb, agents, all_agents)
     if verb == "stop":
         out.print(f"stays stopped until `fleet start {' '.join(names)}` (apply and --watch leave it stopped; "
                   "a change to its spec in fleet.yaml runs it again)", markup=False)
