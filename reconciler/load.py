@@ -405,24 +405,14 @@ def _model_at(path: Path_) -> type[BaseModel] | None:
     return None
 
 
-def _one_typo(a: str, b: str) -> bool:
-    """One keystroke apart: a letter added, dropped, replaced, or two neighbours
-    swapped ('evn' for 'env', which difflib's ratio scores only 0.67)."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
-
-
 def did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:
     # 0.7: 'defualts', 'comand', 'prot', 'Modal' still match; 'nope' is not 'openai'
     options = list(candidates)
     match = difflib.get_close_matches(word, options, n=1, cutoff=0.7)
     if not match and len(word) >= 3:  # short keys: a swap or one letter off scores low
-        match = [c for c in options if _one_typo(word.lower(), c.lower())][:1]
+        from .hints import one_typo
+
+        match = [c for c in options if one_typo(word.lower(), c.lower())][:1]
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
@@ -651,30 +641,6 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
     return problems
 
 
-def _misindented(file: str, data: dict, pos: Positions, problems: list[Problem]) -> list[Problem]:
-    """An agent named like an agent setting (`ports`, `env`, `image`...) is almost
-    always a setting indented one level too little: say that, in place of the
-    problems its content causes as an "agent"."""
-    from .spec import Agent
-
-    agents = data.get("agents")
-    if not isinstance(agents, dict):
-        return problems
-    names = list(agents)
-    out = list(problems)
-    for i, name in enumerate(names):
-        if name not in Agent.model_fields:
-            continue
-        key = f"agents.{name}"
-        out = [p for p in out if p.key != key and not p.key.startswith(key + ".")]
-        line, col = pos.of(("agents", name), prefer_key=True)
-        above = next((n for n in reversed(names[:i]) if n not in Agent.model_fields), None)
-        where = f"indent it under agent '{above}' (agents.{above}.{name})" if above else "indent it under the agent it belongs to"
-        out.append(Problem(file, line, col, key, f"'{name}' is an agent setting, but it is indented as an agent name here: "
-                                                  f"{where}, or rename the agent"))
-    return out
-
-
 def _check_paths(add, base: Path, where: Path_, section: dict) -> None:
     ws = section.get("workspace")
     ws_path = ws.get("path") if isinstance(ws, dict) else ws
@@ -835,7 +801,9 @@ def validate_file(path: Path) -> tuple[FleetFile | None, list[Problem]]:
     except ValidationError as exc:
         problems = problems + _schema_problems(shown, data, pos, exc)
     problems = problems + _semantic_problems(shown, path.parent.resolve(), data, pos)
-    problems = _misindented(shown, data, pos, problems)
+    from .hints import misindented
+
+    problems = misindented(shown, data, pos, problems)
     problems.sort(key=lambda p: (p.line, p.col))
     return (spec if not problems else None), problems
 
