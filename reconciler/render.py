@@ -273,6 +273,7 @@ def status_rows(
                 "host": (d.host if d else o.host) or "(private)",
                 "provider": d.provider if d else o.provider,
                 "state": state,
+                "stopped_by_user": bool(o and d and d.enabled and user_stopped(d, o)),  # `fleet stop`
                 "exit_code": info.get("exit_code", o.exit_code if o else None),
                 "restarts": info.get("restarts"),
                 "started_at": _since(info.get("started_at")) if info.get("running") else None,

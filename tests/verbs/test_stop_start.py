@@ -61,6 +61,8 @@ def test_stop_is_remembered_by_apply_until_start(tmp_path, docker_client, base_i
     r = run_fleet("diff", "-o", "json", str(path))
     assert json.loads(r.out)["stopped"] == ["solo"] and json.loads(r.out)["in_sync"] is True
     assert status_of(path)["solo"] == "stopped (fleet stop)"
+    rows = json.loads(run_fleet("status", "-o", "json", str(path)).out)["agents"]
+    assert {r["agent"]: r["stopped_by_user"] for r in rows} == {"solo": True, "impl": False, "tests": False}
     r = run_fleet("status", str(path))
     assert "stopped (fleet stop)" in r.out, r.text
 
