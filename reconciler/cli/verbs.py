@@ -37,8 +37,9 @@ def _run_verb(verb: str, agents: list[str], all_agents: bool, file: Optional[Pat
     if verb != "stop":
         operate.remember(snap, verb, agents, all_agents)
     if verb == "stop":
-        out.print(f"stays stopped until `fleet start {' '.join(names)}` (apply and --watch leave it stopped; "
-                  "a change to its spec in fleet.yaml runs it again)", markup=False)
+        who = "it stays" if len(names) == 1 else "they stay"
+        out.print(f"{who} stopped until `fleet start {' '.join(names)}` (apply and --watch leave stopped agents "
+                  "stopped; a change to an agent's spec in fleet.yaml runs it again)", markup=False)
 
 
 def _event(out, ev) -> None:
