@@ -97,7 +97,9 @@ def ls(
 
     fleets, notes = list_fleets()
     if output is LsOutput.json:
-        print(json.dumps({"format_version": render.FORMAT_VERSION, "fleets": fleets, "notes": notes}, indent=2))
+        from ..output import LS_FORMAT_VERSION
+
+        print(json.dumps({"format_version": LS_FORMAT_VERSION, "fleets": fleets, "notes": notes}, indent=2))
         return
     out = console()
     err = console(stderr=True)

@@ -29,8 +29,9 @@ def test_stop_apply_start_exec_and_ls_on_modal(fake_modal, fleet_name, tmp_path)
         r = fleet("apply", "-f", str(path), env=env)
         assert r.code == 0 and "up to date" in r.out and "stopped by `fleet stop`" in r.out, r.text
         r = fleet("status", "-f", str(path), "-o", "json", env=env)
-        states = {a["agent"]: a["state"] for a in json.loads(r.out)["agents"]}
-        assert states == {"impl-agent": "running", "test-agent": "stopped (fleet stop)"}, states
+        held = {a["agent"]: a["stopped_by_user"] for a in json.loads(r.out)["agents"]}
+        assert held == {"impl-agent": False, "test-agent": True}, held
+        assert "stopped (fleet stop)" in fleet("status", "-f", str(path), env=env).out
         r = fleet("message", "-f", str(path), "test-agent", "hello", env=env)
         assert r.code == 1 and "fleet start test-agent" in r.err, r.text
 

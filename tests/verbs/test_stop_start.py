@@ -37,9 +37,11 @@ def state(client, fleet: str, key: str) -> str:
 
 
 def status_of(path) -> dict[str, str]:
+    """agent -> state as the table shows it (JSON holds data: the provider's
+    state and `stopped_by_user`)."""
     r = run_fleet("status", "-o", "json", str(path))
     assert r.code == 0, r.text
-    return {a["agent"]: a["state"] for a in json.loads(r.out)["agents"]}
+    return {a["agent"]: "stopped (fleet stop)" if a["stopped_by_user"] else a["state"] for a in json.loads(r.out)["agents"]}
 
 
 def test_stop_is_remembered_by_apply_until_start(tmp_path, docker_client, base_image, fleet_name):
@@ -63,6 +65,7 @@ def test_stop_is_remembered_by_apply_until_start(tmp_path, docker_client, base_i
     assert status_of(path)["solo"] == "stopped (fleet stop)"
     rows = json.loads(run_fleet("status", "-o", "json", str(path)).out)["agents"]
     assert {r["agent"]: r["stopped_by_user"] for r in rows} == {"solo": True, "impl": False, "tests": False}
+    assert {r["agent"]: r["state"] for r in rows}["solo"] == "exited"  # data: the provider's state
     r = run_fleet("status", str(path))
     assert "stopped (fleet stop)" in r.out, r.text
 
