@@ -409,7 +409,12 @@ def _model_at(path: Path_) -> type[BaseModel] | None:
 
 def did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:
     # 0.7: 'defualts', 'comand', 'prot', 'Modal' still match; 'nope' is not 'openai'
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.7)
+    options = list(candidates)
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.7)
+    if not match and len(word) >= 3:  # short keys: a swap or one letter off scores low
+        from .hints import one_typo
+
+        match = [c for c in options if one_typo(word.lower(), c.lower())][:1]
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
@@ -798,6 +803,9 @@ def validate_file(path: Path) -> tuple[FleetFile | None, list[Problem]]:
     except ValidationError as exc:
         problems = problems + _schema_problems(shown, data, pos, exc)
     problems = problems + _semantic_problems(shown, path.parent.resolve(), data, pos)
+    from .hints import misindented
+
+    problems = misindented(shown, data, pos, problems)
     problems.sort(key=lambda p: (p.line, p.col))
     return (spec if not problems else None), problems
 

@@ -219,6 +219,9 @@ class ObservedAgent(Frozen):
     # modal: sandbox id); reconcile replaces an agent joined to a host that is gone
     host_id: str | None = None
     message_pending: bool = False
+    # `fleet stop` stopped this very container when fleet.yaml's spec of the
+    # agent had this hash (stops.py); None: not stopped by a person
+    stop_spec_hash: str | None = None
 
 
 class Observed(Frozen):
@@ -241,7 +244,8 @@ class Observed(Frozen):
             {
                 "hosts": sorted((h.name, h.id, h.state, h.spec_hash) for h in self.hosts),
                 "agents": sorted(
-                    (a.name, a.id, a.state, a.spec_hash, a.host_id or "", a.message_pending) for a in self.agents
+                    (a.name, a.id, a.state, a.spec_hash, a.host_id or "", a.message_pending, a.stop_spec_hash or "")
+                    for a in self.agents
                 ),
                 "routes": sorted(json_key(r) for r in self.routes) if self.routes is not None else None,
                 **({"images": sorted(self.images)} if self.images else {}),

@@ -27,6 +27,7 @@ from .reconcile import Options, flatten
 FORMAT_VERSION = 1  # fleet diff / fleet plan -o json (kind fleet-diff; saved plans are savedplan.py's)
 STATUS_FORMAT_VERSION = 2  # fleet status -o json (kind fleet-status); 2: data, not display strings
 VALIDATE_FORMAT_VERSION = 1  # fleet validate -o json
+LS_FORMAT_VERSION = 1  # fleet ls -o json
 DIFF_KIND = "fleet-diff"
 STATUS_KIND = "fleet-status"
 MASK = "***"
@@ -145,6 +146,7 @@ def plan_document(
         "options": {"prune": opts.prune, "targets": sorted(opts.targets), "replace": sorted(opts.replace)},
         "changes": [change_dict(a, mask_env) for a in ordered(plan)],
         "unchanged": {"count": len(plan.unchanged), "resources": unchanged_list(plan)},
+        "stopped": list(plan.stopped),  # agents left stopped after `fleet stop` (no action)
         "summary": summary_dict(plan),
     }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import messages, usage
+from . import messages, stops, usage
 from .execute import Event, Result, execute
 from .load import load
 from .model import Desired, Observed
@@ -43,6 +43,11 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     delivered = messages.states(fleet)
     agents = [
         a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
+        for a in agents
+    ]
+    stopped = stops.table(fleet)
+    agents = [
+        a.model_copy(update={"stop_spec_hash": spec}) if (spec := stops.spec_for(stopped.get(a.name), a.id)) else a
         for a in agents
     ]
     from .routing.sync import observe_routes

@@ -52,6 +52,9 @@ class Plan(Frozen):
     fleet: str
     actions: tuple[Action, ...] = ()
     unchanged: tuple[str, ...] = ()  # "agent:web", "host:auth-host"
+    # agents left stopped because a person ran `fleet stop` (and their spec has
+    # not changed since): no action, but plans and status say so
+    stopped: tuple[str, ...] = ()
     spec_hash: str = ""
     observed_fingerprint: str = ""
 

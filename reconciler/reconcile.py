@@ -83,6 +83,7 @@ class _Builder:
     unchanged: list[str] = field(default_factory=list)
     # shared host name -> the observed record kept for it (others are duplicates)
     kept_hosts: dict[str, ObservedHost] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)  # left stopped after `fleet stop`
 
     def add(self, **kw: Any) -> Action:
         action = Action(**kw)
@@ -120,6 +121,7 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
         fleet=desired.fleet,
         actions=tuple(b.actions),
         unchanged=tuple(sorted(b.unchanged)),
+        stopped=tuple(sorted(b.stopped)),
         spec_hash=desired.spec_hash,
         observed_fingerprint=observed.fingerprint(),
     )
@@ -251,6 +253,13 @@ def _reconcile_one(
 ) -> None:
     name = agent.name
     changes = changed_keys(obs.spec, agent.spec())
+    rejoin = host_act is not None and host_act.op in ("create", "replace") or bool(
+        agent.host and obs_host is not None and obs.host_id and obs.host_id != obs_host.id
+    )
+    if name not in b.opts.replace and not rejoin and user_stopped(agent, obs):
+        b.unchanged.append(f"agent:{name}")
+        b.stopped.append(name)
+        return
     if name in b.opts.replace:
         cause = "replace requested (--replace)"
     elif obs.spec_hash != agent.spec_hash:
@@ -277,6 +286,17 @@ def _reconcile_one(
             b.add(id=f"agent:{name}", op="start", cause=_exit_cause(obs), observed_agent=obs, depends_on=deps, **common)
             return
     b.unchanged.append(f"agent:{name}")
+
+
+def user_stopped(agent: DesiredAgent, obs: ObservedAgent) -> bool:
+    """A person stopped this container with `fleet stop` and fleet.yaml's spec of
+    the agent is what it was then: it stays stopped until `fleet start`. Found
+    running again (started by hand, the engine restarted), it is left running."""
+    return (
+        obs.stop_spec_hash is not None
+        and obs.stop_spec_hash == agent.spec_hash
+        and obs.state not in ("running", "restarting", "paused")
+    )
 
 
 def _destroy_orphan_hosts(b: _Builder, waits: dict[str, list[str]]) -> None:
@@ -432,3 +452,15 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
         )
     actions.extend(_image_actions(observed, list(observed.images), f"{cause}: an image built for this fleet", actions))
     return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())
+
+
+def mass_destroy(plan: Plan, observed: Observed) -> tuple[int, int] | None:
+    """(agents destroyed, agents the fleet has) when `plan` destroys more than
+    half of the fleet's agents (a save of just `fleet: NAME`), else None. The
+    watch loop holds such a plan until it is confirmed. Duplicates and
+    replacements do not count: only agents that would be gone afterwards."""
+    total = {a.name for a in observed.agents}
+    kept = {a.name for a in plan.actions if a.kind == "agent" and a.op != "destroy"}
+    kept |= {u.split(":", 1)[1] for u in plan.unchanged if u.startswith("agent:")}
+    gone = {a.name for a in plan.actions if a.kind == "agent" and a.op == "destroy"} - kept
+    return (len(gone), len(total)) if total and 2 * len(gone) > len(total) else None

@@ -61,6 +61,21 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"fleet {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print fleet's version and exit."),
+) -> None:
+    """Declarative reconciler for fleets of coding agents: fleet.yaml -> Docker and Modal."""
+
+
 def main() -> None:
     try:
         app()
