@@ -35,11 +35,15 @@ def providers_of(desired: Desired) -> list[str]:
 
 
 def observe(fleet: str, providers: list[str]) -> Observed:
-    hosts, agents = [], []
+    hosts, agents, warnings = [], [], []
     for name in providers:
-        h, a = get_provider(name).observe(fleet)
+        provider = get_provider(name)
+        h, a = provider.observe(fleet)
         hosts.extend(h)
         agents.extend(a)
+        seen = getattr(provider, "observe_warnings", None)  # e.g. docker: copies carrying fleet's labels
+        if seen is not None:
+            warnings.extend(seen(fleet))
     delivered = messages.states(fleet)
     agents = [
         a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
@@ -48,7 +52,8 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     from .routing.sync import observe_routes
 
     routes, proxy_running = observe_routes(fleet)
-    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running)
+    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running,
+                    warnings=tuple(warnings))
 
 
 def plan(desired: Desired, options: Options | None = None, check_grants: bool = True) -> Snapshot:

@@ -53,6 +53,7 @@ class Plan(Frozen):
     unchanged: tuple[str, ...] = ()  # "agent:web", "host:auth-host"
     spec_hash: str = ""
     observed_fingerprint: str = ""
+    warnings: tuple[str, ...] = ()  # from observation: shown with the plan, never acted on
 
     @property
     def empty(self) -> bool:

@@ -15,7 +15,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
+
+from . import capabilities as caps
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -39,6 +42,15 @@ EnvValue = Annotated[str, BeforeValidator(_env_value), StringConstraints(strict=
 EnvKey = Annotated[str, StringConstraints(pattern=ENV_KEY, strict=True)]
 Env = dict[EnvKey, EnvValue]
 Str = Annotated[str, StringConstraints(strict=True, min_length=1)]
+Capability = Annotated[
+    str, BeforeValidator(caps.validate), StringConstraints(strict=True),
+    WithJsonSchema({"type": "string", "enum": list(caps.KNOWN)}),
+]
+Capabilities = Annotated[
+    list[Capability],
+    Field(description="Linux capabilities given back to the container (fleet drops NET_RAW and sets "
+          "no-new-privileges), as in capabilities(7) without CAP_, e.g. [NET_RAW]."),
+]
 
 
 class Model(BaseModel):
@@ -92,6 +104,7 @@ class Host(Model):
     build: Build | None = None
     workspace: Workspace | None = None
     env: Env = Field(default_factory=dict)
+    capabilities: Capabilities = Field(default_factory=list)  # given to every agent on this host
     # modal only
     app: Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9._-]{1,63}$")] | None = Field(
         default=None, description="modal: app name (default fleet-<fleet>); letters, digits, '.', '_', '-', at most 63."
@@ -125,6 +138,7 @@ class Agent(Model):
     grants: list[Name] = Field(default_factory=list)
     restart: Literal["always", "on-failure", "never"] | None = None
     enabled: bool = Field(default=True, description="false: keep it in the file but not running.")
+    capabilities: Capabilities = Field(default_factory=list)
 
 
 class GrantDef(Model):
