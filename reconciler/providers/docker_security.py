@@ -40,38 +40,38 @@ def hardening(capabilities: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     return out
 
 
-def _mine(api) -> list[dict]:
-    """The networks named exactly fleet_agents (the name filter matches substrings)."""
-    return [n for n in api.networks(names=[L.NETWORK]) if n.get("Name") == L.NETWORK]
+def _mine(api, name: str) -> list[dict]:
+    """The networks named exactly `name` (the name filter matches substrings)."""
+    return [n for n in api.networks(names=[name]) if n.get("Name") == name]
 
 
-def ensure_network(api) -> str:
+def ensure_network(api, name: str = L.NETWORK) -> str:
     """The id of the shared fleet network, created when missing. Two applies
     racing may each create one (Docker allows duplicate names): both then pick
     the same winner (oldest, then lowest id) and the loser is removed when empty."""
     from docker.errors import APIError
 
     with _net_lock:
-        nets = _mine(api)
+        nets = _mine(api, name)
         if not nets:
             try:
                 api.create_network(
-                    L.NETWORK, driver="bridge", check_duplicate=True,
+                    name, driver="bridge", check_duplicate=True,
                     options={ICC_OPTION: "false"}, labels={L.NETWORK_LABEL: "agents"},
                 )
             except APIError as exc:
                 if exc.status_code != 409:  # 409: another apply made it meanwhile
-                    raise ProviderError("network " + L.NETWORK, (exc.explanation or str(exc)).strip()) from None
-            nets = _mine(api)
+                    raise ProviderError("network " + name, (exc.explanation or str(exc)).strip()) from None
+            nets = _mine(api, name)
         for n in nets:
             if (n.get("Labels") or {}).get(L.NETWORK_LABEL) != "agents" or (n.get("Options") or {}).get(ICC_OPTION) != "false":
                 raise ProviderError(
-                    "network " + L.NETWORK,
-                    f"a network named {L.NETWORK} exists ({n.get('Id', '')[:12]}) that fleet did not create "
+                    "network " + name,
+                    f"a network named {name} exists ({n.get('Id', '')[:12]}) that fleet did not create "
                     f"(it needs the label {L.NETWORK_LABEL}=agents and {ICC_OPTION}=false); remove or rename it",
                 )
         if not nets:
-            raise ProviderError("network " + L.NETWORK, "could not create the network")
+            raise ProviderError("network " + name, "could not create the network")
         nets.sort(key=lambda n: (n.get("Created", ""), n.get("Id", "")))
         for loser in nets[1:]:
             try:

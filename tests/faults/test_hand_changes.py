@@ -34,7 +34,7 @@ def test_removed_agent_comes_back_and_nothing_else_moves(tmp_path, docker_client
     r = run_fleet("apply", "--yes", str(path))
     assert r.code == 0, r.text
     after = assert_converged(docker_client, fleet_name, AGENTS)
-    assert after["a1"].id != before["a1"].id and after["a1"].name == f"fleet-{fleet_name}-a1"
+    assert after["a1"].id != before["a1"].id and after["a1"].name == f"fleet_{fleet_name}_a1"
     assert {a: c.id for a, c in after.items() if a != "a1"} == {a: c.id for a, c in before.items() if a != "a1"}
     assert_noop(path)
 
@@ -52,14 +52,14 @@ def test_renamed_agent_is_still_the_agent(tmp_path, docker_client, base_image, f
     now = assert_converged(docker_client, fleet_name, AGENTS)
     assert {a: c.id for a, c in now.items()} == {a: c.id for a, c in before.items()}
     assert now["a1"].name == renamed
-    assert not docker_client.containers.list(all=True, filters={"name": f"^/fleet-{fleet_name}-a1$"})
+    assert not docker_client.containers.list(all=True, filters={"name": f"^/fleet_{fleet_name}_a1$"})
 
     # a change replaces it: exactly one container for a1 again, under the fleet's name
     fleet_file(path, fleet_name, base_image, N, round_=1)
     r = run_fleet("apply", "--yes", str(path))
     assert r.code == 0, r.text
     now = assert_converged(docker_client, fleet_name, AGENTS)
-    assert now["a1"].name == f"fleet-{fleet_name}-a1" and now["a1"].id != before["a1"].id
+    assert now["a1"].name == f"fleet_{fleet_name}_a1" and now["a1"].id != before["a1"].id
     assert not docker_client.containers.list(all=True, filters={"name": renamed})
     assert_noop(path)
 
