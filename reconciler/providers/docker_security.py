@@ -45,10 +45,29 @@ def _mine(api, name: str) -> list[dict]:
     return [n for n in api.networks(names=[name]) if n.get("Name") == name]
 
 
-def ensure_network(api, name: str = L.NETWORK) -> str:
-    """The id of the shared fleet network, created when missing. Two applies
-    racing may each create one (Docker allows duplicate names): both then pick
-    the same winner (oldest, then lowest id) and the loser is removed when empty."""
+def _created(net: dict) -> float:
+    """A network's creation time in seconds (RFC 3339 with nanoseconds)."""
+    from datetime import datetime
+
+    text = net.get("Created", "")
+    head, _, frac = text.partition(".")
+    frac = "".join(ch for ch in frac if ch.isdigit())[:6]
+    try:
+        return datetime.fromisoformat(f"{head}.{frac or '0'}+00:00").timestamp()
+    except ValueError:
+        return 0.0
+
+
+def ensure_network(api, name: str = L.NETWORK, grace: float = 60.0) -> str:
+    """The id of the shared fleet network, created when missing.
+
+    Two applies racing may each create one (Docker allows duplicate names and
+    does not check atomically). Each uses the oldest it sees; a network that
+    lost is removed only once it is empty and older than `grace` seconds (a
+    racing apply may be putting its first container on it right now). Until
+    then both have inter-container traffic off, so isolation holds throughout."""
+    import time
+
     from docker.errors import APIError
 
     with _net_lock:
@@ -72,12 +91,14 @@ def ensure_network(api, name: str = L.NETWORK) -> str:
                 )
         if not nets:
             raise ProviderError("network " + name, "could not create the network")
-        nets.sort(key=lambda n: (n.get("Created", ""), n.get("Id", "")))
+        nets.sort(key=lambda n: (_created(n), n.get("Id", "")))
         for loser in nets[1:]:
+            if time.time() - _created(loser) < grace:
+                continue
             try:
-                api.remove_network(loser["Id"])
+                api.remove_network(loser["Id"])  # refused while a container is on it: fine
             except APIError:
-                pass  # in use, or the other apply removed it: harmless, the winner is the same for all
+                pass
         return nets[0]["Id"]
 
 
