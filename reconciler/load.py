@@ -588,6 +588,8 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
             add(("hosts", hname, "build"), "set image or build, not both")
         if not (host.get("image") or host.get("build") or default_image):
             add(("hosts", hname), "no image: set image or build on the host, or defaults.image", prefer_key=True)
+        if provider == "modal" and "capabilities" in host:
+            add(("hosts", hname, "capabilities"), "only valid for provider: docker (a Modal sandbox sets its own)", prefer_key=True)
         if provider == "docker":
             for key in MODAL_ONLY:
                 if key in host:
@@ -599,6 +601,8 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
         if not isinstance(agent, dict):
             continue  # the schema check already says it must be a mapping
         where = ("agents", aname)
+        if aname in hosts:  # their workspace copies and worktree branches would be one
+            add(where, f"agent '{aname}' has the name of host '{aname}'; give one of them another name", prefer_key=True)
         host_name = agent.get("host")
         if host_name is not None and not isinstance(host_name, str):
             pass  # a wrong type for host: is a schema problem; nothing more to check here
@@ -610,6 +614,8 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
                 for key in ("image", "build", "workspace"):
                     if key in agent:
                         add(where + (key,), f"not allowed on an agent of shared host '{host_name}': set it on hosts.{host_name}", prefer_key=True)
+                if mapping(hosts[host_name]).get("provider") == "modal" and "capabilities" in agent:
+                    add(where + ("capabilities",), f"not available on Modal host '{host_name}' (a Modal sandbox sets its own)", prefer_key=True)
                 if mapping(hosts[host_name]).get("provider") == "modal" and (agent.get("grants") or defaults.get("grants")):
                     source = "" if agent.get("grants") else " (from defaults.grants)"
                     add(where + ("grants",), f"grants are not available on Modal host '{host_name}'{source} (a sandbox cannot reach this machine's credential proxy)", prefer_key=True)
@@ -704,7 +710,7 @@ def _image(fleet: str, base: Path, image: str | None, build: Any) -> ImageRef:
         ctx = (base / build.context).resolve()
         digest = context_hash(ctx, build.dockerfile, dict(build.args))
         return ImageRef(
-            ref=f"fleet-{fleet}-build:{digest[:16]}",
+            ref=labels.build_image(fleet, digest),
             build=BuildSpec(context=ctx, dockerfile=build.dockerfile, args=dict(build.args), context_hash=digest),
         )
     assert image is not None
@@ -781,6 +787,7 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
             },
             restart=a.restart or d.restart or "always",
             enabled=a.enabled,
+            capabilities=tuple(sorted(set(a.capabilities) | set(spec.hosts[a.host].capabilities if host is not None else ()))),
         )
     grants = {k: v.model_dump() for k, v in spec.grants.items()}
     return Desired(fleet=fleet, file=file.resolve(), hosts=hosts, agents=agents, proxy=proxy, grants=grants)

@@ -122,6 +122,9 @@ class DesiredAgent(Frozen):
     grant_defs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     restart: Restart = "always"
     enabled: bool = True
+    # Linux capabilities given back to this agent's container (fleet drops NET_RAW
+    # and sets no-new-privileges for every container); sorted, no duplicates
+    capabilities: tuple[str, ...] = ()
 
     @property
     def host_name(self) -> str:
@@ -145,6 +148,8 @@ class DesiredAgent(Frozen):
         }
         if self.grant_defs:  # only when there are any: other agents' hashes stay as they were
             data["grant_defs"] = {k: self.grant_defs[k] for k in sorted(self.grant_defs)}
+        if self.capabilities:  # likewise: agents without any keep their hash
+            data["capabilities"] = sorted(self.capabilities)
         return data
 
     @property
@@ -199,6 +204,8 @@ class ObservedHost(Frozen):
     created: str | None = None
     # agent name -> spec hash, for providers that record agents on the host (modal)
     agents: dict[str, str] = Field(default_factory=dict)
+    # set when an older fleet version created it under this (ambiguous) name: replaced
+    legacy_name: str | None = None
 
 
 class ObservedAgent(Frozen):
@@ -222,6 +229,8 @@ class ObservedAgent(Frozen):
     # `fleet stop` stopped this very container when fleet.yaml's spec of the
     # agent had this hash (stops.py); None: not stopped by a person
     stop_spec_hash: str | None = None
+    # set when an older fleet version created it under this (ambiguous) name: replaced
+    legacy_name: str | None = None
 
 
 class Observed(Frozen):
@@ -237,6 +246,8 @@ class Observed(Frozen):
     # images fleet built for this fleet (docker: label dev.fleet.project, kind image):
     # their tags, or the id of one left without a tag
     images: tuple[str, ...] = ()
+    # what observation saw but will not act on, for the user (e.g. a copy carrying fleet's labels)
+    warnings: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""

@@ -35,11 +35,15 @@ def providers_of(desired: Desired) -> list[str]:
 
 
 def observe(fleet: str, providers: list[str]) -> Observed:
-    hosts, agents = [], []
+    hosts, agents, warnings = [], [], []
     for name in providers:
-        h, a = get_provider(name).observe(fleet)
+        provider = get_provider(name)
+        h, a = provider.observe(fleet)
         hosts.extend(h)
         agents.extend(a)
+        seen = getattr(provider, "observe_warnings", None)  # e.g. docker: copies carrying fleet's labels
+        if seen is not None:
+            warnings.extend(seen(fleet))
     delivered = messages.states(fleet)
     agents = [
         a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
@@ -56,7 +60,8 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     look = getattr(get_provider("docker"), "observe_images", None) if "docker" in providers else None
     images = look(fleet) if look is not None else ()
     return Observed(
-        fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images
+        fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
+        warnings=tuple(warnings),
     )
 
 

@@ -57,6 +57,7 @@ class Plan(Frozen):
     stopped: tuple[str, ...] = ()
     spec_hash: str = ""
     observed_fingerprint: str = ""
+    warnings: tuple[str, ...] = ()  # from observation: shown with the plan, never acted on
 
     @property
     def empty(self) -> bool:

@@ -65,10 +65,11 @@ def _exit_cause(obs: ObservedAgent | ObservedHost) -> str:
 
 def _pick(candidates: list, want_hash: str) -> tuple[Any, list]:
     """Keep the best of several records for one name (a crash can leave
-    duplicates): the one with the wanted hash that runs, else the newest."""
+    duplicates, an upgrade an old-named one): today's name first, then the one
+    with the wanted hash that runs, else the newest."""
     ranked = sorted(
         candidates,
-        key=lambda r: (r.spec_hash == want_hash, r.state == "running", r.created or ""),
+        key=lambda r: (r.legacy_name is None, r.spec_hash == want_hash, r.state == "running", r.created or ""),
         reverse=True,
     )
     return ranked[0], ranked[1:]
@@ -124,7 +125,20 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
         stopped=tuple(sorted(b.stopped)),
         spec_hash=desired.spec_hash,
         observed_fingerprint=observed.fingerprint(),
+        warnings=observed.warnings,
     )
+
+
+def _legacy_cause(obs: ObservedAgent | ObservedHost) -> str:
+    return f"named {obs.legacy_name} by an older fleet version; re-created under its unambiguous name"
+
+
+def _caps_note(agent: DesiredAgent) -> str:
+    """Capabilities fleet gives back on request are said in the plan."""
+    if not agent.capabilities:
+        return ""
+    s = "ies" if len(agent.capabilities) > 1 else "y"
+    return f"; with capabilit{s} {', '.join(agent.capabilities)}"
 
 
 def _group(records: Iterable, key: str = "name") -> dict[str, list]:
@@ -168,9 +182,12 @@ def _reconcile_hosts(b: _Builder) -> dict[str, Action]:
                 id=f"host:{name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=name,
                 provider=obs.provider, cause=f"duplicate {HOST_NOUN[obs.provider]}", observed_host=obs,
             )
-        if keep.spec_hash != host.spec_hash or keep.provider != host.provider or keep.state == "dead":
+        if keep.spec_hash != host.spec_hash or keep.provider != host.provider or keep.state == "dead" or keep.legacy_name:
             changes = changed_keys(keep.spec, host.spec())
-            cause = _spec_cause(changes) if keep.spec_hash != host.spec_hash else f"{HOST_NOUN[keep.provider]} {keep.state}"
+            if keep.legacy_name:
+                cause = _legacy_cause(keep)
+            else:
+                cause = _spec_cause(changes) if keep.spec_hash != host.spec_hash else f"{HOST_NOUN[keep.provider]} {keep.state}"
             out[name] = b.add(
                 id=f"host:{name}", op="replace", kind="host", name=name, provider=host.provider,
                 cause=cause, changes=changes, desired_host=host, observed_host=keep,
@@ -222,9 +239,9 @@ def _reconcile_agents(b: _Builder, host_actions: dict[str, Action]) -> dict[str,
             continue
         if not found:
             if agent.host:
-                b.add(id=f"agent:{name}", op="join", cause=f"not on host {agent.host}", depends_on=deps, **common)
+                b.add(id=f"agent:{name}", op="join", cause=f"not on host {agent.host}{_caps_note(agent)}", depends_on=deps, **common)
             else:
-                b.add(id=f"agent:{name}", op="create", cause="no container", **common)
+                b.add(id=f"agent:{name}", op="create", cause=f"no container{_caps_note(agent)}", **common)
             continue
         keep, extras = _pick(found, agent.spec_hash)
         for obs in extras:
@@ -262,6 +279,8 @@ def _reconcile_one(
         return
     if name in b.opts.replace:
         cause = "replace requested (--replace)"
+    elif obs.legacy_name:
+        cause = _legacy_cause(obs)
     elif obs.spec_hash != agent.spec_hash:
         cause = _spec_cause(changes)
     elif host_act is not None and host_act.op in ("create", "replace"):
@@ -451,7 +470,8 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
                    depends_on=tuple(a.id for a in actions), route={"remove": True})
         )
     actions.extend(_image_actions(observed, list(observed.images), f"{cause}: an image built for this fleet", actions))
-    return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())
+    return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint(),
+                warnings=observed.warnings)
 
 
 def mass_destroy(plan: Plan, observed: Observed) -> tuple[int, int] | None:

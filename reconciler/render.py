@@ -68,6 +68,8 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
 
 
 def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bool = False) -> None:
+    for w in plan.warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
     if plan.empty:
         n = len([u for u in plan.unchanged if not u.startswith("route:")])
         console.print(f"fleet {plan.fleet} is up to date" + (f" ({n} unchanged)" if n else ""))

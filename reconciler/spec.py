@@ -18,6 +18,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from . import capabilities as caps
+
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
 BUILTIN_GRANTS = ("anthropic", "github", "gitlab", "npm", "openai")
@@ -65,6 +67,15 @@ EnvKey = Annotated[
 ]
 Env = dict[EnvKey, EnvValue]
 Str = Annotated[str, StringConstraints(strict=True, min_length=1)]
+Capability = Annotated[
+    str, BeforeValidator(caps.validate), StringConstraints(strict=True),
+    WithJsonSchema({"type": "string", "enum": list(caps.KNOWN)}),
+]
+Capabilities = Annotated[
+    list[Capability],
+    Field(description="Linux capabilities given back to the container (fleet drops NET_RAW and sets "
+          "no-new-privileges), as in capabilities(7) without CAP_, e.g. [NET_RAW]."),
+]
 
 # one schema, not an anyOf: an editor then says "too short" for `command: ""`
 # rather than "expected array | null"
@@ -150,6 +161,11 @@ class Host(Model):
     build: Build | None = Field(default=None, description=BUILD)
     workspace: Workspace | None = Field(default=None, description=WORKSPACE + " Shared by the host's agents.", examples=["./"])
     env: Env = Field(default_factory=dict, description=ENV + " Merged under each agent's own env.")
+    capabilities: Capabilities = Field(
+        default_factory=list,
+        description="Linux capabilities given back to every agent on this host (fleet drops NET_RAW by default); the plan names them.",
+        examples=[["NET_RAW"]],
+    )
     # modal only
     app: Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9._-]{1,63}$")] | None = Field(
         default=None, description="modal: app name (default fleet-<fleet>); letters, digits, '.', '_', '-', at most 63."
@@ -187,6 +203,7 @@ class Agent(Model):
     grants: list[Name] = Field(default_factory=list, description=GRANTS, examples=[["github"]])
     restart: Literal["always", "on-failure", "never"] | None = Field(default=None, description=RESTART)
     enabled: bool = Field(default=True, description="false: keep it in the file but not running.")
+    capabilities: Capabilities = Field(default_factory=list)
 
 
 class GrantDef(Model):
