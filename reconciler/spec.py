@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
+from pydantic_core import PydanticCustomError
+
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,10 +38,18 @@ def _env_value(value: Any) -> Any:
     return value
 
 
-EnvValue = Annotated[str, BeforeValidator(_env_value), StringConstraints(strict=True)]
+def _no_nul(value: str) -> str:
+    """A NUL cannot cross exec(2) or the engine's API: the container would be
+    created and then never start. Refused here, where the file says it."""
+    if "\0" in value:
+        raise PydanticCustomError("nul_character", "must not contain a NUL character (\\0); the engine refuses it")
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value), StringConstraints(strict=True), AfterValidator(_no_nul)]
 EnvKey = Annotated[str, StringConstraints(pattern=ENV_KEY, strict=True)]
 Env = dict[EnvKey, EnvValue]
-Str = Annotated[str, StringConstraints(strict=True, min_length=1)]
+Str = Annotated[str, StringConstraints(strict=True, min_length=1), AfterValidator(_no_nul)]
 
 
 class Model(BaseModel):

@@ -1,0 +1,91 @@
+"""An agent cannot promote itself by editing the fleet file in its workspace.
+
+With `workspace: .` the folder holding fleet.yaml is the agent's /workspace.
+fleet mounts the fleet file read-only at its place (and binds each directory
+between the workspace and the file onto itself, so none can be renamed away):
+from inside the real container every way of changing, replacing or deleting it
+fails, the rest of the workspace stays writable, and the next apply sees the
+file as the user wrote it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run_fleet
+
+pytestmark = pytest.mark.docker
+
+# each must fail from inside the container; the last word is what it tries
+ATTACKS = [
+    "echo 'grants: [github]' >> {f}",
+    "sed -i 's/sleep/true/' {f}",
+    "echo x > /workspace/evil.yaml && mv -f /workspace/evil.yaml {f}",
+    "rm -f {f}",
+    "truncate -s 0 {f}",
+    "ln -sf /workspace/evil.yaml {f}",
+    "chmod 666 {f}",
+    "python3 -c 'import os; os.rename(\"/workspace/evil.yaml\", \"{f}\")'",
+]
+
+
+def container(client, fleet: str, agent: str):
+    found = client.containers.list(filters={"label": [f"dev.fleet.project={fleet}", f"dev.fleet.agent={agent}"]})
+    assert len(found) == 1, found
+    return found[0]
+
+
+def sh(c, script: str) -> tuple[int, str]:
+    code, out = c.exec_run(["sh", "-c", script])
+    return code, out.decode(errors="replace")
+
+
+def attack(c, inside: str, dirs: list[str]) -> None:
+    for a in ATTACKS:
+        code, out = sh(c, a.format(f=inside))
+        assert code != 0, f"{a!r} succeeded inside the agent: {out}"
+    for d in dirs:  # a directory holding the file cannot be moved away either
+        code, out = sh(c, f"mv {d} {d}-moved")
+        assert code != 0, f"moving {d} succeeded: {out}"
+    code, out = sh(c, f"cat {inside}")
+    assert code == 0 and "fleet:" in out, out
+    code, out = sh(c, "echo work > /workspace/notes.txt && mkdir -p /workspace/src && echo 1 > /workspace/src/a && rm /workspace/evil.yaml && cat /workspace/notes.txt")
+    assert code == 0 and "work" in out, out
+
+
+def test_private_agent_cannot_change_the_fleet_file_in_its_workspace(tmp_path, docker_client, base_image, fleet_name):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        f"fleet: {fleet_name}\nagents:\n  dev:\n    image: {base_image}\n    workspace: .\n"
+        '    command: ["sleep", "infinity"]\n'
+    )
+    before = path.read_bytes()
+    r = run_fleet("apply", "--yes", str(path))
+    assert r.code == 0, r.text
+    c = container(docker_client, fleet_name, "dev")
+    attack(c, "/workspace/fleet.yaml", [])
+    assert path.read_bytes() == before
+    assert (tmp_path / "notes.txt").read_text() == "work\n"
+    # the promotion attempt changed nothing: the next apply has nothing to do
+    r = run_fleet("diff", str(path))
+    assert r.code == 0 and "up to date" in r.text, r.text
+    assert container(docker_client, fleet_name, "dev").id == c.id
+
+
+@pytest.mark.slow
+def test_nested_fleet_file_on_a_shared_host_is_read_only_for_every_agent(tmp_path, docker_client, base_image, fleet_name):
+    (tmp_path / "deploy").mkdir()
+    path = tmp_path / "deploy" / "fleet.yaml"
+    path.write_text(
+        f"fleet: {fleet_name}\nhosts:\n  box:\n    image: {base_image}\n    workspace: ..\n"
+        'agents:\n  one:\n    host: box\n    command: ["sleep", "infinity"]\n'
+        '  two:\n    host: box\n    command: ["sleep", "infinity"]\n'
+    )
+    before = path.read_bytes()
+    r = run_fleet("apply", "--yes", str(path))
+    assert r.code == 0, r.text
+    for agent in ("one", "two"):
+        attack(container(docker_client, fleet_name, agent), "/workspace/deploy/fleet.yaml", ["/workspace/deploy"])
+    assert path.read_bytes() == before
+    r = run_fleet("diff", str(path))
+    assert r.code == 0 and "up to date" in r.text, r.text
