@@ -87,6 +87,8 @@ def fleet_home_real() -> Path:
 
 def workspace_refusal(p: Path) -> str | None:
     """Why resolved directory `p` may not be mounted into an agent, or None."""
+    if p == Path("/"):
+        return "/ is the whole machine; give the agent a project folder"
     fh = fleet_home_real()
     if _inside(p, fh):
         return f"{p} is inside $FLEET_HOME ({fh}), which holds fleet's keys and credentials"
@@ -102,11 +104,11 @@ def workspace_refusal(p: Path) -> str | None:
         if _inside(home, p):
             return f"{p} contains your home directory {home}"
     posix = PurePosixPath(p)
-    if str(posix) == "/":
-        return "/ is the whole machine; give the agent a project folder"
     for tree in SYSTEM_TREES:
-        if posix == PurePosixPath(tree) or PurePosixPath(tree) in posix.parents:
-            return f"{p} is a system directory ({tree})"
+        if posix == PurePosixPath(tree):
+            return f"{p} is a system directory"
+        if PurePosixPath(tree) in posix.parents:
+            return f"{p} is inside the system directory {tree}"
     if str(posix) in SYSTEM_DIRS:
         return f"{p} is a system directory; give the agent a project folder inside it"
     return None
