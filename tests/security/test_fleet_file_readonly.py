@@ -89,3 +89,28 @@ def test_nested_fleet_file_on_a_shared_host_is_read_only_for_every_agent(tmp_pat
     assert path.read_bytes() == before
     r = run_fleet("diff", str(path))
     assert r.code == 0 and "up to date" in r.text, r.text
+
+
+def test_saved_plan_inside_an_agents_workspace_is_refused(tmp_path, docker_client, base_image, fleet_name):
+    """A plan is written after the containers exist, so it cannot be mounted
+    read-only: an agent could rewrite it before `fleet apply plan.json`. fleet
+    refuses a plan lying where an agent of the fleet can write, and applies one
+    saved elsewhere."""
+    path = tmp_path / "fleet.yaml"
+    agent = f"  dev:\n    image: {base_image}\n    workspace: .\n    command: [\"sleep\", \"infinity\"]\n"
+    path.write_text(f"fleet: {fleet_name}\nagents:\n{agent}")
+    assert run_fleet("apply", "--yes", str(path)).code == 0
+    path.write_text(f"fleet: {fleet_name}\nagents:\n{agent}  two:\n    image: {base_image}\n    command: [\"sleep\", \"infinity\"]\n")
+    inside, outside = tmp_path / "plan.json", tmp_path.parent / f"{fleet_name}-plan.json"
+    for out in (inside, outside):
+        r = run_fleet("plan", str(path), "--out", str(out))
+        assert r.code == 0, r.text
+    code, _ = sh(container(docker_client, fleet_name, "dev"), "echo tampered >> /workspace/plan.json.note && test -w /workspace/plan.json")
+    assert code == 0, "the agent can write the plan: it is not the fleet file"
+    r = run_fleet("apply", str(inside), "--yes")
+    assert r.code == 1 and "where an agent can rewrite it" in r.text and "Traceback" not in r.text, r.text
+    assert not docker_client.containers.list(filters={"label": [f"dev.fleet.project={fleet_name}", "dev.fleet.agent=two"]})
+    r = run_fleet("apply", str(outside), "--yes")
+    assert r.code == 0, r.text
+    outside.unlink()
+    container(docker_client, fleet_name, "two")
