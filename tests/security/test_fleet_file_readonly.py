@@ -114,3 +114,34 @@ def test_saved_plan_inside_an_agents_workspace_is_refused(tmp_path, docker_clien
     assert r.code == 0, r.text
     outside.unlink()
     container(docker_client, fleet_name, "two")
+
+
+def test_worktree_agent_cannot_plant_code_in_the_repositorys_config_or_hooks(tmp_path, docker_client, base_image, fleet_name):
+    """In worktree mode the repository's .git is mounted so the agent can commit;
+    its config (core.fsmonitor, core.hooksPath) and hooks run on this machine
+    when the user runs git there, so those two are read-only."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    config = (repo / ".git" / "config").read_bytes()
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        f"fleet: {fleet_name}\nagents:\n  dev:\n    image: {base_image}\n    command: [\"sleep\", \"infinity\"]\n"
+        "    workspace: {path: ./repo, mode: worktree}\n"
+    )
+    r = run_fleet("apply", "--yes", str(path))
+    assert r.code == 0, r.text
+    c = container(docker_client, fleet_name, "dev")
+    git_dir = repo / ".git"
+    for attack in (f"git -C /workspace config core.fsmonitor 'touch /tmp/pwned'",
+                   f"echo 'touch /tmp/pwned' > {git_dir}/hooks/post-checkout",
+                   f"mv {git_dir}/config {git_dir}/config.old"):
+        code, out = sh(c, attack)
+        assert code != 0, f"{attack!r} succeeded: {out}"
+    code, out = sh(c, "cd /workspace && echo w > w.txt && git add w.txt && git -c user.email=a@a -c user.name=a commit -qm work && git log --format=%s -1")
+    assert code == 0 and "work" in out, out
+    assert (repo / ".git" / "config").read_bytes() == config
+    assert not (repo / ".git" / "hooks" / "post-checkout").exists()
