@@ -145,3 +145,24 @@ def test_worktree_agent_cannot_plant_code_in_the_repositorys_config_or_hooks(tmp
     assert code == 0 and "work" in out, out
     assert (repo / ".git" / "config").read_bytes() == config
     assert not (repo / ".git" / "hooks" / "post-checkout").exists()
+
+
+def test_pull_never_replaces_the_fleet_file_with_the_agents_copy(tmp_path, docker_client, base_image, fleet_name):
+    """A copy-mode agent may edit its copy of fleet.yaml; pulling its workspace
+    back into the project brings its work, never its fleet.yaml, not even
+    through a symlink it planted."""
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        f"fleet: {fleet_name}\nagents:\n  dev:\n    image: {base_image}\n    command: [\"sleep\", \"infinity\"]\n"
+        "    workspace: {path: ., mode: copy}\n"
+    )
+    before = path.read_bytes()
+    assert run_fleet("apply", "--yes", str(path)).code == 0
+    c = container(docker_client, fleet_name, "dev")
+    code, out = sh(c, "cd /workspace && echo 'grants: [github]' >> fleet.yaml && ln -s fleet.yaml alias && echo work > result.txt")
+    assert code == 0, out
+    r = run_fleet("pull", "dev", str(tmp_path), "-f", str(path))
+    assert r.code == 0, r.text
+    assert "kept your fleet.yaml" in r.err, r.text
+    assert path.read_bytes() == before
+    assert (tmp_path / "result.txt").read_text() == "work\n"
