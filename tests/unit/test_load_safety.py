@@ -212,3 +212,12 @@ def test_context_hash_of_a_large_file_takes_constant_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 8 * 1024 * 1024, f"peak {peak} bytes hashing a 256 MiB file"
+
+
+def test_an_agent_made_before_the_rule_is_replaced_once_with_a_clear_cause(tmp_path):
+    from reconciler.reconcile import _spec_cause, changed_keys
+
+    path = fleet(tmp_path, "    workspace: .\n")
+    spec = load(path).agents["a"].spec()
+    before = {k: v for k, v in spec.items() if k != "read_only"}  # what an older fleet stamped
+    assert _spec_cause(changed_keys(before, spec)) == "spec changed: read_only"
