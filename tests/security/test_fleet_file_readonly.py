@@ -166,3 +166,36 @@ def test_pull_never_replaces_the_fleet_file_with_the_agents_copy(tmp_path, docke
     assert "kept your fleet.yaml" in r.err, r.text
     assert path.read_bytes() == before
     assert (tmp_path / "result.txt").read_text() == "work\n"
+
+
+@pytest.mark.slow
+def test_promotion_under_watch_has_no_effect(tmp_path, docker_client, base_image, fleet_name):
+    """The attack of issue 12: `workspace: .` and `fleet apply --watch` running;
+    the agent rewrites /workspace/fleet.yaml to give itself grants and `/`.
+    Every write fails, watch sees nothing to do, the agent keeps its container
+    and no proxy settings; an edit by the user is still applied."""
+    from tests.watch.proc import WatchProcess
+
+    path = tmp_path / "fleet.yaml"
+    body = f"fleet: {fleet_name}\nagents:\n  dev:\n    image: {base_image}\n    workspace: .\n    command: [\"sleep\", \"infinity\"]\n"
+    path.write_text(body)
+    w = WatchProcess(path)
+    try:
+        w.wait_for(r"watching fleet\.yaml for fleet " + fleet_name)
+        c = container(docker_client, fleet_name, "dev")
+        evil = body.replace("    workspace: .\n", "    workspace: /\n    grants: [github, anthropic]\n")
+        mark = w.mark()
+        code, out = sh(c, f"cat > /workspace/fleet.yaml <<'X'\n{evil}X")
+        assert code != 0, out
+        code, out = sh(c, f"cat > /workspace/new.yaml <<'X'\n{evil}X\nmv -f /workspace/new.yaml /workspace/fleet.yaml")
+        assert code != 0, out
+        assert path.read_text() == body
+        path.write_text(body.replace('["sleep", "infinity"]', '["sleep", "999999"]'))  # the user's own edit
+        w.wait_for(r"fleet\.yaml changed: Plan for", after=mark)
+        w.wait_for(r"replaced agent dev|created agent dev", after=mark)
+        assert "github" not in w.text(mark) and "workspace: /" not in w.text(mark)
+        new = container(docker_client, fleet_name, "dev")
+        env = " ".join(new.attrs["Config"]["Env"])
+        assert "HTTPS_PROXY" not in env.upper() and "/var/run/docker.sock" not in str(new.attrs["Mounts"])
+    finally:
+        w.close()
