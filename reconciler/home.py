@@ -86,6 +86,8 @@ def unwritable_line(exc: OSError) -> str | None:
     if not about_home or exc.errno not in UNWRITABLE:
         return None
     what = os.strerror(exc.errno) if exc.errno else str(exc)
-    where = f" ({os.fsdecode(name)})" if name and Path(os.fsdecode(name)).absolute() != home.absolute() else ""
     hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make it a writable directory"
+    if not name:  # the write that failed named no file: say where fleet's state lives, blame nothing else
+        return f"cannot write: {what}; {hint} (fleet keeps its state in FLEET_HOME {home}, or point FLEET_HOME elsewhere)"
+    where = f" ({os.fsdecode(name)})" if Path(os.fsdecode(name)).absolute() != home.absolute() else ""
     return f"cannot write fleet's state under FLEET_HOME {home}{where}: {what}; {hint} (or point FLEET_HOME elsewhere)"
