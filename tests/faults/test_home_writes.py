@@ -69,3 +69,16 @@ def test_ca_bundle_is_never_left_cut_short_by_a_full_disk(tmp_path, mounts, monk
     os.unlink(home / "filler")
     assert trust.ensure_bundle() == path
     assert path.read_bytes().startswith(bigger) and path.stat().st_ino == inode, "rewritten in place once there is room"
+
+
+def test_only_errors_about_fleets_state_get_the_fleet_home_line(tmp_path, monkeypatch):
+    import errno
+
+    from reconciler.home import unwritable_line
+
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "fh"))
+    inside = OSError(errno.EROFS, "Read-only file system", str(tmp_path / "fh" / "routes.json"))
+    assert "FLEET_HOME" in unwritable_line(inside) and "routes.json" in unwritable_line(inside)
+    assert unwritable_line(OSError(errno.EROFS, "Read-only file system", "/elsewhere/x")) is None
+    assert unwritable_line(OSError(errno.ENOENT, "No such file", str(tmp_path / "fh" / "x"))) is None
+    assert "free some space" in unwritable_line(OSError(errno.ENOSPC, "No space left on device"))
