@@ -290,7 +290,7 @@ class DockerProvider:
             L.MESSAGE: "pending" if agent.message else "none",
         }
         env = dict(agent.env)
-        from ..grants.inject import container_setup  # grants: proxy settings + CA bundle, never a secret
+        from ..grants.inject import bind_credential, container_setup  # grants: proxy settings + CA bundle, never a secret
 
         grant_env, grant_binds = container_setup(desired, agent)  # both empty without grants
         env.update(grant_env)
@@ -329,6 +329,8 @@ class DockerProvider:
             tty=True, stdin_open=True, working_dir="/workspace" if (agent.workspace or agent.host) else None,
             **kwargs,
         )
+        if grant_env:  # the credential works only from this container (grants.peers)
+            bind_credential(fleet, agent.name, c["Id"])
         self._call(resource, self.api.start, c["Id"])
 
     def start_agent(self, fleet: str, agent: ObservedAgent) -> None:
@@ -461,23 +463,53 @@ class DockerProvider:
         code = self._call(resource, self.api.exec_inspect, ex["Id"]).get("ExitCode")
         return 0 if code is None else int(code)
 
-    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str) -> None:
-        """Connect our terminal to the agent's own; the detach keys leave it running."""
-        from ..terminal import bridge
+    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str, replay: int = 24):
+        """Connect our terminal to the agent's own, after replaying its last
+        `replay` lines of output (what its screen shows). Returns an AttachEnd:
+        detached (the user typed the detach keys; the agent is left running),
+        or the agent's process ended, with its exit code."""
+        import queue
+        import sys
+        import threading
 
+        from ..terminal import AttachEnd, bridge, parse_detach_keys
+
+        keys = parse_detach_keys(detach_keys)
         self._running(agent, "attach")
-        sock = self._call(
-            f"agent {agent.name}", self.api.attach_socket, agent.id,
-            params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": detach_keys},
-        )
+        resource = f"agent {agent.name}"
+        # the next exit of the agent's process, as `docker attach` learns it
+        # (a restart policy's restart resets the container's own exit code)
+        exits: "queue.Queue[int | None]" = queue.Queue()
+
+        def wait_exit() -> None:
+            try:
+                exits.put(int(self.api.wait(agent.id, condition="next-exit").get("StatusCode")))
+            except Exception:
+                exits.put(None)
+
+        threading.Thread(target=wait_exit, daemon=True).start()
+        # the stream first (what comes next is buffered), then the recent past
+        sock = self._call(resource, self.api.attach_socket, agent.id,
+                          params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": detach_keys})
         raw = getattr(sock, "_sock", sock)
         try:
-            bridge(raw, resize=lambda h, w: self.api.resize(agent.id, height=h, width=w))
+            if replay > 0:
+                recent = self._call(resource, self.api.logs, agent.id, stdout=True, stderr=True, tail=replay)
+                if recent:
+                    sys.stdout.buffer.write(recent)
+                    sys.stdout.flush()
+            detached = bridge(raw, resize=lambda h, w: self.api.resize(agent.id, height=h, width=w), detach=keys)
         finally:
             try:
                 raw.close()
             except OSError:
                 pass
+        if detached:
+            return AttachEnd(True)
+        try:
+            return AttachEnd(False, exits.get(timeout=5))
+        except queue.Empty:  # the stream closed but the process did not exit
+            return AttachEnd(False, None)
 
     def send_input(self, fleet: str, agent: ObservedAgent, data: bytes) -> None:
         """Type `data` into the agent's terminal, as a person would. Fails clearly
