@@ -135,7 +135,8 @@ def protected_files(workspace: Path, files: list[Path]) -> tuple[str, ...]:
 def linked_file_refusal(workspace: Path, given: Path) -> str | None:
     """A fleet file reached through a symlink that lies inside the workspace
     could be re-pointed by the agent (a mount protects a file, not a link to
-    it): refused. `given` is the path as the user gave it."""
+    it), and one with other hard links could be written through them: both
+    refused. `given` is the path as the user gave it."""
     absolute = Path(os.path.abspath(given))
     if not _inside(absolute, workspace):
         return None
@@ -146,4 +147,11 @@ def linked_file_refusal(workspace: Path, given: Path) -> str | None:
     if resolved != absolute:
         return (f"the fleet file {absolute} is reached through a symlink inside this workspace, which the agent "
                 f"could re-point; use the file itself ({resolved})")
+    try:
+        links = os.stat(resolved).st_nlink
+    except OSError:
+        return None
+    if links > 1:  # another name for the same bytes may lie in the workspace, writable
+        return (f"the fleet file {absolute} has {links} hard links; an agent could change it through another one "
+                "inside this workspace: make it a file of its own (cp, then mv over it)")
     return None

@@ -221,3 +221,12 @@ def test_an_agent_made_before_the_rule_is_replaced_once_with_a_clear_cause(tmp_p
     spec = load(path).agents["a"].spec()
     before = {k: v for k, v in spec.items() if k != "read_only"}  # what an older fleet stamped
     assert _spec_cause(changed_keys(before, spec)) == "spec changed: read_only"
+
+
+def test_fleet_file_with_another_hard_link_in_the_workspace_is_refused(tmp_path):
+    path = fleet(tmp_path, "    workspace: .\n")
+    os.link(path, tmp_path / "notes.txt")  # writing notes.txt would write fleet.yaml
+    p = one_problem(path)
+    assert p.key == "agents.a.workspace" and "2 hard links" in p.message
+    (tmp_path / "notes.txt").unlink()
+    assert validate_file(path)[1] == []
