@@ -69,6 +69,15 @@ class WorkspaceSpec(Frozen):
     path: Path
     mode: Literal["shared", "copy", "worktree"] = "shared"
     branch: str | None = None
+    # files inside `path` mounted read-only at their place (POSIX, relative):
+    # the fleet file when it lies in a shared workspace, so an agent cannot
+    # grant itself more. Relative, so the same layout hashes the same anywhere.
+    read_only: tuple[str, ...] = ()
+
+    def spec(self) -> dict[str, Any]:
+        """As it enters a spec hash; `read_only` is added by the owner only
+        when there is one, so workspaces without it keep their earlier hash."""
+        return self.model_dump(mode="json", exclude={"read_only"})
 
 
 class DesiredHost(Frozen):
@@ -92,11 +101,13 @@ class DesiredHost(Frozen):
         data: dict[str, Any] = {
             "provider": self.provider,
             "image": self.image.ref,
-            "workspace": self.workspace.model_dump(mode="json") if self.workspace else None,
+            "workspace": self.workspace.spec() if self.workspace else None,
             "ports": list(self.ports),
         }
         if self.modal is not None:
             data["modal"] = self.modal.model_dump(mode="json", exclude_none=True)
+        if self.workspace is not None and self.workspace.read_only:
+            data["read_only"] = list(self.workspace.read_only)
         return data
 
     @property
@@ -139,7 +150,7 @@ class DesiredAgent(Frozen):
             "host": self.host,
             "provider": self.provider,
             "image": self.image.ref,
-            "workspace": self.workspace.model_dump(mode="json") if self.workspace else None,
+            "workspace": self.workspace.spec() if self.workspace else None,
             "command": list(self.command) if self.command is not None else None,
             "env": dict(self.env),
             "ports": dict(self.ports),
@@ -150,6 +161,8 @@ class DesiredAgent(Frozen):
             data["grant_defs"] = {k: self.grant_defs[k] for k in sorted(self.grant_defs)}
         if self.capabilities:  # likewise: agents without any keep their hash
             data["capabilities"] = sorted(self.capabilities)
+        if self.workspace is not None and self.workspace.read_only:
+            data["read_only"] = list(self.workspace.read_only)
         return data
 
     @property

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
+from pydantic_core import PydanticCustomError
+
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -48,10 +51,19 @@ def _env_value(value: Any) -> Any:
     return value
 
 
+def _no_nul(value: str) -> str:
+    """A NUL cannot cross exec(2) or the engine's API: the container would be
+    created and then never start. Refused here, where the file says it."""
+    if "\0" in value:
+        raise PydanticCustomError("nul_character", "must not contain a NUL character (\\0); the engine refuses it")
+    return value
+
+
 EnvValue = Annotated[
     str,
     BeforeValidator(_env_value),
     StringConstraints(strict=True),
+    AfterValidator(_no_nul),
     WithJsonSchema(
         {
             "type": ["string", "number", "boolean"],
@@ -66,7 +78,7 @@ EnvKey = Annotated[
     Field(json_schema_extra={"patternErrorMessage": f"must be {ENV_KEY_MESSAGE}"}),
 ]
 Env = dict[EnvKey, EnvValue]
-Str = Annotated[str, StringConstraints(strict=True, min_length=1)]
+Str = Annotated[str, StringConstraints(strict=True, min_length=1), AfterValidator(_no_nul)]
 Capability = Annotated[
     str, BeforeValidator(caps.validate), StringConstraints(strict=True),
     WithJsonSchema({"type": "string", "enum": list(caps.KNOWN)}),

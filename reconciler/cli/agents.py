@@ -211,5 +211,7 @@ def pull(
     desired, observed = operate.context(file)
     t = operate.resolve(desired, observed, agent)
     target = dest if dest is not None else Path(f"{agent}-workspace")
-    got = pull_workspace(desired.fleet, t.agent, target)
+    got = pull_workspace(desired.fleet, t.agent, target, protect=(desired.file,))
     console().print(f"pulled {got.files} files ({got.bytes} bytes) from {agent}:/workspace into {got.dest}", markup=False)
+    for name in got.kept:
+        console(stderr=True).print(f"kept your {desired.file.name}: not replaced by the agent's {name}", markup=False)

@@ -293,6 +293,7 @@ def _apply_saved(out, path: Path, data: dict, other: Optional[Path], fleet_name:
     with fleet_lock(saved.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
         observed = pipeline.observe(saved.fleet, pipeline.providers_of(saved.desired))
         savedplan.check_fresh(saved, observed)
+        savedplan.check_location(path, saved, observed)
         savedplan.check_builds(saved)
         snap = pipeline.Snapshot(saved.desired, observed, saved.plan)
         out.print(f"Saved plan {display_path(path)} for fleet {saved.fleet} (made {saved.created}); fleet.yaml is not read", markup=False)

@@ -265,6 +265,8 @@ class DockerProvider:
             binds[str(mounts.workspace)] = {"bind": "/workspace", "mode": "rw"}
             for src, dst in mounts.extra.items():
                 binds[src] = {"bind": dst, "mode": "rw"}
+            for src, dst in mounts.read_only.items():  # the fleet file, git config: never the agent's
+                binds[src] = {"bind": dst, "mode": "ro"}
         else:
             vol = sec.workspace_volume(self.api, fleet, host.name)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
@@ -331,6 +333,8 @@ class DockerProvider:
                 binds[str(mounts.workspace)] = {"bind": "/workspace", "mode": "rw"}
                 for src, dst in mounts.extra.items():
                     binds[src] = {"bind": dst, "mode": "rw"}
+                for src, dst in mounts.read_only.items():  # the fleet file, git config: never the agent's
+                    binds[src] = {"bind": dst, "mode": "ro"}
                 env.update(mounts.env)
             ports = sorted(set(agent.ports.values()))
             hc = self.api.create_host_config(
