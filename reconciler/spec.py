@@ -51,6 +51,9 @@ def _env_value(value: Any) -> Any:
     return value
 
 
+NO_NUL = "^[^\\u0000]*$"  # the JSON Schema spelling of _no_nul
+
+
 def _no_nul(value: str) -> str:
     """A NUL cannot cross exec(2) or the engine's API: the container would be
     created and then never start. Refused here, where the file says it."""
@@ -67,6 +70,7 @@ EnvValue = Annotated[
     WithJsonSchema(
         {
             "type": ["string", "number", "boolean"],
+            "pattern": NO_NUL,
             "description": "A string; numbers and booleans are written as strings (true -> 'true').",
             "examples": ["development", 3000, True],
         }
@@ -78,7 +82,10 @@ EnvKey = Annotated[
     Field(json_schema_extra={"patternErrorMessage": f"must be {ENV_KEY_MESSAGE}"}),
 ]
 Env = dict[EnvKey, EnvValue]
-Str = Annotated[str, StringConstraints(strict=True, min_length=1), AfterValidator(_no_nul)]
+Str = Annotated[
+    str, StringConstraints(strict=True, min_length=1), AfterValidator(_no_nul),
+    Field(json_schema_extra={"pattern": NO_NUL, "patternErrorMessage": "must not contain a NUL character"}),
+]
 Capability = Annotated[
     str, BeforeValidator(caps.validate), StringConstraints(strict=True),
     WithJsonSchema({"type": "string", "enum": list(caps.KNOWN)}),
@@ -96,7 +103,8 @@ Command = Annotated[
     WithJsonSchema(
         {
             "type": ["array", "string"],
-            "items": {"type": "string", "minLength": 1},
+            "items": {"type": "string", "minLength": 1, "pattern": NO_NUL},
+            "pattern": NO_NUL,
             "minItems": 1,
             "minLength": 1,
         }

@@ -32,6 +32,9 @@ FLEET_ONLY = {
     "build-dockerfile-missing.yaml": "file existence: the Dockerfile inside the context",
     "workspace-missing.yaml": "file existence: the workspace directory",
     "workspace-is-file.yaml": "file existence: the workspace is a file, not a directory",
+    # this machine's filesystem: symlinks resolved, $HOME, $FLEET_HOME and the Docker socket
+    "workspace-root.yaml": "workspace safety: `/` after resolving symlinks on this machine",
+    "workspace-system-dirs.yaml": "workspace safety: system directories after resolving symlinks on this machine",
     # references between parts of the document (JSON Schema has no data references)
     "undeclared-host.yaml": "undeclared host: `host:` must name a key of `hosts:`",
     "no-hosts-section.yaml": "undeclared host: `host:` with no `hosts:` at all",
