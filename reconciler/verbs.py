@@ -90,4 +90,9 @@ def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str]
             actions.append(Action(op="restart", cause="fleet restart", **common))
         elif not up:
             actions.append(Action(op="start", cause=f"fleet {verb}", depends_on=deps, **common))
+    # a (re)started container gets new published ports: its routes follow, as after an apply
+    moved = tuple(a.id for a in actions if a.kind == "agent" and a.op in ("start", "restart"))
+    if moved and any(a.ports for a in desired.agents.values()):
+        actions.append(Action(id="route:routes", op="route", kind="route", name="routes",
+                              cause=f"agents {'started' if verb == 'start' else 'restarted'}", depends_on=moved))
     return Plan(fleet=desired.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())
