@@ -54,6 +54,17 @@ def _parse_ports(entries: list[dict]) -> dict[int, int]:
     return ports
 
 
+def _address(c: dict) -> str | None:
+    """The container's IPv4 address on its network (the first by network name),
+    from the sparse list's NetworkSettings: no inspect needed."""
+    nets = ((c.get("NetworkSettings") or {}).get("Networks")) or {}
+    for name in sorted(nets):
+        ip = (nets[name] or {}).get("IPAddress")
+        if ip:
+            return str(ip)
+    return None
+
+
 def _state(raw: str) -> str:
     return raw if raw in ("created", "running", "restarting", "paused", "exited", "dead", "removing") else "unknown"
 
@@ -151,6 +162,7 @@ class DockerProvider:
                 spec_hash=lab.get(L.SPEC_HASH, ""),
                 spec=spec,
                 ports=_parse_ports(c.get("Ports", [])),
+                address=_address(c),
                 created=_created(c),
             )
             kind = lab.get(L.KIND)
@@ -240,9 +252,11 @@ class DockerProvider:
         else:
             vol = self._workspace_volume(fleet, host.name)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
+        # No published ports: the routing proxy reaches its agents at the holder's
+        # address on the bridge, so agents join and leave with ports without
+        # replacing the holder (and so without restarting their neighbours).
         hc = self.api.create_host_config(
             binds=binds,
-            port_bindings={f"{p}/tcp": ("127.0.0.1", None) for p in host.ports},
             restart_policy={"Name": "always"},
             extra_hosts={"fleet-proxy": "host-gateway"},
             init=True,
@@ -253,7 +267,7 @@ class DockerProvider:
         }
         c = self._call(
             resource, self.api.create_container, image=host.image.ref, command=HOLDER_COMMAND, name=name,
-            labels=lab, host_config=hc, ports=[(p, "tcp") for p in host.ports], volumes=volumes,
+            labels=lab, host_config=hc, volumes=volumes,
             working_dir="/workspace", hostname=host.name,
         )
         self._call(resource, self.api.start, c["Id"])

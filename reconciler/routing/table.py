@@ -321,9 +321,11 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
     """The routes of a fleet, from what is desired and what runs. Pure.
 
     An agent gets a route per declared port when it runs: a private agent's
-    published port comes from the agent itself, an agent on a shared Docker host
-    from its host's published ports, an agent on a Modal host from the host's
-    tunnel URLs. Agents not running (or whose host is not running) get none.
+    published port comes from the agent itself (published on 127.0.0.1, which
+    also works where container addresses are not reachable), an agent on a
+    shared Docker host is reached at the holder's address on the bridge (the
+    holder publishes nothing, so joins never replace it), an agent on a Modal
+    host at the host's tunnel URLs. Agents not running (or whose host is not running) get none.
     """
     hosts = {h.name: h for h in observed.hosts}
     tls = desired.proxy.tls
@@ -339,7 +341,9 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
             target: str | None = None
             if host is not None and cport in host.urls:
                 target = host.urls[cport]
-            elif host is not None and cport in host.ports:
+            elif host is not None and host.provider == "docker" and host.address:
+                target = f"http://{host.address}:{cport}"  # the holder publishes nothing
+            elif host is not None and cport in host.ports:  # a holder made before it stopped publishing
                 target = f"http://127.0.0.1:{host.ports[cport]}"
             elif cport in oa.ports:
                 target = f"http://127.0.0.1:{oa.ports[cport]}"
