@@ -305,7 +305,12 @@ class DockerProvider:
         from ..grants.inject import container_setup  # grants: proxy settings + CA bundle, never a secret
 
         grant_env, grant_binds = container_setup(desired, agent)  # both empty without grants
+        from .. import agentnet  # fleet URLs inside the agent: names, curl's resolve, the routing CA
+
+        net_env, net_binds = agentnet.container_setup(desired, agent, bundle=not agent.grants)
+        env.update(net_env)
         env.update(grant_env)
+        grant_binds = {**net_binds, **grant_binds}
         common_hc: dict[str, Any] = dict(restart_policy={"Name": RESTART[agent.restart]}, init=True)
         if agent.restart == "on-failure":
             common_hc["restart_policy"]["MaximumRetryCount"] = 0
@@ -355,6 +360,9 @@ class DockerProvider:
         from ..grants import agents as grant_agents
 
         grant_agents.forget(fleet, agent.name)  # its proxy credential dies with it
+        from .. import agentnet
+
+        agentnet.forget(fleet, agent.name)
 
     def _remove(self, resource: str, container_id: str, fleet: str) -> None:
         """Stop gracefully, then remove; a container already gone is fine. The

@@ -229,6 +229,52 @@ def stop(timeout: float = 10.0) -> int | None:
     return pid
 
 
+def agent_address() -> str | None:
+    """Where containers reach this machine's proxy: the Docker bridge gateway
+    (what `host-gateway` maps to), or `FLEET_PROXY_AGENT_BIND` (`off`: nowhere)."""
+    value = os.environ.get("FLEET_PROXY_AGENT_BIND", "").strip()
+    if value:
+        return None if value == "off" else value
+    from ..grants.forward import bridge_gateway
+
+    return bridge_gateway()
+
+
+LOAD_TIMEOUT = 10.0
+
+
+def wait_loaded(revision: int, timeout: float = LOAD_TIMEOUT) -> None:
+    """Return once the running proxy serves route table `revision` (or a later
+    one): `fleet apply` returns only when its routes are live. It is told to
+    reload at once (SIGHUP) rather than at its next poll. No proxy running:
+    nothing to wait for. FleetError, naming the revisions, on timeout."""
+    pid = running_pid()
+    if pid is None:
+        return
+    asked = time.time()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    state: dict | None = None
+    while True:
+        state = read_state()
+        if state and state.get("pid") == pid:
+            if "revision" in state:
+                if int(state["revision"]) >= revision:
+                    return
+            elif float(state.get("table_loaded_at") or 0) >= asked:  # a proxy from before revisions
+                return
+        if running_pid() != pid:
+            raise FleetError(f"the fleet proxy (pid {pid}) stopped before loading the new routes; see {log_path()}")
+        if time.monotonic() > deadline:
+            serving = (state or {}).get("revision", "unknown")
+            raise FleetError(
+                f"the fleet proxy (pid {pid}) did not load route table revision {revision} within {timeout:g}s "
+                f"(it serves revision {serving}); see {log_path()}"
+            )
+        time.sleep(0.01)
+
+
 # -- status -------------------------------------------------------------------------------
 
 
@@ -323,6 +369,8 @@ async def _serve(config: ProxyConfig) -> None:
             write_atomic(state_path(), text + "\n", mode=0o644)
 
     ca = routing_ca()
+    if config.agent_bind is None:
+        config.agent_bind = await asyncio.to_thread(agent_address)
     server = ProxyServer(config, ca, on_change=on_change)
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()

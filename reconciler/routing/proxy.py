@@ -50,6 +50,10 @@ class ProxyConfig:
     high_water: int = 256 * 1024  # per-direction buffer before backpressure
     upstream_ca: str | None = None  # extra CA bundle for https targets
     default_listen: Listen | None = field(default_factory=lambda: Listen(port=8080))
+    # Also listen on this address (the Docker bridge gateway, what containers'
+    # `<svc>.<agent>.localhost` names resolve to) at every proxy port, so URLs
+    # work inside agents; None: only the addresses the table asks for.
+    agent_bind: str | None = None
 
     @classmethod
     def from_env(cls) -> "ProxyConfig":
@@ -330,7 +334,15 @@ class ProxyServer:
         return changed
 
     def wanted(self) -> list[Listen]:
-        return self.table.listen_addresses(self.config.default_listen)
+        out = self.table.listen_addresses(self.config.default_listen)
+        extra = self.config.agent_bind
+        if extra:
+            have = {(x.bind, x.port) for x in out}
+            for x in list(out):
+                if x.bind not in ("0.0.0.0", "::", extra) and (extra, x.port) not in have:
+                    have.add((extra, x.port))
+                    out.append(Listen(port=x.port, bind=extra))
+        return out
 
     def _sync_listeners(self) -> None:
         wanted = {(x.bind, x.port): x for x in self.wanted()}
@@ -418,6 +430,7 @@ class ProxyServer:
             "errors": {f"{b}:{p}": msg for (b, p), msg in self.errors.items()},
             "routes": sum(len(self.index.routes(p)) for p in self.index.by_port),
             "table_loaded_at": self.loaded_at,
+            "revision": self.table.revision,  # what `daemon.wait_loaded` waits for
             "ca": str(self.ca.cert_path) if self.ca is not None else None,
         }
 

@@ -6,13 +6,15 @@ pipeline for routing.
 are only known once containers exist) and writes `routes_for(desired, observed)`
 atomically, keeping the routes of agents that exist but are not running right
 now (a route is removed only when its agent is gone), then makes sure the proxy
-runs when the fleet has any route.
+runs when the fleet has any route and waits until it serves the written
+revision of the table, so `apply` returns only once its URLs answer as planned.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import FleetError
 from ..model import Desired, Observed
 from . import table
 
@@ -44,21 +46,45 @@ def check_names(desired: Desired) -> None:
         table.check_collisions(table.read_table(), desired.fleet, table.proxy_listen(desired.proxy), provisional)
 
 
+def check_proxy_port(desired: Desired) -> None:
+    """Refuse, before anything changes, a fleet with ports whose proxy port is
+    held by anything but this FLEET_HOME's own proxy (another user's proxy,
+    another FLEET_HOME, any program): its URLs would reach that instead. One
+    proxy per FLEET_HOME; its port must be free."""
+    if not any(a.ports for a in desired.agents.values()):
+        return
+    from . import daemon
+    from .proxy import open_listen_socket
+
+    for listen in table.proxy_listen(desired.proxy):
+        if daemon.running_pid() is not None:
+            state = daemon.read_state() or {}
+            if any(x.get("port") == listen.port and x.get("bind") == listen.bind for x in state.get("listening", [])):
+                continue  # our own proxy has it
+        try:
+            open_listen_socket(listen).close()  # FleetError naming the port and, when known, its holder
+        except FleetError as exc:
+            raise FleetError(f"fleet {desired.fleet}: routing proxy: {exc}") from None
+
+
 def apply_routes(desired: Desired) -> str | None:
     from ..pipeline import observe, providers_of
 
     fresh = observe(desired.fleet, providers_of(desired))
     routes = table.routes_for(desired, fresh)
     keep = [name for name in desired.agents if name not in {r.agent for r in routes}]
-    if not routes and not any(a.ports for a in desired.agents.values()):
-        table.remove_fleet(desired.fleet)
-        return None
-    table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
     from . import daemon
 
+    if not routes and not any(a.ports for a in desired.agents.values()):
+        daemon.wait_loaded(table.remove_fleet(desired.fleet).revision)
+        return None
+    written = table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
     daemon.ensure_running(need=table.proxy_listen(desired.proxy))  # this fleet's port; others' are not ours to fail on
+    daemon.wait_loaded(written.revision)  # apply returns once the proxy serves these routes
     return None
 
 
 def remove_routes(fleet: str) -> None:
-    table.remove_fleet(fleet)
+    from . import daemon
+
+    daemon.wait_loaded(table.remove_fleet(fleet).revision)

@@ -7,9 +7,9 @@ writes them with `set_fleet_routes` (atomically, under an flock); there is no
 other bookkeeping path. A hostname on a proxy port belongs to one fleet: a
 second fleet claiming it is refused with a message naming the first.
 
-Format (version 1):
+Format (version 1; `revision` counts writes, the proxy reports the one it serves):
 
-    {"version": 1,
+    {"version": 1, "revision": 7,
      "listen": [{"port": 9000, "bind": "127.0.0.1"}],          # `fleet proxy start --port`
      "fleets": {"my-app": {"listen": [{"port": 8080, "bind": "127.0.0.1"}],
                            "routes": [{"agent": "dark-mode", "service": "web",
@@ -80,6 +80,9 @@ class FleetRoutes(_Frozen):
 
 class RouteTable(_Frozen):
     version: int = VERSION
+    # bumped by every write; the proxy reports the revision it serves, so a
+    # writer can wait until its change is live (`daemon.wait_loaded`)
+    revision: int = 0
     listen: tuple[Listen, ...] = ()  # extra ports from `fleet proxy start --port N`
     fleets: dict[str, FleetRoutes] = Field(default_factory=dict)
 
@@ -179,16 +182,19 @@ def read_table() -> RouteTable:
     return parse_table(raw, str(path))
 
 
-def write_table(table: RouteTable) -> None:
-    """Replace routes.json atomically (temp file, fsync, rename). Call under `locked()`."""
+def write_table(table: RouteTable) -> RouteTable:
+    """Replace routes.json atomically (temp file, fsync, rename), one revision
+    after `table`'s; returns what was written. Call under `locked()`."""
     path = table_path()
     ensure_dir(path.parent)
+    table = table.model_copy(update={"revision": table.revision + 1})
     data = table.model_dump(mode="json")
     blob = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
     try:
         write_atomic(path, blob, mode=0o644)
     except OSError as exc:
         raise FleetError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return table
 
 
 # -- changes -----------------------------------------------------------------
@@ -267,8 +273,7 @@ def set_fleet_routes(
         fleets = dict(table.fleets)
         fleets[fleet] = entry
         table = table.model_copy(update={"fleets": fleets})
-        write_table(table)
-        return table
+        return write_table(table)
 
 
 def remove_fleet(fleet: str) -> RouteTable:
@@ -279,8 +284,7 @@ def remove_fleet(fleet: str) -> RouteTable:
             return table
         fleets = {k: v for k, v in table.fleets.items() if k != fleet}
         table = table.model_copy(update={"fleets": fleets})
-        write_table(table)
-        return table
+        return write_table(table)
 
 
 def add_listen(port: int, bind: str = DEFAULT_BIND) -> RouteTable:
@@ -295,8 +299,7 @@ def add_listen(port: int, bind: str = DEFAULT_BIND) -> RouteTable:
         if item in table.listen:
             return table
         table = table.model_copy(update={"listen": (*table.listen, item)})
-        write_table(table)
-        return table
+        return write_table(table)
 
 
 def remove_listen(port: int) -> RouteTable:
@@ -306,8 +309,7 @@ def remove_listen(port: int) -> RouteTable:
         if kept == table.listen:
             return table
         table = table.model_copy(update={"listen": kept})
-        write_table(table)
-        return table
+        return write_table(table)
 
 
 # -- derivation (pure) ----------------------------------------------------------
