@@ -223,7 +223,7 @@ def test_port_set_change_replaces_only_that_agent_not_the_shared_host(tmp_path, 
     before = containers(docker_client, fleet_name)
     path.write_text(path.read_text().replace("ports: {web: 3000}", "ports: {web: 3000, api: 4000}"))
     r = run_fleet("diff", str(path))
-    assert "replace" in r.out and "agent a" in r.out and "spec changed: ports.api" in r.out, r.out
+    assert "replace" in r.out and "agent a" in r.out and "ports.api" in r.out, r.out
     assert "host pod" not in r.out and "agent b" not in r.out, r.out
     r = run_fleet("apply", str(path))
     assert r.code == 0, r.text
