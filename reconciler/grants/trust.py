@@ -20,9 +20,13 @@ import os
 import ssl
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ..errors import FleetError
 from ..home import fleet_home
-from ..routing.ca import CertificateAuthority
+
+if TYPE_CHECKING:  # loaded when a CA is used: writing an agent's bundle needs no crypto
+    from ..routing.ca import CertificateAuthority
 
 CONTAINER_BUNDLE = "/etc/fleet/ca-bundle.crt"
 
@@ -31,8 +35,10 @@ def ca_dir() -> Path:
     return fleet_home() / "grants-ca"
 
 
-def interception_ca() -> CertificateAuthority:
+def interception_ca() -> "CertificateAuthority":
     """Unconstrained (it certifies public API hosts), with its own directory."""
+    from ..routing.ca import CertificateAuthority
+
     return CertificateAuthority(ca_dir(), "fleet grants interception CA", permitted_names=None)
 
 
@@ -63,9 +69,16 @@ def system_cas() -> bytes:
 def _routing_ca_pem() -> bytes:
     """The routing CA (name-constrained to localhost): every agent trusts it, so
     `https://<svc>.<agent>.localhost:<port>` verifies inside containers too."""
+    head = b"\n# fleet routing CA (localhost names only)\n"
+    cert, key = fleet_home() / "ca" / "ca.crt", fleet_home() / "ca" / "ca.key"  # routing.ca.routing_ca_dir()
+    if cert.exists() and key.exists():
+        try:
+            return head + cert.read_bytes()
+        except OSError:
+            pass
     from ..routing.ca import routing_ca
 
-    return b"\n# fleet routing CA (localhost names only)\n" + routing_ca().ensure().cert_pem()
+    return head + routing_ca().ensure().cert_pem()
 
 
 def ensure_bundle() -> Path:

@@ -27,14 +27,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import FleetError
 from ..home import ensure_dir, fleet_home, write_atomic
-from .ca import routing_ca
-from .proxy import ProxyConfig, ProxyServer
 from .table import Listen, add_listen, read_table
+
+if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy runs or is shown:
+    from .proxy import ProxyConfig, ProxyServer  # `fleet apply` only starts it and waits for it
 
 log = logging.getLogger("fleet.proxy")
 
@@ -95,6 +96,8 @@ def read_state() -> dict | None:
 
 
 def wanted_listen() -> list[Listen]:
+    from .proxy import ProxyConfig
+
     return read_table().listen_addresses(ProxyConfig().default_listen)
 
 
@@ -335,7 +338,7 @@ def status(check: bool = True, timeout: float = 1.0) -> ProxyStatus:
         pid=pid,
         listening=(state or {}).get("listening", []),
         errors=(state or {}).get("errors", {}),
-        ca=str(routing_ca().cert_path),
+        ca=str(_routing_ca().cert_path),
         log=str(log_path()),
         routes=routes,
     )
@@ -359,16 +362,24 @@ def _take_lock(wait: float = 2.0) -> IO[str] | None:
             time.sleep(0.05)
 
 
-async def _serve(config: ProxyConfig) -> None:
+def _routing_ca():
+    from .ca import routing_ca
+
+    return routing_ca()
+
+
+async def _serve(config: "ProxyConfig") -> None:
+    from .proxy import ProxyServer
+
     last = {"state": ""}
 
-    def on_change(server: ProxyServer) -> None:
+    def on_change(server: "ProxyServer") -> None:
         text = json.dumps(server.state(), sort_keys=True)
         if text != last["state"]:
             last["state"] = text
             write_atomic(state_path(), text + "\n", mode=0o644)
 
-    ca = routing_ca()
+    ca = _routing_ca()
     if config.agent_bind is None:
         config.agent_bind = await asyncio.to_thread(agent_address)
     server = ProxyServer(config, ca, on_change=on_change)
@@ -396,7 +407,7 @@ async def _serve(config: ProxyConfig) -> None:
 
 
 def run_foreground(
-    port: int | None = None, bind: str = "127.0.0.1", config: ProxyConfig | None = None, ready_fd: int | None = None
+    port: int | None = None, bind: str = "127.0.0.1", config: "ProxyConfig | None" = None, ready_fd: int | None = None
 ) -> int:
     """Run the proxy in this process until SIGINT/SIGTERM (`fleet proxy run`,
     and the body of the background process). `ready_fd` gets b"ok" once this
@@ -418,6 +429,8 @@ def run_foreground(
         if ready_fd is not None:
             os.write(ready_fd, b"ok")
             os.close(ready_fd)
+        from .proxy import ProxyConfig
+
         asyncio.run(_serve(config or ProxyConfig.from_env()))
         return 0
     finally:

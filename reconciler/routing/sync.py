@@ -53,18 +53,28 @@ def check_proxy_port(desired: Desired) -> None:
     proxy per FLEET_HOME; its port must be free."""
     if not any(a.ports for a in desired.agents.values()):
         return
+    import socket
+
     from . import daemon
-    from .proxy import open_listen_socket
 
     for listen in table.proxy_listen(desired.proxy):
         if daemon.running_pid() is not None:
             state = daemon.read_state() or {}
             if any(x.get("port") == listen.port and x.get("bind") == listen.bind for x in state.get("listening", [])):
                 continue  # our own proxy has it
+        sock = socket.socket(socket.AF_INET6 if ":" in listen.bind else socket.AF_INET, socket.SOCK_STREAM)
         try:
-            open_listen_socket(listen).close()  # FleetError naming the port and, when known, its holder
-        except FleetError as exc:
-            raise FleetError(f"fleet {desired.fleet}: routing proxy: {exc}") from None
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the proxy binds: TIME_WAIT is no holder
+            sock.bind((listen.bind, listen.port))
+        except OSError:
+            from .proxy import open_listen_socket  # its error names the port and, when known, its holder
+
+            try:
+                open_listen_socket(listen).close()
+            except FleetError as exc:
+                raise FleetError(f"fleet {desired.fleet}: routing proxy: {exc}") from None
+        finally:
+            sock.close()
 
 
 def apply_routes(desired: Desired) -> str | None:
