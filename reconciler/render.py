@@ -193,15 +193,18 @@ def agent_ports(desired: Desired, observed: Observed, obs: ObservedAgent | None,
     if obs is not None and not services:
         services = {k: v for k, v in (obs.spec.get("ports") or {}).items()}
     published: dict[int, int] = {}
+    address: str | None = None  # a shared Docker host publishes nothing: its agents are at its bridge address
     if obs is not None:
         if obs.host:
             for h in observed.hosts:
                 if h.name == obs.host:
                     published = dict(h.ports)
+                    address = h.address
         else:
             published = dict(obs.ports)
     return [
-        {"service": svc, "container_port": port, "host_port": published.get(port)}
+        {"service": svc, "container_port": port, "host_port": published.get(port),
+         "address": f"{address}:{port}" if address and port not in published else None}
         for svc, port in sorted(services.items())
     ]
 
@@ -274,7 +277,8 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(col)
     for r in rows:
         ports = ", ".join(
-            f"{p['service']} {p['container_port']}->" + (f"127.0.0.1:{p['host_port']}" if p["host_port"] else "-")
+            f"{p['service']} {p['container_port']}->"
+            + (f"127.0.0.1:{p['host_port']}" if p["host_port"] else (p.get("address") or "-"))
             for p in r["ports"]
         )
         state = r["state"]

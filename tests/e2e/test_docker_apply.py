@@ -95,7 +95,7 @@ def test_apply_creates_then_noop_then_replaces_only_the_changed_agent(tmp_path, 
     assert data["format_version"] == 1 and data["fleet"] == fleet_name
     rows = {row["agent"]: row for row in data["agents"]}
     assert rows["web"]["state"] == "running"
-    assert rows["web"]["ports"] == [{"service": "web", "container_port": 3000, "host_port": int(host_port)}]
+    assert rows["web"]["ports"] == [{"service": "web", "container_port": 3000, "host_port": int(host_port), "address": None}]
 
     # an env edit replaces exactly the agent whose env changed
     text = path.read_text().replace("worker:\n    command", "worker:\n    env: {TZ: Europe/Paris}\n    command")

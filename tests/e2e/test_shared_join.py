@@ -70,6 +70,10 @@ def test_join_and_leave_with_ports_never_restart_neighbours(tmp_path, docker_cli
     wait_for(lambda: status_of(f"https://web.a.localhost:{proxy}/", fleet_home) == 200, what="a's URL")
     wait_for(lambda: "first-message-of-a" in agent_a.logs().decode(), what="a's first message")
     typed = agent_a.logs().decode().count("first-message-of-a")
+    # status shows where the proxy reaches a: the holder's bridge address
+    rows = {r["agent"]: r for r in json.loads(run_fleet("status", str(path), "-o", "json").out)["agents"]}
+    ip = next(n["IPAddress"] for n in holder.attrs["NetworkSettings"]["Networks"].values() if n["IPAddress"])
+    assert rows["a"]["ports"][0]["address"] == f"{ip}:3000" and rows["a"]["ports"][0]["host_port"] is None
     before = {n: started(docker_client, c.name) for n, c in cs.items()}
 
     # inside the agents: their own URL and each other's, https verified, no flags
