@@ -184,6 +184,10 @@ class _Builder:
     def _scalar(self, node: Node, path: Path_) -> Any:
         tag = node.tag or ""
         value = node.value
+        if getattr(node, "style", None) == ">" and isinstance(value, str):
+            # ruamel's round-trip scanner marks each fold of a `>` scalar with BEL
+            # (\a) for re-dumping; its constructor strips them, so must we
+            value = value.replace("\a", "")
         if tag.endswith(":null"):
             return None
         if tag.endswith(":bool"):

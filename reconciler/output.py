@@ -22,8 +22,13 @@ from .model import Desired
 from .plan import DISRUPTIVE, Action, Plan
 from .reconcile import Options, flatten
 
-FORMAT_VERSION = 1
+# Each JSON document names its kind and the version of that kind's format; a
+# version changes only when a field changes meaning or goes (adding is free).
+FORMAT_VERSION = 1  # fleet diff / fleet plan -o json (kind fleet-diff; saved plans are savedplan.py's)
+STATUS_FORMAT_VERSION = 2  # fleet status -o json (kind fleet-status); 2: data, not display strings
+VALIDATE_FORMAT_VERSION = 1  # fleet validate -o json
 DIFF_KIND = "fleet-diff"
+STATUS_KIND = "fleet-status"
 MASK = "***"
 
 # the order a summary lists operations in (unknown future ops go last)
@@ -205,7 +210,26 @@ def plan_markdown(
 # --------------------------------------------------------------------------- status
 
 
+def status_document(desired: Desired, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The versioned JSON form of `fleet status` (docs/output-format.md,
+    schemas/status-output.schema.json): the rows as data."""
+    return {
+        "format_version": STATUS_FORMAT_VERSION,
+        "kind": STATUS_KIND,
+        "fleet_version": __version__,
+        "fleet": desired.fleet,
+        "spec_hash": desired.spec_hash,
+        "agents": rows,
+    }
+
+
+def status_json(desired: Desired, rows: list[dict[str, Any]]) -> str:
+    return json.dumps(status_document(desired, rows), indent=2)
+
+
 def status_markdown(fleet: str, rows: list[dict[str, Any]]) -> str:
+    from .statusview import state_text
+
     lines = [f"<!-- fleet-status: {fleet} -->", f"### fleet `{fleet}`: {len(rows)} agent{'s' if len(rows) != 1 else ''}"]
     with_urls = any(r.get("urls") for r in rows)
     if rows:
@@ -216,7 +240,8 @@ def status_markdown(fleet: str, rows: list[dict[str, Any]]) -> str:
                 f"{p['service']} {p['container_port']}" + (f"→{p['host_port']}" if p.get("host_port") else "")
                 for p in r["ports"]
             )
-            cells = [f"`{r['agent']}`", _cell(r["host"]), r["provider"], _cell(r["state"]), _cell(ports) or "-"]
+            host = _cell(r["host"]) if r["host"] else "(private)"
+            cells = [f"`{r['agent']}`", host, r["provider"], _cell(state_text(r)), _cell(ports) or "-"]
             if with_urls:
                 cells.append(" ".join((r.get("urls") or {}).values()) or "-")
             lines.append("| " + " | ".join(cells) + " |")

@@ -302,10 +302,17 @@ def _destroy_orphan_hosts(b: _Builder, waits: dict[str, list[str]]) -> None:
         obs = act.observed_agent
         if act.kind == "agent" and act.op in ("destroy", "replace", "stop") and obs is not None and obs.host:
             leaving.setdefault(obs.host, []).append(act.id)
+    # A host re-created in place (replace) also goes first: the agents leaving it
+    # (removed or stopped) do so before, never while its sandbox is snapshotted
+    # or its holder removed (its re-joining agents already wait for it).
+    ops = {a.id: a.op for a in b.actions}
+    gone_first = {host: [i for i in ids if ops[i] in ("destroy", "stop")] for host, ids in leaving.items()}
     fixed = []
     for act in b.actions:
         if act.kind == "host" and act.op == "destroy" and leaving.get(act.name):
             act = act.model_copy(update={"depends_on": tuple(leaving[act.name])})
+        elif act.kind == "host" and act.op == "replace" and gone_first.get(act.name):
+            act = act.model_copy(update={"depends_on": tuple(act.depends_on) + tuple(gone_first[act.name])})
         fixed.append(act)
     b.actions[:] = fixed
 
@@ -383,7 +390,9 @@ def _routes(b: _Builder) -> None:
         cause = "no routes for this fleet"
     elif wants_ports and not b.observed.proxy_running:
         cause = "routing proxy not running"
-    elif sorted(current, key=key) != sorted(derived, key=key) and _missing_or_moved(current, derived):
+    elif sorted(current, key=key) != sorted(derived, key=key) and (
+        _missing_or_moved(current, derived) or _of_gone_agents(current, b.desired, b.observed)
+    ):
         cause = "route table out of date"
     else:
         b.unchanged.append("route:routes")
@@ -396,6 +405,13 @@ def _missing_or_moved(current: tuple, derived: tuple) -> bool:
     of agents not running right now are kept on purpose (removed only when gone)."""
     have = {(r["agent"], r["service"]): r for r in current}
     return any(have.get((r["agent"], r["service"])) != r for r in derived)
+
+
+def _of_gone_agents(current: tuple, desired: Desired, observed: Observed) -> bool:
+    """Routes of agents that are gone: neither in fleet.yaml nor running anywhere
+    (a route action skipped after a failure left them behind; they answer 502)."""
+    present = set(desired.agents) | {a.name for a in observed.agents}
+    return any(r["agent"] not in present for r in current)
 
 
 def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:

@@ -6,18 +6,16 @@ Pure formatting: takes the pipeline's models, returns text or plain data.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from .execute import Result
-from .model import Desired, Observed, ObservedAgent
+from .model import Desired
+from .output import VALIDATE_FORMAT_VERSION as FORMAT_VERSION  # noqa: F401  (`fleet validate -o json`)
 from .plan import Action, Plan
-
-FORMAT_VERSION = 1
+from .statusview import agent_ports, state_text, status_rows, status_lines  # noqa: F401  (status lives there)
 
 SYMBOL = {
     "create": ("+", "green"),
@@ -167,138 +165,11 @@ def event_line(kind: str, action: Action, error: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- status
+# The rows are data (statusview.py); this is their text form for `fleet status`.
 
 
-def _age(created: str | None, now: datetime | None = None) -> str:
-    if not created:
-        return "-"
-    try:
-        then = datetime.fromisoformat(created.replace("Z", "+00:00"))
-    except ValueError:
-        return "-"
-    secs = int(((now or datetime.now(timezone.utc)) - then).total_seconds())
-    if secs < 60:
-        return f"{max(secs, 0)}s"
-    if secs < 3600:
-        return f"{secs // 60}m"
-    if secs < 86400:
-        return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
-    return f"{secs // 86400}d{(secs % 86400) // 3600}h"
+def status_table(rows: list[dict[str, Any]], width: int | None = None) -> Text:
+    """Plain columns, never truncated: `width` None when piped, the terminal's
+    width otherwise (low-value columns dropped to fit, never the URLs)."""
+    return status_lines(rows, width)
 
-
-def agent_ports(desired: Desired, observed: Observed, obs: ObservedAgent | None, name: str) -> list[dict[str, Any]]:
-    """Each service of an agent with its container port and published host port."""
-    d = desired.agents.get(name)
-    services = dict(d.ports) if d else {}
-    if obs is not None and not services:
-        services = {k: v for k, v in (obs.spec.get("ports") or {}).items()}
-    published: dict[int, int] = {}
-    address: str | None = None  # a shared Docker host publishes nothing: its agents are at its bridge address
-    if obs is not None:
-        if obs.host:
-            for h in observed.hosts:
-                if h.name == obs.host:
-                    published = dict(h.ports)
-                    address = h.address
-        else:
-            published = dict(obs.ports)
-    return [
-        {"service": svc, "container_port": port, "host_port": published.get(port),
-         "address": f"{address}:{port}" if address and port not in published else None}
-        for svc, port in sorted(services.items())
-    ]
-
-
-def _since(ts: str | None) -> str | None:
-    """Docker's 0001-01-01 means never; anything else is kept as given."""
-    return None if not ts or ts.startswith("0001-") else ts
-
-
-def status_rows(
-    desired: Desired,
-    observed: Observed,
-    details: dict[str, dict[str, Any]] | None = None,
-    messages: dict[str, dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """One row per agent. `details` (provider facts per container id: restarts,
-    exit code, start time) and `messages` (first-message delivery records) are
-    optional extras gathered by `pipeline.status_rows`."""
-    from .routing.table import agent_urls
-    from .workspaces import branch_of
-
-    details = details or {}
-    messages = messages or {}
-    by_name: dict[str, ObservedAgent] = {}
-    for a in observed.agents:
-        by_name.setdefault(a.name, a)
-    rows = []
-    for name in sorted(set(desired.agents) | set(by_name)):
-        d = desired.agents.get(name)
-        o = by_name.get(name)
-        state = o.state if o else ("disabled" if d and not d.enabled else "missing")
-        if d is not None and not d.enabled:
-            state = "disabled"
-        elif d is None:
-            state = f"{state} (not in fleet.yaml)"
-        elif o and d and o.spec_hash != d.spec_hash:
-            state = f"{state} (outdated)"
-        info = details.get(o.id, {}) if o else {}
-        record = messages.get(name) or {}
-        if not (d and d.message):
-            message = "-"
-        elif o and record.get("container") == o.id:
-            message = record.get("state", "pending")
-        else:
-            message = "pending"
-        ws = d.workspace if d else None
-        rows.append(
-            {
-                "agent": name,
-                "host": (d.host if d else o.host) or "(private)",
-                "provider": d.provider if d else o.provider,
-                "state": state,
-                "exit_code": info.get("exit_code", o.exit_code if o else None),
-                "restarts": info.get("restarts"),
-                "started_at": _since(info.get("started_at")) if info.get("running") else None,
-                "message": message,
-                "urls": agent_urls(d, desired.proxy) if d and d.ports else {},
-                "branch": branch_of(ws, name) if ws is not None and ws.mode == "worktree" else None,
-                "ports": agent_ports(desired, observed, o, name),
-                "created": o.created if o else None,
-                "id": o.id[:12] if o else None,
-            }
-        )
-    return rows
-
-
-def status_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("AGENT", "HOST", "PROVIDER", "STATE", "UP", "RESTARTS", "MESSAGE", "PORTS", "URLS", "AGE"):
-        table.add_column(col)
-    for r in rows:
-        ports = ", ".join(
-            f"{p['service']} {p['container_port']}->"
-            + (f"127.0.0.1:{p['host_port']}" if p["host_port"] else (p.get("address") or "-"))
-            for p in r["ports"]
-        )
-        state = r["state"]
-        style = "green" if state == "running" else ("red" if state.startswith(("exited", "dead", "missing")) else "yellow")
-        if state.startswith("exited") and r["exit_code"] is not None and "(" not in state:
-            state = f"exited ({r['exit_code']})"
-        urls = "\n".join(r.get("urls", {}).values()) or "-"
-        if r.get("branch"):
-            urls = f"{urls}\nbranch {r['branch']}" if urls != "-" else f"branch {r['branch']}"
-        restarts = "-" if r.get("restarts") is None else str(r["restarts"])
-        up = _age(r["started_at"]) if r.get("started_at") else "-"
-        table.add_row(
-            r["agent"], r["host"], r["provider"], Text(state, style=style), up, restarts, r.get("message", "-"),
-            ports or "-", urls, _age(r["created"]),
-        )
-    return table
-
-
-def status_json(desired: Desired, rows: list[dict[str, Any]]) -> str:
-    return json.dumps(
-        {"format_version": FORMAT_VERSION, "fleet": desired.fleet, "spec_hash": desired.spec_hash, "agents": rows},
-        indent=2,
-    )

@@ -16,16 +16,75 @@ import socket
 import struct
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 DETACH_KEYS = "ctrl-p,ctrl-q"
+
+
+class AttachEnd(NamedTuple):
+    """How an attach ended: the user detached (the agent left running), or the
+    agent's side ended, with the agent's exit code when the provider knows it."""
+
+    detached: bool
+    exit_code: int | None = None
+
+_CTRL_PUNCT = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+
+
+def parse_detach_keys(keys: str) -> bytes:
+    """Docker's notation to bytes: "ctrl-p,ctrl-q" -> b"\\x10\\x11". Each key is
+    ctrl-<a-z>, ctrl-@, ctrl-[, ctrl-\\, ctrl-], ctrl-^, ctrl-_ or one plain
+    character; anything else is a FleetError naming the key."""
+    from .errors import FleetError
+
+    if not keys.strip():
+        raise FleetError("--detach-keys: empty; give keys like ctrl-p,ctrl-q")
+    out = b""
+    for key in keys.split(","):
+        k = key.strip().lower()
+        if k.startswith("ctrl-") and len(k) == 6 and "a" <= k[5] <= "z":
+            out += bytes([ord(k[5]) - ord("a") + 1])
+        elif k.startswith("ctrl-") and k[5:] in _CTRL_PUNCT:
+            out += bytes([_CTRL_PUNCT[k[5:]]])
+        elif len(key.strip()) == 1 and key.strip().isprintable():
+            out += key.strip().encode()
+        else:
+            raise FleetError(
+                f"--detach-keys: cannot read {key.strip()!r}; use comma-separated keys, each ctrl-<a-z>, "
+                "ctrl-@, ctrl-[, ctrl-\\, ctrl-], ctrl-^, ctrl-_ or one character (default ctrl-p,ctrl-q)"
+            )
+    return out
+
+
+class DetachScanner:
+    """Finds the detach sequence in what the user types, across reads: `feed`
+    returns the bytes to pass on (a possible start of the sequence is held
+    back) and whether the sequence was typed (what follows it is dropped)."""
+
+    def __init__(self, sequence: bytes):
+        self.sequence = sequence
+        self.held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        if not self.sequence:
+            return data, False
+        data = self.held + data
+        self.held = b""
+        if self.sequence in data:
+            return data[: data.index(self.sequence)], True
+        keep = next((n for n in range(len(self.sequence) - 1, 0, -1) if data.endswith(self.sequence[:n])), 0)
+        if keep:
+            self.held, data = data[-keep:], data[:-keep]
+        return data, False
 
 
 def terminal_size() -> tuple[int, int]:
     """(rows, columns) of the local terminal, or a sane default."""
     try:
         cols, rows = os.get_terminal_size(sys.stdout.fileno())
-        return rows, cols
+        if rows and cols:  # a terminal whose size was never set says 0x0
+            return rows, cols
+        return 24, 80
     except OSError:
         return 24, 80
 
@@ -46,8 +105,12 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
-def bridge(sock: socket.socket, resize: Callable[[int, int], None] | None = None, stdin_fd: int | None = None) -> None:
-    """Copy stdin -> sock and sock -> stdout until the remote side closes."""
+def bridge(sock: socket.socket, resize: Callable[[int, int], None] | None = None, stdin_fd: int | None = None,
+           detach: bytes = b"") -> bool:
+    """Copy stdin -> sock and sock -> stdout until the remote side closes, or
+    the user types the `detach` sequence (then True: the remote side is left
+    as it is)."""
+    scanner = DetachScanner(detach)
     in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
     out_fd = sys.stdout.fileno()
     old_handler = None
@@ -75,7 +138,7 @@ def bridge(sock: socket.socket, resize: Callable[[int, int], None] | None = None
                 if sock in readable:
                     data = sock.recv(65536)
                     if not data:
-                        return
+                        return False
                     os.write(out_fd, data)
                 if stdin_open and in_fd in readable:
                     data = os.read(in_fd, 65536)
@@ -86,7 +149,11 @@ def bridge(sock: socket.socket, resize: Callable[[int, int], None] | None = None
                         except OSError:
                             pass
                         continue
-                    sock.sendall(data)
+                    data, detached = scanner.feed(data)
+                    if data:
+                        sock.sendall(data)
+                    if detached:
+                        return True
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGWINCH, old_handler)

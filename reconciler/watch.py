@@ -276,10 +276,7 @@ class Watcher:
         self.view.status(self.desired, observed, held)
         states = {}
         for r in render.status_rows(self.desired, observed):
-            state = r["state"]
-            if state.startswith("exited") and r["exit_code"] is not None and "(" not in state:
-                state = f"exited ({r['exit_code']})"
-            states[r["agent"]] = state
+            states[r["agent"]] = render.state_text(r)
         if self.states is not None:
             for name in sorted(set(states) | set(self.states)):
                 before, after = self.states.get(name, "missing"), states.get(name, "gone")

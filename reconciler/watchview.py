@@ -93,9 +93,7 @@ class LiveView:
         rows = []
         if observed is not None:
             for r in render.status_rows(desired, observed):
-                state = r["state"]
-                if state.startswith("exited") and r["exit_code"] is not None and "(" not in state:
-                    state = f"exited ({r['exit_code']})"
+                state = render.state_text(r)
                 wait = waits.get(f"agent:{r['agent']}")
                 if wait:
                     state += f", retry in {wait:.0f}s"

@@ -132,12 +132,18 @@ class Terminal:
     """The real `fleet` CLI on a real pseudo-terminal (attach, exec -it):
     `read_until` waits for output, `write` types, `exit_code` waits for the end."""
 
-    def __init__(self, *args: str, env: dict | None = None):
+    def __init__(self, *args: str, env: dict | None = None, size: tuple[int, int] | None = None):
         import pty
 
         self.seen = b""
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # child: the CLI with a terminal on stdin/stdout
+            if size is not None:  # (rows, columns) of the terminal, set before the CLI starts
+                import fcntl
+                import struct
+                import termios
+
+                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
             os.environ.update({**(env or {}), "NO_COLOR": "1"})
             os.execv(sys.executable, [sys.executable, "-m", "reconciler", *args])
 

@@ -14,7 +14,7 @@ from rich.text import Text
 from .. import operate
 from ..errors import FleetError
 from ..messages import typed
-from ..terminal import DETACH_KEYS
+from ..terminal import DETACH_KEYS, parse_detach_keys, terminal_size
 from .app import app, console, handles_errors
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta"]
@@ -111,18 +111,59 @@ def exec_(
 @handles_errors
 def attach(
     agent: str = typer.Argument(..., help="The agent whose terminal to join."),
-    detach_keys: str = typer.Option(DETACH_KEYS, "--detach-keys", help="Key sequence that detaches (agent keeps running)."),
+    detach_keys: str = typer.Option(DETACH_KEYS, "--detach-keys", help="Keys that detach, Docker's notation: ctrl-<a-z>, ctrl-@, ctrl-[, ctrl-\\, ctrl-], ctrl-^, ctrl-_ or one character, comma-separated."),
     file: Optional[Path] = FileOpt,
 ) -> None:
-    """Join an agent's own terminal. Detach with Ctrl-P Ctrl-Q; the agent keeps running."""
+    """Join an agent's own terminal, starting with its recent output. Detach with
+    Ctrl-P Ctrl-Q (the agent keeps running); if the agent ends meanwhile, says so
+    and exits with its exit code, as `docker attach` does."""
+    parse_detach_keys(detach_keys)  # a bad --detach-keys is refused before anything happens
     if not sys.stdin.isatty():
         raise FleetError("attach needs a terminal; to send text use `fleet message AGENT TEXT`")
     desired, observed = operate.context(file)
     t = operate.resolve(desired, observed, agent)
+    before = t.provider.details(desired.fleet, [t.agent]).get(t.agent.id, {})
     err = console(stderr=True)
     err.print(f"attached to {agent} (detach: {detach_keys})", markup=False)
-    t.provider.attach(desired.fleet, t.agent, detach_keys)
-    err.print(f"\r\ndetached from {agent}; it keeps running", markup=False)
+    end = t.provider.attach(desired.fleet, t.agent, detach_keys, replay=terminal_size()[0])
+    if end.detached:
+        err.print(f"\r\ndetached from {agent}; it keeps running", markup=False)
+        return
+    text, code = attach_outcome(agent, end, before, _settled(t, desired.fleet, before), t.spec.restart if t.spec else None)
+    err.print("\r\n" + text, markup=False)
+    raise typer.Exit(code)
+
+
+def _settled(t: operate.Target, fleet: str, before: dict) -> dict:
+    """The agent's facts once the engine has caught up with the end of the
+    attach (its state changes a moment after the stream closes)."""
+    import time
+
+    deadline = time.monotonic() + 3
+    while True:
+        after = t.provider.details(fleet, [t.agent]).get(t.agent.id, {})
+        if _ended(before, after) or time.monotonic() > deadline:
+            return after
+        time.sleep(0.2)
+
+
+def _ended(before: dict, after: dict) -> bool:
+    return (not after.get("running")) or after.get("restarts") != before.get("restarts") \
+        or after.get("started_at") != before.get("started_at")
+
+
+def attach_outcome(agent: str, end, before: dict, after: dict, restart: str | None) -> tuple[str, int]:
+    """What to tell the user when an attach ended without a detach, and the exit
+    code of `fleet attach`: the truth about the agent, from its facts after."""
+    code = end.exit_code if end.exit_code is not None else after.get("exit_code")
+    shown = f"exit code {code}" if code is not None else "exit code unknown"
+    if not after:
+        return f"{agent} is gone (its container was removed)", 1
+    if not _ended(before, after):
+        return f"the connection to {agent} closed; it is still running", 0
+    if after.get("running") or after.get("state") == "restarting":
+        return f"{agent} exited ({shown}) and was restarted (restart: {restart or 'always'}); it is running again", code or 0
+    return f"{agent} exited ({shown}); it is not running (restart: {restart or 'always'})", code or 0
 
 
 @app.command()

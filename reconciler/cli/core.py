@@ -114,7 +114,7 @@ def validate(
     path = _path(file, file_opt)
     _, problems = validate_file(path)
     if output is ValidateOutput.json:
-        print(json.dumps({"format_version": render.FORMAT_VERSION, "file": str(path), "valid": not problems,
+        print(json.dumps({"format_version": machine.VALIDATE_FORMAT_VERSION, "file": str(path), "valid": not problems,
                           "problems": [p.as_dict() for p in problems]}, indent=2))
         raise typer.Exit(1 if problems else 0)
     if problems:
@@ -313,7 +313,7 @@ def status(
         return
     rows = pipeline.status_rows(desired)
     if output is Output.json:
-        print(render.status_json(desired, rows))
+        print(machine.status_json(desired, rows))
         return
     if output is Output.markdown:
         print(machine.status_markdown(desired.fleet, rows), end="")
@@ -322,7 +322,8 @@ def status(
     if not rows:
         out.print(f"fleet {desired.fleet} has no agents")
         return
-    out.print(render.status_table(rows))
+    # piped: every cell in full, one line per agent; a terminal: fitted to its width
+    out.print(render.status_table(rows, out.width if out.is_terminal else None), crop=False)
 
 
 def _watch_status(desired) -> None:
@@ -331,11 +332,14 @@ def _watch_status(desired) -> None:
     from rich.live import Live
 
     out = console()
-    with Live(render.status_table(pipeline.status_rows(desired)), console=out, auto_refresh=False) as live:
+    def table():
+        return render.status_table(pipeline.status_rows(desired), out.width if out.is_terminal else None)
+
+    with Live(table(), console=out, auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(2)
-                live.update(render.status_table(pipeline.status_rows(desired)), refresh=True)
+                live.update(table(), refresh=True)
         except KeyboardInterrupt:
             pass
 

@@ -7,9 +7,13 @@ credential itself, never a secret) and the catalogue rules of the agent's
 grants. The proxy looks the caller up by the hash of what it presents, so an
 agent can only ever use the rules recorded for itself.
 
-A credential is issued when the agent's container is created and replaced when
-it is created again (a replaced container's old credential stops working). It
-is not part of the agent's spec, so it never shows in plans or spec hashes.
+A credential is issued just before the agent's container is created, bound
+to that container (`bind`, its Docker id) once it exists and before it starts,
+and replaced when the container is created again (a replaced container's old
+credential stops working). The forward proxy accepts a credential only from an
+address of the container it is bound to (see `peers`); an unbound one (an entry
+written by an older fleet, or a create that failed) is refused. It is not part
+of the agent's spec, so it never shows in plans or spec hashes.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class AgentEntry:
     agent: str
     grants: tuple[str, ...]
     rules: tuple[Rule, ...]
+    container: str | None = None  # the Docker id of the container it was issued to
 
 
 @contextlib.contextmanager
@@ -99,6 +104,21 @@ def issue(fleet: str, agent: str, grants: Iterable[str], rules: Iterable[Rule]) 
     return credential
 
 
+def bind(fleet: str, agent: str, container_id: str) -> bool:
+    """Bind `fleet/agent`'s current credential to the container just created
+    for it (call before starting it); False when it holds no credential."""
+    if not map_path().exists():
+        return False
+    with _locked():
+        data = _read()
+        entry = data["agents"].get(f"{fleet}/{agent}")
+        if entry is None:
+            return False
+        entry["container"] = container_id
+        _write(data)
+        return True
+
+
 def forget(fleet: str, agent: str) -> bool:
     """Revoke `fleet/agent`'s credential (it has no grants any more, or is gone)."""
     if not map_path().exists():
@@ -136,6 +156,7 @@ def entries() -> dict[str, AgentEntry]:
                 agent=v["agent"],
                 grants=tuple(v.get("grants", ())),
                 rules=tuple(Rule.from_dict(r) for r in v.get("rules", ())),
+                container=v.get("container") if isinstance(v.get("container"), str) else None,
             )
         except (KeyError, TypeError):
             continue

@@ -2,8 +2,9 @@
 
 Agents with grants send their traffic here (`HTTPS_PROXY=http://fleet:<their
 credential>@fleet-proxy:<port>`). For every request the caller is identified by
-its per-agent credential (`Proxy-Authorization: Basic`); without a valid one
-the answer is 407. Then:
+its per-agent credential (`Proxy-Authorization: Basic`), accepted only on a
+connection from the container it was issued to (`peers`, checked on every
+request); otherwise the answer is 407. Then:
 
 - `CONNECT host:port` to a host one of the caller's grants covers: the proxy
   answers 200, terminates TLS with a leaf for that host signed by the
@@ -15,10 +16,14 @@ the answer is 407. Then:
 - plain `http://` requests: forwarded, never with a credential (a secret is
   only ever sent over TLS).
 
+TRACE and TRACK are answered 405, never forwarded (they would echo the
+injected header back to the agent).
+
 Upstream names resolve through `FLEET_RESOLVE` (`host=address[:port],...`, like
-curl's `--resolve`) first, then DNS; the proxy refuses, except through
-`FLEET_RESOLVE`, to connect to this machine's loopback or link-local addresses
-(a container cannot reach them directly, and must not through the proxy).
+curl's `--resolve`) first, then DNS, once; every resolved address is vetted
+(`destinations`: loopback, unspecified, link-local, this machine's addresses and
+its bridge networks, in any spelling) and the proxy connects to the vetted
+address itself. Only `FLEET_RESOLVE` entries may point at this machine.
 Upstream TLS trusts the system CAs plus `FLEET_UPSTREAM_CA`.
 
 It listens on the Docker bridge gateway (172.17.0.1 usually; the address
@@ -37,7 +42,6 @@ import binascii
 import contextlib
 import errno
 import fcntl
-import ipaddress
 import json
 import logging
 import os
@@ -54,28 +58,19 @@ from urllib.parse import urlsplit
 from ..errors import FleetError
 from ..home import fleet_home, write_atomic
 from ..routing.ca import CertificateAuthority
-from ..routing.http1 import (
-    CHUNKED,
-    LENGTH,
-    NONE,
-    UNTIL_CLOSE,
-    HttpError,
-    parse_request_head,
-    parse_response_head,
-    request_framing,
-    response_framing,
-)
+from ..routing.http1 import UNTIL_CLOSE, HttpError, parse_request_head, parse_response_head, request_framing, response_framing
 from . import agents as agentmap
-from . import netlog, store
+from . import destinations, netlog, store
+from ..routing.limits import SourceLimiter
+from .peers import Peers
+from .streams import copy_body, pipe_both
 from .catalogue import Rule, pick
 from .trust import interception_ca
 
 log = logging.getLogger("fleet.grants")
 
 DEFAULT_PORT = 3128
-BUF = 64 * 1024
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_HEX = re.compile(rb"^[0-9A-Fa-f]{1,15}$")
 REASONS = {
     200: "OK", 400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required",
     408: "Request Timeout", 431: "Request Header Fields Too Large", 501: "Not Implemented",
@@ -229,6 +224,11 @@ def split_authority(text: str, default_port: int) -> tuple[str, int]:
     return host, p
 
 
+def _reflecting(method: bytes) -> bool:
+    """TRACE and TRACK echo the request, injected credential included."""
+    return method.upper() in (b"TRACE", b"TRACK")
+
+
 def _wants_close(head) -> bool:
     tokens = head.tokens(b"connection")
     if b"close" in tokens:
@@ -244,7 +244,7 @@ class ForwardProxy:
     listens while it has entries; `stop()` closes everything."""
 
     def __init__(self, config: ForwardConfig | None = None, ca: CertificateAuthority | None = None,
-                 on_state: Callable[[dict], None] | None = None) -> None:
+                 on_state: Callable[[dict], None] | None = None, peers: Peers | None = None) -> None:
         self._config_error: str | None = None
         if config is None:
             try:
@@ -254,6 +254,9 @@ class ForwardProxy:
         self.config = config
         self.ca = ca or interception_ca()
         self._on_state = on_state
+        self._peers = peers or Peers()
+        self.pending = SourceLimiter.from_env(what="grants proxy")  # per-source caps before a credential is accepted
+        self._warned: dict[tuple, float] = {}
         self._entries: dict[str, agentmap.AgentEntry] = {}
         self._map_sig: tuple | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -306,6 +309,7 @@ class ForwardProxy:
         except FleetError as exc:
             log.error("grants: %s (no agent can use grants until it is fixed)", exc)
             self._entries = {}
+        self._peers.forget({e.container for e in self._entries.values() if e.container})
         log.info("grants: %d agent(s) hold proxy credentials", len(self._entries))
 
     async def _sync_listener(self) -> None:
@@ -394,16 +398,21 @@ class ForwardProxy:
     # -- per connection --------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._conns.add(writer)
         peer = writer.get_extra_info("peername")
+        slot = self.pending.admit(peer[0] if peer else "?")
+        if slot is None:  # this source already holds too many connections: drop it, serve the others
+            writer.transport.abort()
+            return
+        self._conns.add(writer)
         try:
-            await self._serve(reader, writer, peer)
+            await self._serve(reader, writer, peer, slot)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
                 ssl.SSLError, HttpError, _Bad):
             pass
         except Exception:
             log.exception("grants: connection from %s failed", peer)
         finally:
+            slot.release()
             self._conns.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
@@ -439,7 +448,7 @@ class ForwardProxy:
         entry = self._entries.get(key)
         return (key, entry) if entry is not None else None
 
-    async def _serve(self, reader, writer, peer) -> None:
+    async def _serve(self, reader, writer, peer, slot=None) -> None:
         timeout = self.config.header_timeout
         while True:
             try:
@@ -463,21 +472,49 @@ class ForwardProxy:
                 log.warning(
                     "grants: 407 %s %s from %s (%s)", head.method.decode("latin-1"), head.target.decode("latin-1").split("?", 1)[0][:200],
                     peer[0] if peer else "?", "unknown credential" if had else "no credential",
+                    extra={"source": peer[0] if peer else "?"},
                 )
                 writer.write(response(407, "fleet-proxy: proxy authentication required (use the HTTPS_PROXY fleet set for this agent)",
                                       extra=[("Proxy-Authenticate", 'Basic realm="fleet"')]))
                 await writer.drain()
                 return
             key, entry = who
+            if not await self._from_owner(entry, peer, head):
+                writer.write(response(407, "fleet-proxy: this proxy credential belongs to another container",
+                                      extra=[("Proxy-Authenticate", 'Basic realm="fleet"')]))
+                await writer.drain()
+                return
+            if slot is not None:
+                slot.trusted()  # an accepted credential: no longer counted against the source's pending cap
             if head.method == b"CONNECT":
-                await self._connect(head, key, entry, reader, writer)
+                await self._connect(head, key, entry, reader, writer, peer)
                 return
             if not await self._plain(head, raw, entry, reader, writer):
                 return
 
+    async def _from_owner(self, entry: agentmap.AgentEntry, peer, head=None) -> bool:
+        """Whether this connection comes from the container `entry`'s credential
+        was issued to (checked on every request: a stolen credential is refused
+        from anywhere else)."""
+        ip = peer[0] if peer else None
+        if await self._peers.owns(entry.container, ip):
+            return True
+        what = "not bound to a container (issued by an older fleet? recreate the agent)" if not entry.container else \
+            f"not from its container {entry.container[:12]}"
+        where = f" ({head.method.decode('latin-1')} {head.target.decode('latin-1').split('?', 1)[0][:200]})" if head is not None else ""
+        now = time.monotonic()
+        last = self._warned.get((entry.fleet, entry.agent, ip))
+        if last is not None and now - last < 60:
+            return False  # said within the last minute: a replay loop does not flood proxy.log
+        if len(self._warned) > 1000:
+            self._warned.clear()
+        self._warned[(entry.fleet, entry.agent, ip)] = now
+        log.warning("grants: 407 credential of %s/%s used from %s%s: %s", entry.fleet, entry.agent, ip or "?", where, what)
+        return False
+
     # -- CONNECT ---------------------------------------------------------------------------
 
-    async def _connect(self, head, key: str, entry: agentmap.AgentEntry, reader, writer) -> None:
+    async def _connect(self, head, key: str, entry: agentmap.AgentEntry, reader, writer, peer=None) -> None:
         target = head.target.decode("latin-1")
         try:
             host, port = split_authority(target, 443)
@@ -487,7 +524,7 @@ class ForwardProxy:
             return
         rules = [r for r in entry.rules if r.host == host and r.port == port]
         if rules:
-            await self._intercept(host, port, key, entry, reader, writer)
+            await self._intercept(host, port, key, entry, reader, writer, peer)
         else:
             await self._tunnel(host, port, entry, reader, writer)
 
@@ -501,11 +538,11 @@ class ForwardProxy:
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         try:
-            await _pipe_both(reader, writer, up_r, up_w)
+            await pipe_both(reader, writer, up_r, up_w)
         finally:
             up_w.close()
 
-    async def _intercept(self, host: str, port: int, key: str, entry, reader, writer) -> None:
+    async def _intercept(self, host: str, port: int, key: str, entry, reader, writer, peer=None) -> None:
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         try:
@@ -528,7 +565,7 @@ class ForwardProxy:
                 if raw is None:
                     return
                 current = self._entries.get(key)
-                if current is None:  # revoked (agent replaced or removed) while connected
+                if current is None or not await self._from_owner(current, peer):  # revoked, or re-bound elsewhere
                     writer.write(response(407, "fleet-proxy: this agent's proxy credential was revoked",
                                           extra=[("Proxy-Authenticate", 'Basic realm="fleet"')]))
                     await writer.drain()
@@ -540,6 +577,13 @@ class ForwardProxy:
                     await writer.drain()
                     return
                 path = head.target.decode("latin-1")
+                if _reflecting(head.method):
+                    netlog.record(current.fleet, current.agent, method=head.method.decode("latin-1"), host=host, port=port,
+                                  path=path, grant=None, mode="intercept", status=405, error="TRACE/TRACK refused")
+                    writer.write(response(405, f"fleet-proxy: {head.method.decode('latin-1')} is refused (it would echo the injected credential)",
+                                          extra=[("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")]))
+                    await writer.drain()
+                    return
                 rule = pick([r for r in current.rules if r.host == host and r.port == port], host, port, path)
                 record = dict(method=head.method.decode("latin-1"), host=host, port=port, path=path,
                               grant=rule.grant if rule else None, mode="intercept")
@@ -602,6 +646,11 @@ class ForwardProxy:
             writer.write(response(400, "fleet-proxy: expected an absolute http:// URL (use CONNECT for https)"))
             await writer.drain()
             return False
+        if _reflecting(head.method):
+            netlog.record(entry.fleet, entry.agent, status=405, error="TRACE/TRACK refused", **record)
+            writer.write(response(405, f"fleet-proxy: {head.method.decode('latin-1')} is refused"))
+            await writer.drain()
+            return False
         host, port = u.hostname.lower().rstrip("."), u.port or 80
         origin = (u.path or "/") + (f"?{u.query}" if u.query else "")
         first = b" ".join([head.method, origin.encode("latin-1"), b"HTTP/1.1"])
@@ -629,7 +678,7 @@ class ForwardProxy:
             await writer.drain()
             return exc.status, False
         up_w.write(out_head)
-        body = asyncio.create_task(_copy_body(kind, length, reader, up_w))
+        body = asyncio.create_task(copy_body(kind, length, reader, up_w))
         try:
             while True:
                 try:
@@ -655,7 +704,7 @@ class ForwardProxy:
                 writer.write(raw)
                 await writer.drain()
                 await body
-                await _pipe_both(reader, writer, up_r, up_w)
+                await pipe_both(reader, writer, up_r, up_w)
                 return 101, False
             rkind, rlength = response_framing(rhead, head.method)
             keep = not _wants_close(head) and not _wants_close(rhead) and rkind != UNTIL_CLOSE
@@ -663,7 +712,7 @@ class ForwardProxy:
                 drop = {b"connection", b"keep-alive", b"proxy-connection"}
                 raw = rewrite_head(raw[:-4], drop, [] if keep else [("Connection", "close")])
             writer.write(raw)
-            await _copy_body(rkind, rlength, up_r, writer)
+            await copy_body(rkind, rlength, up_r, writer)
             await writer.drain()
             if not body.done():
                 try:
@@ -700,16 +749,16 @@ class ForwardProxy:
             loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), self.config.connect_timeout
         )
         out: list[tuple[str, int]] = []
-        refused = False
+        local = destinations.local_addresses()
         for family, _, _, _, sockaddr in infos:
-            ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
-            if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
-                refused = True
-                continue
+            why = destinations.refusal(sockaddr[0], local)
+            if why:  # one bad address refuses the name: what is vetted is what is connected to
+                literal = destinations.parse_ip(host)
+                said = host if literal is not None and literal == destinations.parse_ip(sockaddr[0]) \
+                    else f"{host} (resolves to {sockaddr[0]})"
+                raise Refused(f"{said} is {why}; fleet-proxy does not connect to this machine")
             if (sockaddr[0], port) not in out:
                 out.append((sockaddr[0], port))
-        if not out and refused:
-            raise Refused(f"{host} resolves to a loopback or link-local address of this machine; fleet-proxy does not connect there")
         if not out:
             raise OSError(errno.EHOSTUNREACH, f"{host} has no address")
         return out
@@ -754,70 +803,3 @@ class ForwardProxy:
             return 504, f"fleet-proxy: connecting to {host}:{port} timed out"
         return 502, f"fleet-proxy: cannot connect to {host}:{port}: {getattr(exc, 'strerror', None) or exc}"
 
-
-# -- byte movers -----------------------------------------------------------------------------
-
-
-async def _copy_exactly(n: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    """Copy exactly `n` bytes (an upstream that ends early is an error)."""
-    while n:
-        data = await src.read(min(BUF, n))
-        if not data:
-            raise asyncio.IncompleteReadError(b"", n)
-        dst.write(data)
-        n -= len(data)
-        await dst.drain()
-
-
-async def _copy_body(kind: int, length: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    """Copy one message body, framed as `kind`, without reading past its end."""
-    if kind == NONE:
-        return
-    if kind == LENGTH:
-        await _copy_exactly(length, src, dst)
-        return
-    if kind == CHUNKED:
-        while True:
-            line = await src.readuntil(b"\n")
-            dst.write(line)
-            size_text = line.split(b";", 1)[0].strip()
-            if not _HEX.match(size_text):
-                raise HttpError(400, "bad chunk size")
-            size = int(size_text, 16)
-            if size == 0:
-                while True:  # trailers, then the empty line
-                    trailer = await src.readuntil(b"\n")
-                    dst.write(trailer)
-                    if trailer in (b"\r\n", b"\n"):
-                        await dst.drain()
-                        return
-            await _copy_exactly(size + 2, src, dst)  # data and its CRLF
-    if kind == UNTIL_CLOSE:
-        while True:
-            data = await src.read(BUF)
-            if not data:
-                return
-            dst.write(data)
-            await dst.drain()
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await src.read(BUF)
-            if not data:
-                break
-            dst.write(data)
-            await dst.drain()
-    except (ConnectionError, ssl.SSLError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            if dst.can_write_eof():
-                dst.write_eof()
-            else:
-                dst.close()
-
-
-async def _pipe_both(a_r, a_w, b_r, b_w) -> None:
-    await asyncio.gather(_pipe(a_r, b_w), _pipe(b_r, a_w))

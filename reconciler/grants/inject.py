@@ -4,7 +4,8 @@
 creates an agent's container. For an agent with grants it issues the agent a
 fresh proxy credential, makes sure the fleet proxy process runs and its forward
 proxy listens, writes the CA bundle, and returns the environment and the
-read-only bind mount to add. For an agent without grants it revokes any
+read-only bind mount to add; `bind_credential` then ties the credential to the
+container once it exists. For an agent without grants it revokes any
 credential the agent held before and returns nothing.
 
 None of this is part of the agent's spec: the spec hash, labels and plans stay
@@ -88,3 +89,10 @@ def container_setup(desired: Desired, agent: DesiredAgent) -> tuple[dict[str, st
     port = ensure_forward()
     binds = {str(bundle): {"bind": CONTAINER_BUNDLE, "mode": "ro"}}
     return proxy_env(credential, port, agent.env), binds
+
+
+def bind_credential(fleet: str, agent: str, container_id: str) -> None:
+    """Bind the credential just issued to `agent` to its new container (before
+    it starts): the forward proxy accepts it from that container only."""
+    if not agentmap.bind(fleet, agent, container_id):
+        raise FleetError(f"agent {agent}: its proxy credential vanished before its container started; run `fleet apply` again")

@@ -8,9 +8,12 @@ already gone is not an error). No method decides anything about the fleet.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, runtime_checkable
 
 from ..model import Desired, DesiredAgent, DesiredHost, ObservedAgent, ObservedHost
+
+if TYPE_CHECKING:
+    from ..terminal import AttachEnd
 
 
 @runtime_checkable
@@ -40,7 +43,7 @@ class Provider(Protocol):
              since: float | None = None) -> Iterator[bytes]: ...
     def exec(self, fleet: str, agent: ObservedAgent, cmd: list[str], workdir: str | None = None,
              env: dict[str, str] | None = None, interactive: bool = False, tty: bool = False) -> int: ...
-    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str) -> None: ...
+    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str, replay: int = 24) -> AttachEnd: ...
     def details(self, fleet: str, agents: list[ObservedAgent]) -> dict[str, dict]: ...
 
 

@@ -55,14 +55,9 @@ def _parse_ports(entries: list[dict]) -> dict[int, int]:
 
 
 def _address(c: dict) -> str | None:
-    """The container's IPv4 address on its network (the first by network name),
-    from the sparse list's NetworkSettings: no inspect needed."""
+    """The container's IPv4 address (first network by name), from the sparse list: no inspect."""
     nets = ((c.get("NetworkSettings") or {}).get("Networks")) or {}
-    for name in sorted(nets):
-        ip = (nets[name] or {}).get("IPAddress")
-        if ip:
-            return str(ip)
-    return None
+    return next((str(nets[n]["IPAddress"]) for n in sorted(nets) if (nets[n] or {}).get("IPAddress")), None)
 
 
 def _state(raw: str) -> str:
@@ -252,9 +247,8 @@ class DockerProvider:
         else:
             vol = self._workspace_volume(fleet, host.name)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
-        # No published ports: the routing proxy reaches its agents at the holder's
-        # address on the bridge, so agents join and leave with ports without
-        # replacing the holder (and so without restarting their neighbours).
+        # No published ports: the proxy reaches its agents at the holder's bridge address,
+        # so agents join and leave with ports without replacing it (nor their neighbours).
         hc = self.api.create_host_config(
             binds=binds,
             restart_policy={"Name": "always"},
@@ -302,14 +296,13 @@ class DockerProvider:
             L.MESSAGE: "pending" if agent.message else "none",
         }
         env = dict(agent.env)
-        from ..grants.inject import container_setup  # grants: proxy settings + CA bundle, never a secret
+        from ..grants.inject import bind_credential, container_setup  # grants: proxy settings + CA bundle, never a secret
 
         grant_env, grant_binds = container_setup(desired, agent)  # both empty without grants
-        from .. import agentnet  # fleet URLs inside the agent: names, curl's resolve, the routing CA
+        from ..agentnet import container_setup as url_setup  # fleet URLs inside: names, curl, routing CA
 
-        net_env, net_binds = agentnet.container_setup(desired, agent, bundle=not agent.grants)
-        env.update(net_env)
-        env.update(grant_env)
+        net_env, net_binds = url_setup(desired, agent, bundle=not agent.grants)
+        env.update({**net_env, **grant_env})
         grant_binds = {**net_binds, **grant_binds}
         common_hc: dict[str, Any] = dict(restart_policy={"Name": RESTART[agent.restart]}, init=True)
         if agent.restart == "on-failure":
@@ -344,6 +337,8 @@ class DockerProvider:
             tty=True, stdin_open=True, working_dir="/workspace" if (agent.workspace or agent.host) else None,
             **kwargs,
         )
+        if grant_env:  # the credential works only from this container (grants.peers)
+            bind_credential(fleet, agent.name, c["Id"])
         self._call(resource, self.api.start, c["Id"])
 
     def start_agent(self, fleet: str, agent: ObservedAgent) -> None:
@@ -360,9 +355,9 @@ class DockerProvider:
         from ..grants import agents as grant_agents
 
         grant_agents.forget(fleet, agent.name)  # its proxy credential dies with it
-        from .. import agentnet
+        from ..agentnet import forget
 
-        agentnet.forget(fleet, agent.name)
+        forget(fleet, agent.name)  # and its hosts file
 
     def _remove(self, resource: str, container_id: str, fleet: str) -> None:
         """Stop gracefully, then remove; a container already gone is fine. The
@@ -479,23 +474,53 @@ class DockerProvider:
         code = self._call(resource, self.api.exec_inspect, ex["Id"]).get("ExitCode")
         return 0 if code is None else int(code)
 
-    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str) -> None:
-        """Connect our terminal to the agent's own; the detach keys leave it running."""
-        from ..terminal import bridge
+    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str, replay: int = 24):
+        """Connect our terminal to the agent's own, after replaying its last
+        `replay` lines of output (what its screen shows). Returns an AttachEnd:
+        detached (the user typed the detach keys; the agent is left running),
+        or the agent's process ended, with its exit code."""
+        import queue
+        import sys
+        import threading
 
+        from ..terminal import AttachEnd, bridge, parse_detach_keys
+
+        keys = parse_detach_keys(detach_keys)
         self._running(agent, "attach")
-        sock = self._call(
-            f"agent {agent.name}", self.api.attach_socket, agent.id,
-            params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": detach_keys},
-        )
+        resource = f"agent {agent.name}"
+        # the next exit of the agent's process, as `docker attach` learns it
+        # (a restart policy's restart resets the container's own exit code)
+        exits: "queue.Queue[int | None]" = queue.Queue()
+
+        def wait_exit() -> None:
+            try:
+                exits.put(int(self.api.wait(agent.id, condition="next-exit").get("StatusCode")))
+            except Exception:
+                exits.put(None)
+
+        threading.Thread(target=wait_exit, daemon=True).start()
+        # the stream first (what comes next is buffered), then the recent past
+        sock = self._call(resource, self.api.attach_socket, agent.id,
+                          params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": detach_keys})
         raw = getattr(sock, "_sock", sock)
         try:
-            bridge(raw, resize=lambda h, w: self.api.resize(agent.id, height=h, width=w))
+            if replay > 0:
+                recent = self._call(resource, self.api.logs, agent.id, stdout=True, stderr=True, tail=replay)
+                if recent:
+                    sys.stdout.buffer.write(recent)
+                    sys.stdout.flush()
+            detached = bridge(raw, resize=lambda h, w: self.api.resize(agent.id, height=h, width=w), detach=keys)
         finally:
             try:
                 raw.close()
             except OSError:
                 pass
+        if detached:
+            return AttachEnd(True)
+        try:
+            return AttachEnd(False, exits.get(timeout=5))
+        except queue.Empty:  # the stream closed but the process did not exit
+            return AttachEnd(False, None)
 
     def send_input(self, fleet: str, agent: ObservedAgent, data: bytes) -> None:
         """Type `data` into the agent's terminal, as a person would. Fails clearly

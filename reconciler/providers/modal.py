@@ -729,25 +729,28 @@ class ModalProvider:
                 t.join()
             return p.wait()
 
-    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str) -> None:
-        """Join the agent's terminal: its output from the last screenful on, our
-        keystrokes into its stdin; the detach keys leave it running."""
-        from ..terminal import raw_terminal
+    def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str, replay: int = 24):
+        """Join the agent's terminal: its last `replay` lines of output, then our
+        keystrokes into its stdin and its output back; the detach keys leave it
+        running. The attach ends by itself when the agent's process ends (the
+        supervisor's status changes). Returns a terminal.AttachEnd."""
+        from ..terminal import AttachEnd, raw_terminal
 
         resource = f"agent {agent.name}"
         sb = self._sandbox(agent.host_id or "", resource)
         seq = detach_sequence(detach_keys)
         with self._errors(resource, agent.host):
-            p = sb.exec("sh", "-c", sh.ATTACH, "fleet-attach", agent.name, text=False)
+            p = sb.exec("sh", "-c", sh.ATTACH, "fleet-attach", agent.name, str(max(replay, 0)), text=False)
             out = threading.Thread(target=_pump, args=(p.stdout, sys.stdout.buffer), daemon=True)
             out.start()
             fd = sys.stdin.fileno()
             with raw_terminal(fd):
-                _feed(p, fd, stop=seq, alive=out.is_alive)
+                detached = _feed(p, fd, stop=seq, alive=out.is_alive)
             out.join(timeout=5)
             code = p.poll()
         if code == 3:
             raise ProviderError(resource, "is not running; `fleet apply` starts it")
+        return AttachEnd(detached)
 
     def details(self, fleet: str, agents: list[ObservedAgent]) -> dict[str, dict[str, Any]]:
         """Per agent: state, restarts, last exit code, since (one exec per host,
@@ -809,27 +812,20 @@ def _pump(stream: Any, target: Any) -> None:
 
 
 def detach_sequence(keys: str) -> bytes:
-    """"ctrl-p,ctrl-q" -> b"\\x10\\x11" (Docker's notation)."""
-    out = b""
-    for key in keys.split(","):
-        key = key.strip().lower()
-        if key.startswith("ctrl-") and len(key) == 6 and "a" <= key[5] <= "z":
-            out += bytes([ord(key[5]) - ord("a") + 1])
-        elif key.startswith("ctrl-") and key[5:] in ("@", "[", "\\", "]", "^", "_"):
-            out += bytes([{"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}[key[5:]]])
-        elif len(key) == 1:
-            out += key.encode()
-        else:
-            raise FleetError(f"--detach-keys: cannot read {key!r} (use e.g. ctrl-p,ctrl-q)")
-    return out
+    """"ctrl-p,ctrl-q" -> b"\\x10\\x11" (Docker's notation; terminal.parse_detach_keys)."""
+    from ..terminal import parse_detach_keys
+
+    return parse_detach_keys(keys)
 
 
-def _feed(p: Any, fd: int, stop: bytes = b"", alive: Any = None) -> None:
+def _feed(p: Any, fd: int, stop: bytes = b"", alive: Any = None) -> bool:
     """Copy our stdin into the process's stdin until end of file, the `stop`
-    sequence (detach), or the remote side ending."""
+    sequence (detach: True), or the remote side ending."""
     import select
 
-    held = b""
+    from ..terminal import DetachScanner
+
+    scanner = DetachScanner(stop)
     try:
         while alive is None or alive():
             ready, _, _ = select.select([fd], [], [], 0.5)
@@ -838,19 +834,13 @@ def _feed(p: Any, fd: int, stop: bytes = b"", alive: Any = None) -> None:
             data = os.read(fd, 4096)
             if not data:
                 break
-            if stop:
-                data = held + data
-                if stop in data:
-                    before = data[: data.index(stop)]
-                    if before:
-                        p.stdin.write(before)
-                        p.stdin.drain()
-                    break
-                keep = next((n for n in range(len(stop) - 1, 0, -1) if data.endswith(stop[:n])), 0)
-                held, data = (data[-keep:], data[:-keep]) if keep else (b"", data)
+            data, detached = scanner.feed(data)
             if data:
                 p.stdin.write(data)
                 p.stdin.drain()
+            if detached:
+                return True
+        return False
     finally:
         try:
             p.stdin.write_eof()

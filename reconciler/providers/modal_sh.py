@@ -58,13 +58,17 @@ finish() {
 }
 trap finish TERM INT HUP
 run="echo \$\$ >'$d/agent.pid'; stty cols 160 rows 48 2>/dev/null; exec $FLEET_COMMAND"
+# `&` in a script starts its job with SIGINT/SIGQUIT ignored, and that is
+# inherited: Ctrl-C typed at the agent's terminal must act as on Docker
+dflt=
+env --default-signal=INT,QUIT true 2>/dev/null && dflt="env --default-signal=INT,QUIT"
 while :; do
   status running
   started=$(date +%s)
   if command -v script >/dev/null 2>&1; then
-    SHELL=/bin/sh script -qfec "$run" /dev/null <"$d/in" >>"$d/log" 2>&1 &
+    SHELL=/bin/sh $dflt script -qfec "$run" /dev/null <"$d/in" >>"$d/log" 2>&1 &
   else
-    setsid sh -c "$run" <"$d/in" >>"$d/log" 2>&1 &
+    $dflt setsid sh -c "$run" <"$d/in" >>"$d/log" 2>&1 &
   fi
   child=$!
   wait "$child"; code=$?
@@ -153,12 +157,22 @@ if [ "$3" = 1 ]; then exec tail -n "$n" -F "$d/log" 2>/dev/null; fi
 exec tail -n "$n" "$d/log"
 """
 
-# attach: the log from the last screenful on, while stdin goes to the terminal
+# attach: the log's last $2 lines on, while stdin goes to the terminal; ends by
+# itself (exit 6) once the agent's process ends (its status line changes state
+# or restart count), so the caller can tell the user what became of it
 ATTACH = _ALIVE + r"""
 alive "$1"
-tail -n 200 -F "$d/log" 2>/dev/null &
+before=$(cut -d' ' -f1,2 "$d/status" 2>/dev/null)
+tail -s 0.2 -n "${2:-24}" -F "$d/log" 2>/dev/null &
 t=$!
-cat >"$d/in"
+exec 4<&0
+cat <&4 >"$d/in" &
+c=$!
+while kill -0 "$c" 2>/dev/null; do
+  now=$(cut -d' ' -f1,2 "$d/status" 2>/dev/null)
+  if [ "$now" != "$before" ]; then sleep 0.6; kill "$c" "$t" 2>/dev/null; exit 6; fi
+  sleep 0.3
+done
 kill "$t" 2>/dev/null
 """
 

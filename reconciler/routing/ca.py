@@ -2,8 +2,10 @@
 
 The routing proxy serves `https://<service>.<agent>.localhost`; a browser trusts
 it once the user trusts this CA. The routing CA is name-constrained (critical
-NameConstraints: DNS `localhost` and `.localhost`), so trusting it cannot endanger
-any other site. The same class, with `permitted_names=None` and its own
+NameConstraints: DNS `localhost` and `.localhost` permitted, every IPv4 and IPv6
+address excluded, e-mail and URI names shut out), so trusting it cannot endanger
+any other site or address. A routing CA made by an earlier fleet without those
+exclusions is replaced once, with a line saying to trust it again. The same class, with `permitted_names=None` and its own
 directory, serves as the grants interception CA (a different CA, other names).
 
 Files: `<dir>/ca.crt` (0644) and `<dir>/ca.key` (0600; a key readable by group
@@ -20,6 +22,7 @@ import os
 import re
 import ssl
 import stat
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -35,6 +38,12 @@ from ..errors import FleetError
 from ..home import fleet_home, write_atomic
 
 ROUTING_PERMITTED = ("localhost", ".localhost")
+# What a constrained CA also shuts out: every IP address (excluded subtrees), and
+# e-mail addresses and URIs (permitted only under the reserved `invalid` name,
+# RFC 2606). Directory names are left alone: a leaf's subject is one.
+EXCLUDED_NETWORKS = ("0.0.0.0/0", "::/0")
+NO_EMAIL = "invalid"
+NO_URI = ".invalid"
 CA_VALIDITY = dt.timedelta(days=3650)
 LEAF_VALIDITY = dt.timedelta(days=397)  # the most any browser accepts
 LEAF_RENEW_BEFORE = dt.timedelta(days=2)
@@ -51,8 +60,23 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def ip_literal(name: str) -> str | None:
+    """The canonical form of an IPv4 or IPv6 address (brackets allowed), or None."""
+    text = name.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def normalize_name(name: str) -> str:
-    """Lower case, no trailing dot; raises NameNotPermitted for a malformed name."""
+    """Lower case, no trailing dot (an IP address: its canonical form); raises
+    NameNotPermitted for a malformed name."""
+    ip = ip_literal(name)
+    if ip is not None:
+        return ip
     n = name.strip().lower().rstrip(".")
     if not n or len(n) > 253:
         raise NameNotPermitted(f"not a valid DNS name: {name!r}")
@@ -66,9 +90,12 @@ def normalize_name(name: str) -> str:
 
 def name_permitted(name: str, permitted: Sequence[str] | None) -> bool:
     """RFC 5280 DNS name constraints: `example` allows example and its subdomains,
-    `.example` allows only subdomains. `None` allows every name."""
+    `.example` allows only subdomains. `None` allows every name. A constrained
+    CA never certifies an IP address."""
     if permitted is None:
         return True
+    if ip_literal(name) is not None:
+        return False
     for p in permitted:
         p = p.lower()
         if p.startswith("."):
@@ -131,6 +158,8 @@ class CertificateAuthority:
                     fcntl.flock(lockf, fcntl.LOCK_EX)
                     if not self.exists():
                         self._create()
+                    else:
+                        self._replace_outdated()
                     self._load()
             except OSError as exc:
                 raise FleetError(f"cannot use the CA in {self.directory}: {exc.strerror or exc}") from exc
@@ -171,14 +200,9 @@ class CertificateAuthority:
             )
             .add_extension(ski, critical=False)
         )
-        if self.permitted_names is not None:
-            builder = builder.add_extension(
-                x509.NameConstraints(
-                    permitted_subtrees=[x509.DNSName(n) for n in self.permitted_names],
-                    excluded_subtrees=None,
-                ),
-                critical=True,
-            )
+        constraints = self.name_constraints()
+        if constraints is not None:
+            builder = builder.add_extension(constraints, critical=True)
         cert = builder.sign(key, hashes.SHA256())
         key_pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -187,6 +211,46 @@ class CertificateAuthority:
         )
         write_atomic(self.key_path, key_pem, 0o600)
         write_atomic(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+    def name_constraints(self) -> x509.NameConstraints | None:
+        """The critical NameConstraints a constrained CA carries: its DNS names
+        permitted, no e-mail or URI names, every IPv4 and IPv6 address excluded."""
+        if self.permitted_names is None:
+            return None
+        permitted: list[x509.GeneralName] = [x509.DNSName(n) for n in self.permitted_names]
+        permitted += [x509.RFC822Name(NO_EMAIL), x509.UniformResourceIdentifier(NO_URI)]
+        excluded: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_network(n)) for n in EXCLUDED_NETWORKS]
+        return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=excluded)
+
+    def outdated(self, cert: x509.Certificate) -> bool:
+        """A constrained CA made by an earlier fleet, whose constraints lack what
+        `name_constraints()` now asks for (it could vouch for IP addresses)."""
+        wanted = self.name_constraints()
+        if wanted is None:
+            return False
+        try:
+            have = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+        except x509.ExtensionNotFound:
+            return True
+        return set(have.permitted_subtrees or ()) != set(wanted.permitted_subtrees or ()) or set(
+            have.excluded_subtrees or ()
+        ) != set(wanted.excluded_subtrees or ())
+
+    def _replace_outdated(self) -> None:
+        """Called under the CA's lock: an outdated CA is replaced (new key), once."""
+        try:
+            cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        except ValueError:
+            return  # _load says what is wrong
+        if not self.outdated(cert):
+            return
+        self._create()
+        print(
+            f"fleet: replaced the {self.name} in {self.directory}: the old one could vouch for IP addresses; "
+            f"run `fleet ca trust` again (and remove the old one from your trust stores)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _load(self) -> None:
         mode = stat.S_IMODE(os.stat(self.key_path).st_mode)
@@ -239,10 +303,8 @@ class CertificateAuthority:
         now = _now()
         leaf_pub = self._leaf_key.public_key()
         san: list[x509.GeneralName] = [x509.DNSName(n)]
-        try:
+        if ip_literal(n) is not None:
             san = [x509.IPAddress(ipaddress.ip_address(n))]
-        except ValueError:
-            pass
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, n[:64])]))

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from ..errors import FleetError
 from ..home import ensure_dir, fleet_home, write_atomic
+from . import limits, logcontrol
 from .table import Listen, add_listen, read_table
 
 if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy runs or is shown:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy
 log = logging.getLogger("fleet.proxy")
 
 START_TIMEOUT = 15.0
-LOG_ROTATE_BYTES = 5 * 1024 * 1024
+LOG_ROTATE_BYTES = logcontrol.DEFAULT_MAX_BYTES  # at spawn; the running proxy rotates at its own setting
 
 
 def pid_path() -> Path:
@@ -177,6 +178,7 @@ def start(
     raising FleetError naming a port it cannot take. Idempotent."""
     if port is not None:
         add_listen(port, bind)
+    _routing_ca().ensure()  # here, not only in the background: a CA replaced by an upgrade says so to the user
     wanted = list(need) if need is not None else wanted_listen()
     if port is not None:
         wanted.append(Listen(port=port, bind=bind))
@@ -378,6 +380,9 @@ async def _serve(config: "ProxyConfig") -> None:
     from .proxy import ProxyServer
 
     last = {"state": ""}
+    soft, hard = limits.raise_nofile()
+    limits.shrink_tls_buffers()
+    log.info("descriptor limit %d (hard %d)", soft, hard)
 
     def on_change(server: "ProxyServer") -> None:
         text = json.dumps(server.state(), sort_keys=True)
@@ -404,9 +409,17 @@ async def _serve(config: "ProxyConfig") -> None:
     gc.collect()
     gc.freeze()
     log.info("fleet proxy running (pid %d), CA %s", os.getpid(), ca.cert_path)
+
+    async def summaries() -> None:  # say how many log lines were held back, even after a flood stops
+        while True:
+            await asyncio.sleep(5.0)
+            logcontrol.say_suppressed()
+
+    said = loop.create_task(summaries())
     try:
         await stop_event.wait()
     finally:
+        said.cancel()
         log.info("fleet proxy stopping")
         await forward.stop()
         await server.stop()
@@ -424,20 +437,22 @@ def run_foreground(
     if lock is None:
         pid = running_pid()
         raise FleetError(f"the fleet proxy is already running (pid {pid}); `fleet proxy stop` first")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if os.environ.get("FLEET_PROXY_DEBUG") else logging.INFO,
-            format="%(asctime)s %(levelname)s %(message)s",
-            stream=sys.stderr,
-        )
     try:
+        level = logging.DEBUG if os.environ.get("FLEET_PROXY_DEBUG") else logging.INFO
+        if ready_fd is not None:  # the background process: its own log file, rotated by size
+            logcontrol.install(log_path(), level=level)
+        elif not logging.getLogger().handlers:
+            logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+            logcontrol.add_rate_limit(logging.getLogger().handlers[0])
+        limits.tune_malloc()
+        from .proxy import ProxyConfig
+
+        config = config or ProxyConfig.from_env()
         write_atomic(pid_path(), f"{os.getpid()}\n", mode=0o644)
         if ready_fd is not None:
             os.write(ready_fd, b"ok")
             os.close(ready_fd)
-        from .proxy import ProxyConfig
-
-        asyncio.run(_serve(config or ProxyConfig.from_env()))
+        asyncio.run(_serve(config))
         return 0
     finally:
         for p in (state_path(), pid_path()):

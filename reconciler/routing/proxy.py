@@ -27,6 +27,8 @@ from typing import Callable
 from ..errors import FleetError
 from .ca import CertificateAuthority
 from .index import RouteIndex
+from .limits import DEFAULT_MAX_CONNECTIONS_PER_SOURCE as MAX_CONNECTIONS, DEFAULT_MAX_PENDING_PER_SOURCE as MAX_PENDING
+from .limits import MemoryTrimmer, Slot, SourceLimiter, _int_env
 from .relay import ClientConn, UpstreamPool
 from .table import Listen, RouteTable, parse_table, table_path
 
@@ -48,12 +50,17 @@ class ProxyConfig:
     pool_idle_timeout: float = 30.0
     pool_max_idle: int = 64  # idle upstream connections kept per target
     high_water: int = 256 * 1024  # per-direction buffer before backpressure
+    # A request body must bring body_min_bytes in every body_timeout window
+    # until it is whole (or its response starts); else 408 and close.
+    body_timeout: float = 30.0
+    body_min_bytes: int = 1024
+    # Connections one source address may hold that have not sent a complete
+    # request head, and that it may hold open in all.
+    max_pending_per_source: int = MAX_PENDING
+    max_connections_per_source: int = MAX_CONNECTIONS
     upstream_ca: str | None = None  # extra CA bundle for https targets
     default_listen: Listen | None = field(default_factory=lambda: Listen(port=8080))
-    # Also listen on this address (the Docker bridge gateway, what containers'
-    # `<svc>.<agent>.localhost` names resolve to) at every proxy port, so URLs
-    # work inside agents; None: only the addresses the table asks for.
-    agent_bind: str | None = None
+    agent_bind: str | None = None  # also listen here (the bridge gateway) at every port: URLs inside agents
 
     @classmethod
     def from_env(cls) -> "ProxyConfig":
@@ -64,6 +71,7 @@ class ProxyConfig:
             ("FLEET_PROXY_KEEPALIVE_TIMEOUT", "keepalive_timeout"),
             ("FLEET_PROXY_CONNECT_TIMEOUT", "connect_timeout"),
             ("FLEET_PROXY_RESPONSE_TIMEOUT", "response_timeout"),
+            ("FLEET_PROXY_BODY_TIMEOUT", "body_timeout"),
             ("FLEET_PROXY_RELOAD_INTERVAL", "reload_interval"),
         ):
             if env.get(name):
@@ -74,6 +82,9 @@ class ProxyConfig:
                 if not value > 0 or value == float("inf"):
                     raise FleetError(f"{name} must be a positive number of seconds (found {env[name]!r})")
                 setattr(cfg, attr, value)
+        cfg.body_min_bytes = _int_env(env, "FLEET_PROXY_BODY_MIN_BYTES", cfg.body_min_bytes, minimum=0)
+        caps = SourceLimiter.from_env(env)
+        cfg.max_pending_per_source, cfg.max_connections_per_source = caps.max_pending, caps.max_total
         if env.get("FLEET_UPSTREAM_CA"):
             cfg.upstream_ca = env["FLEET_UPSTREAM_CA"]
         return cfg
@@ -149,7 +160,7 @@ class Listener:
     def _accept(self) -> None:
         for _ in range(128):
             try:
-                conn, _addr = self.sock.accept()
+                conn, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -161,7 +172,7 @@ class Listener:
                 loop.call_later(0.5, self._resume)
                 return
             conn.setblocking(False)
-            self.server.sniff(conn, self.port)
+            self.server.sniff(conn, self.port, addr[0] if addr else None)
 
     def _resume(self) -> None:
         if not self.closed:
@@ -216,6 +227,11 @@ class ProxyServer:
         self._sweeper: asyncio.Task | None = None
         self._last_retry = 0.0
         self.loaded_at = 0.0
+        self._ca_stamp: tuple[int, int, int] | None = None
+        self.pending = SourceLimiter(
+            self.config.max_pending_per_source, self.config.max_connections_per_source, what="routing proxy"
+        )
+        self.trimmer = MemoryTrimmer()
 
     # TLS contexts
     def tls_context(self) -> ssl.SSLContext | None:
@@ -237,6 +253,7 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_quiet_exceptions)
         self.tls_context()
+        self.check_ca()
         self.reload(force=True)
         self._watch = loop.create_task(self._watch_table())
         self._sweeper = loop.create_task(self._sweep())
@@ -270,8 +287,34 @@ class ProxyServer:
             await asyncio.sleep(self.config.reload_interval)
             try:
                 self.reload()
+                self.check_ca()
             except Exception:  # never let the watcher die
                 log.exception("reloading the route table failed")
+
+    def check_ca(self) -> bool:
+        """The CA's certificate changed on disk (replaced by a newer fleet, or
+        deleted and made again): new connections get leaves from the new CA."""
+        if self.ca is None:
+            return False
+        try:
+            st = os.stat(self.ca.cert_path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            return False
+        if self._ca_stamp is None or stamp == self._ca_stamp:
+            self._ca_stamp = stamp
+            return False
+        old = self.ca
+        try:
+            ca = CertificateAuthority(old.directory, old.name, old.permitted_names, old.cache_size).ensure()
+            tls = ca.server_context()
+        except FleetError as exc:
+            log.error("keeping the CA loaded at start: %s", exc)
+            self._ca_stamp = stamp
+            return False
+        self.ca, self._tls, self._ca_stamp = ca, tls, stamp
+        log.info("the CA in %s changed; new connections use it", old.directory)
+        return True
 
     async def _sweep(self) -> None:
         """Enforce client deadlines (head, keep-alive, response), notice half-closed
@@ -293,6 +336,7 @@ class ProxyServer:
                     self.probing.discard(c)
                     log.exception("checking a half-closed client failed")
             self.pool.sweep(now)
+            self.trimmer.observe(len(self.clients) + len(self._tasks), now)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -334,15 +378,9 @@ class ProxyServer:
         return changed
 
     def wanted(self) -> list[Listen]:
-        out = self.table.listen_addresses(self.config.default_listen)
-        extra = self.config.agent_bind
-        if extra:
-            have = {(x.bind, x.port) for x in out}
-            for x in list(out):
-                if x.bind not in ("0.0.0.0", "::", extra) and (extra, x.port) not in have:
-                    have.add((extra, x.port))
-                    out.append(Listen(port=x.port, bind=extra))
-        return out
+        out, extra = self.table.listen_addresses(self.config.default_listen), self.config.agent_bind
+        ports = {x.port for x in out if x.bind not in ("0.0.0.0", "::", extra)} - {x.port for x in out if x.bind == extra}
+        return out + [Listen(port=p, bind=extra) for p in sorted(ports)] if extra else out
 
     def _sync_listeners(self) -> None:
         wanted = {(x.bind, x.port): x for x in self.wanted()}
@@ -374,14 +412,22 @@ class ProxyServer:
         return [lst.listen for lst in self.listeners.values()]
 
     # connections
-    def sniff(self, conn: socket.socket, port: int) -> None:
-        """Wait for the first byte: 0x16 starts TLS, anything else is plain HTTP."""
+    def sniff(self, conn: socket.socket, port: int, source: str | None = None) -> None:
+        """Wait for the first byte: 0x16 starts TLS, anything else is plain HTTP.
+        A `source` holding too many connections without a complete request
+        head (`max_pending_per_source`) has this one closed at once."""
+        slot = self.pending.admit(source) if source is not None else None
+        if source is not None and slot is None:
+            conn.close()
+            return
         loop = asyncio.get_running_loop()
         fd = conn.fileno()
 
         def expire() -> None:
             loop.remove_reader(fd)
             conn.close()
+            if slot is not None:
+                slot.release()
 
         timer = loop.call_later(self.config.header_timeout, expire)
 
@@ -396,31 +442,41 @@ class ProxyServer:
             timer.cancel()
             if not first:
                 conn.close()
+                if slot is not None:
+                    slot.release()
                 return
             tls = first[0] == 0x16 and self.tls_context() is not None
-            task = loop.create_task(self._serve(conn, port, tls))
+            task = loop.create_task(self._serve(conn, port, tls, slot))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         loop.add_reader(fd, readable)
 
-    async def _serve(self, conn: socket.socket, port: int, tls: bool) -> None:
+    async def _serve(self, conn: socket.socket, port: int, tls: bool, slot: Slot | None = None) -> None:
         loop = asyncio.get_running_loop()
         scheme = "https" if tls else "http"
+
+        def client() -> ClientConn:
+            c = ClientConn(self, port, scheme)
+            c.slot = slot  # trusted at its first complete request head, released when it closes
+            return c
+
         try:
             if tls:
                 await loop.connect_accepted_socket(
-                    lambda: ClientConn(self, port, scheme),
+                    client,
                     conn,
                     ssl=self.tls_context(),
                     ssl_handshake_timeout=self.config.header_timeout,
                     ssl_shutdown_timeout=5.0,
                 )
             else:
-                await loop.connect_accepted_socket(lambda: ClientConn(self, port, scheme), conn)
+                await loop.connect_accepted_socket(client, conn)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
             log.debug("connection on port %s dropped during setup: %s", port, exc)
             conn.close()
+            if slot is not None:
+                slot.release()
 
     def state(self) -> dict:
         """What `fleet proxy status` shows about the running server."""

@@ -44,6 +44,7 @@ from .http1 import (
     request_framing,
     response_framing,
 )
+from .guard import ClientGuard, describe_oserror
 from .index import FOREIGN, LOCAL, Target
 from .pages import gateway_error, index_page, not_found_page
 
@@ -307,6 +308,8 @@ class UpstreamConn(_Pausable):
                     client.write(client.response_head(head, interim=True))
                     if ex.request_done:
                         client.arm_response()  # the final head is still to come
+                    else:
+                        client.arm_body()
                     continue
                 if head.status == 101:
                     if not ex.upgrade:
@@ -447,7 +450,7 @@ class UpstreamPool:
         self.idle.clear()
 
 
-class ClientConn(_Pausable):
+class ClientConn(ClientGuard, _Pausable):
     """One client connection: parses request heads, routes, relays."""
 
     def __init__(self, server: "ProxyServer", port: int, scheme: str):
@@ -489,6 +492,7 @@ class ClientConn(_Pausable):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
+        self.release_slot()
         self.server.clients.discard(self)
         self.server.probing.discard(self)
         self._disarm()
@@ -632,6 +636,7 @@ class ClientConn(_Pausable):
             return False
         self.deadline = None
         self.head_started = False
+        self.trusted()
         self.keep_alive = keep_alive
         self.client_version = b"1.1"
         out = b"".join(
@@ -664,6 +669,8 @@ class ClientConn(_Pausable):
                 self.local_response(408, "fleet proxy: request head not received in time\n", close=True)
             else:
                 self.close()
+        elif st == _BODY:
+            self.body_expired()
         elif st == _WAIT:
             ex = self.exchange
             if ex is not None and ex.request_done and not ex.response_started and self.upstream is not None:
@@ -711,6 +718,7 @@ class ClientConn(_Pausable):
             self.local_response(exc.status, f"fleet proxy: {exc}\n", close=True)
 
     def _dispatch(self, head: Head) -> None:
+        self.trusted()
         self.client_version = version = head.version
         conn_tokens = head.connection
         if version == b"1.0":
@@ -758,6 +766,7 @@ class ClientConn(_Pausable):
             self._connect(ex)
         else:
             self.state = _BODY
+            self.arm_body()
             self._connect(ex)
             if buf:
                 rest = bytes(buf)
@@ -794,6 +803,7 @@ class ClientConn(_Pausable):
         return b"".join(parts)
 
     def _feed_body(self, data: bytes) -> None:
+        self.body_seen += len(data)
         ex = self.exchange
         if ex is None:
             return
@@ -883,7 +893,7 @@ class ClientConn(_Pausable):
             self._bad_gateway(ex, f"TLS verification failed: {exc.verify_message}")
             return
         except OSError as exc:
-            self._bad_gateway(ex, _describe_oserror(exc))
+            self._bad_gateway(ex, describe_oserror(exc))
             return
         finally:
             self.connecting = None
@@ -925,7 +935,7 @@ class ClientConn(_Pausable):
             ex.retried = True  # a kept-alive connection the target had closed: retry once
             self.connecting = asyncio.get_running_loop().create_task(self._open(ex))
             return
-        self._bad_gateway(ex, "closed the connection" + (f" ({_describe_oserror(exc)})" if exc else ""))
+        self._bad_gateway(ex, "closed the connection" + (f" ({describe_oserror(exc)})" if exc else ""))
 
     def upstream_failed(self, up: UpstreamConn, reason: str) -> None:
         ex = self.exchange
@@ -1074,15 +1084,3 @@ class ClientConn(_Pausable):
     def _not_found(self, head: Head, hostname: str, body_kind: int) -> None:
         ctype, body = not_found_page(self.server.index, self.port, self.scheme, hostname, head.get(b"accept") or b"")
         self.local_response(404, body, close=body_kind != NONE, content_type=ctype)
-
-
-def _describe_oserror(exc: BaseException | None) -> str:
-    if exc is None:
-        return "closed"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the target ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__

@@ -165,8 +165,9 @@ def test_enabled_false_stops_one_agent_and_leaves_its_neighbour(tmp_path, docker
     r = run_fleet("status", str(path), "-o", "json")
     import json
 
-    states = {row["agent"]: row["state"] for row in json.loads(r.out)["agents"]}
-    assert states == {"a": "running", "b": "disabled", "solo": "disabled"}, states
+    states = {row["agent"]: (row["state"], row["enabled"]) for row in json.loads(r.out)["agents"]}
+    assert states == {"a": ("running", True), "b": ("exited", False), "solo": ("exited", False)}, states
+    assert "disabled" in run_fleet("status", str(path)).out
     # enabling again starts the same containers
     path.write_text(text.replace("enabled: false, ", ""))
     r = run_fleet("apply", str(path))

@@ -92,7 +92,7 @@ def test_apply_creates_then_noop_then_replaces_only_the_changed_agent(tmp_path, 
     r = run_fleet("status", str(path), "--output", "json")
     assert r.code == 0, r.text
     data = json.loads(r.out)
-    assert data["format_version"] == 1 and data["fleet"] == fleet_name
+    assert data["format_version"] == 2 and data["kind"] == "fleet-status" and data["fleet"] == fleet_name
     rows = {row["agent"]: row for row in data["agents"]}
     assert rows["web"]["state"] == "running"
     assert rows["web"]["ports"] == [{"service": "web", "container_port": 3000, "host_port": int(host_port), "address": None}]

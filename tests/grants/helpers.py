@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from reconciler.grants.forward import ForwardConfig, ForwardProxy
+from reconciler.grants.peers import Peers
 from reconciler.routing.ca import CertificateAuthority
 from tests.conftest import free_port  # noqa: F401  (re-exported for the grants tests)
 
@@ -83,6 +84,7 @@ class Upstream:
                 self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = _handle
+            do_TRACE = do_TRACK = do_trace = _handle  # echoes the request, as a TRACE-reflecting server would
 
         self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
@@ -106,11 +108,17 @@ class Upstream:
         self.server.server_close()
 
 
+def host_peers(addresses: dict[str, set[str]]) -> Peers:
+    """Peers for a proxy tested from this machine: container id -> the
+    addresses its connections come from (no engine involved)."""
+    return Peers(lambda cid: set(addresses.get(cid, set())))
+
+
 class ProxyThread:
     """The forward proxy on its own event loop in a thread."""
 
-    def __init__(self, config: ForwardConfig):
-        self.proxy = ForwardProxy(config)
+    def __init__(self, config: ForwardConfig, peers: Peers | None = None):
+        self.proxy = ForwardProxy(config, peers=peers)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 

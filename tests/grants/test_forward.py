@@ -17,7 +17,7 @@ from reconciler.grants.catalogue import rules_for
 from reconciler.grants.forward import ForwardConfig, parse_resolve
 from reconciler.grants.trust import ensure_bundle
 
-from .helpers import ProxyThread, Upstream
+from .helpers import ProxyThread, Upstream, host_peers
 
 TOKEN = "ghp_TESTtoken0123456789abcdefABCDEF"
 
@@ -32,12 +32,16 @@ def world(tmp_path, fleet_home, monkeypatch):
     bundle = ensure_bundle()
     cred_gh = agentmap.issue("f1", "coder", ["github"], rules_for(["github"]))
     cred_other = agentmap.issue("f1", "other", ["anthropic"], rules_for(["anthropic"]))
+    # each credential is bound to a "container" whose address, here, is this machine's loopback
+    agentmap.bind("f1", "coder", "c-coder")
+    agentmap.bind("f1", "other", "c-other")
+    peers = host_peers({"c-coder": {"127.0.0.1"}, "c-other": {"127.0.0.1"}})
     resolve = {
         "api.github.com": ("127.0.0.1", up.port),
         "github.com": ("127.0.0.1", up.port),
         "plain.test": ("127.0.0.1", plain.port),
     }
-    proxy = ProxyThread(ForwardConfig(bind="127.0.0.1", port=0, resolve=resolve, upstream_ca=up.ca_file)).start()
+    proxy = ProxyThread(ForwardConfig(bind="127.0.0.1", port=0, resolve=resolve, upstream_ca=up.ca_file), peers).start()
     port = proxy.wait_listening()
 
     class W:
@@ -164,3 +168,50 @@ def test_parse_resolve():
     assert parse_resolve("a.test=127.0.0.1:8443, b.test=[::1]:9, c.test=10.0.0.1,d.test=::1") == {
         "a.test": ("127.0.0.1", 8443), "b.test": ("::1", 9), "c.test": ("10.0.0.1", None), "d.test": ("::1", None),
     }
+
+
+def test_per_source_cap_on_unauthenticated_connections(tmp_path, fleet_home, monkeypatch):
+    """Connections that never present a credential count against their source's
+    cap: past it the proxy drops that source's new ones, and a request with a
+    valid credential from another source still goes through."""
+    import socket
+
+    monkeypatch.setenv("FLEET_KEYRING", "off")
+    monkeypatch.setenv("FLEET_PROXY_MAX_PENDING_PER_SOURCE", "5")
+    up = Upstream(tmp_path / "upstream-ca", names=("api.github.com",))
+    store.set_grant("github", TOKEN)
+    bundle = ensure_bundle()
+    cred = agentmap.issue("f1", "coder", ["github"], rules_for(["github"]))
+    agentmap.bind("f1", "coder", "c-coder")
+    peers = host_peers({"c-coder": {"127.0.0.1"}})
+    proxy = ProxyThread(ForwardConfig(bind="0.0.0.0", port=0, resolve={"api.github.com": ("127.0.0.1", up.port)},
+                                      upstream_ca=up.ca_file), peers).start()
+    port = proxy.wait_listening()
+    silent = []
+    try:
+        for _ in range(12):  # from 127.0.0.2: half a head each, never finished
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.connect(("127.0.0.2", port))
+            s.sendall(b"CONNECT api.github.com:443 HTTP/1.1\r\n")
+            silent.append(s)
+        dropped = 0
+        for s in silent:
+            s.settimeout(1)
+            try:
+                if s.recv(1) == b"":
+                    dropped += 1
+            except ConnectionResetError:
+                dropped += 1
+            except socket.timeout:
+                pass
+        assert dropped == 7, f"expected 7 of 12 dropped past the cap of 5, got {dropped}"
+        assert proxy.proxy.pending.refused >= 7
+        r = subprocess.run(["curl", "-sS", "--max-time", "20", "-x", f"http://fleet:{cred}@127.0.0.1:{port}",
+                            "--cacert", str(bundle), "https://api.github.com/echo/x"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr  # the owner, from its own address, is unaffected
+    finally:
+        for s in silent:
+            s.close()
+        proxy.stop()
+        up.stop()

@@ -55,8 +55,12 @@ def test_ca_files_modes_and_constraints(ca, fleet_home):
     cert = x509.load_pem_x509_certificate(ca.cert_path.read_bytes())
     nc = cert.extensions.get_extension_for_oid(ExtensionOID.NAME_CONSTRAINTS)
     assert nc.critical
-    assert {n.value for n in nc.value.permitted_subtrees} == {"localhost", ".localhost"}
-    assert nc.value.excluded_subtrees is None
+    dns = {n.value for n in nc.value.permitted_subtrees if isinstance(n, x509.DNSName)}
+    assert dns == {"localhost", ".localhost"}
+    # e-mail and URI names only under the reserved `invalid`; every IP address excluded
+    others = {(type(n).__name__, n.value) for n in nc.value.permitted_subtrees if not isinstance(n, x509.DNSName)}
+    assert others == {("RFC822Name", "invalid"), ("UniformResourceIdentifier", ".invalid")}
+    assert {str(n.value) for n in nc.value.excluded_subtrees} == {"0.0.0.0/0", "::/0"}
     bc = cert.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS)
     assert bc.critical and bc.value.ca and bc.value.path_length == 0
 

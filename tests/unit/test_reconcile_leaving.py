@@ -1,0 +1,36 @@
+"""Agents leaving a shared host that is re-created go first, and routes of
+agents that are gone make the route table out of date (no engine)."""
+
+from __future__ import annotations
+
+from reconciler.reconcile import reconcile
+from reconciler.routing.table import routes_for
+from tests.unit.builders import agent, by_id, desired, host, observed, seen, seen_host
+
+
+def test_an_agent_removed_from_a_replaced_host_is_destroyed_before_the_host_goes():
+    before = desired(host("box"), agent("impl", host="box", ports={"web": 3000}), agent("tests", host="box"))
+    after = desired(host("box"), agent("tests", host="box"))
+    h = seen_host(before.hosts["box"])
+    impl = seen(before.agents["impl"], host_id=h.id)
+    o = observed(h, impl, seen(before.agents["tests"], host_id=h.id))
+    acts = by_id(reconcile(after, o))
+    destroy = f"agent:impl:destroy:{impl.id[:12]}"
+    assert acts["host:box"].op == "replace" and acts[destroy].op == "destroy"
+    assert destroy in acts["host:box"].depends_on  # never an exec into a sandbox being snapshotted
+    assert acts["agent:tests"].depends_on == ("host:box",)  # no cycle: the re-joining agent waits for the host
+    assert acts[destroy].depends_on == ()
+
+
+def test_routes_of_gone_agents_are_out_of_date_and_kept_ones_are_not():
+    d = desired(agent("web", ports={"http": 3000}), agent("idle", ports={"http": 3000}, restart="never"))
+    running = seen(d.agents["web"], ports={3000: 49153})
+    finished = seen(d.agents["idle"], state="exited", exit_code=0, ports={3000: 49154})
+    routes = tuple(r.model_dump() for r in routes_for(d, observed(running, finished)))
+    left = dict(routes[0], agent="removed", target="http://127.0.0.1:49999")
+    plan = reconcile(d, observed(running, finished, routes=routes + (left,)))
+    assert [a.id for a in plan.actions] == ["route:routes"]
+    assert by_id(plan)["route:routes"].cause == "route table out of date"
+    # a declared agent that is not running keeps its route (removed only when gone)
+    idle = dict(routes[0], agent="idle", target="http://127.0.0.1:49998")
+    assert reconcile(d, observed(running, finished, routes=routes + (idle,))).empty
