@@ -144,3 +144,28 @@ def test_proxy_port_held_by_another_program_is_refused_before_anything(tmp_path,
             assert f"port {port} on 127.0.0.1 is already in use by python" in r.text, r.text
             assert "Traceback" not in r.text and "URLs" not in r.out
         assert containers(docker_client, fleet_name) == {}
+
+
+def test_a_holder_that_publishes_ports_is_replaced_once(tmp_path, docker_client, base_image, fleet_name, fleet_home):
+    """A holder made by an older fleet published its agents' ports (and its spec
+    said so): the next apply replaces it once, saying why; then it is settled."""
+    from reconciler import labels as L
+    from reconciler.load import load
+    from reconciler.model import canonical_hash
+
+    path = fleet_file(tmp_path, fleet_name, base_image, free_port(), [agent_line("a", 3000)])
+    old_spec = {**load(path).hosts["box"].spec(), "ports": [3000]}
+    old = docker_client.containers.run(
+        base_image, ["sleep", "infinity"], name=L.host_container(fleet_name, "box"), detach=True,
+        ports={"3000/tcp": ("127.0.0.1", None)},
+        labels={L.PROJECT: fleet_name, L.KIND: "host", L.HOST: "box", L.SPEC_HASH: canonical_hash(old_spec),
+                L.SPEC: json.dumps(old_spec, sort_keys=True, separators=(",", ":"))},
+    )
+    r = run_fleet("diff", str(path))
+    assert "replace" in r.out and "holder publishes its agents' ports (older fleet)" in r.out, r.out
+    r = run_fleet("apply", "--yes", str(path))
+    assert r.code == 0, r.text
+    holder = containers(docker_client, fleet_name)["host:box"]
+    assert holder.id != old.id and not holder.attrs["NetworkSettings"]["Ports"]
+    wait_for(lambda: status_of(f"https://web.a.localhost:{load(path).proxy.port}/", fleet_home) == 200, what="a's URL")
+    assert run_fleet("apply", "--yes", str(path)).out.strip().endswith("up to date (2 unchanged)")
