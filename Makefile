@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@# the editors' YAML checker, for tests/gitops/test_editor.py (needs node and npm)
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node yaml-language-server@1.25.0
 	touch $(STAMP)
 
 install: $(STAMP)

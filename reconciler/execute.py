@@ -84,15 +84,17 @@ def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Pr
             return _notes(gone, _release_workspace(fleet, action.name, action.observed_host.spec))
         else:
             raise FleetError(f"internal: no host operation {action.op}")
+    elif action.kind == "image":
+        return p.remove_image(fleet, action.name)
     elif action.kind == "route":
         from .routing import sync
 
         from . import agentnet
 
         if action.route and action.route.get("remove"):
-            sync.remove_routes(fleet)
+            note = sync.remove_routes(fleet)
             agentnet.forget_fleet(fleet)
-            return None
+            return note
         note = sync.apply_routes(desired)
         agentnet.refresh(desired)  # running agents resolve names added since they started
         return note

@@ -6,6 +6,7 @@ Tests always point FLEET_HOME at a temporary directory.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -33,7 +34,11 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o600, exclusive: bo
     import tempfile
 
     blob = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
@@ -48,9 +53,41 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o600, exclusive: bo
             os.unlink(tmp)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and not exc.filename:  # ENOSPC from write() names no file
+            exc.filename = str(path)
         raise
+
+
+# the errors a FLEET_HOME that is read-only, full or not a directory gives
+UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
+
+
+def unwritable_line(exc: OSError) -> str | None:
+    """One line for an OSError about fleet's own state (a file under
+    $FLEET_HOME, or a full/read-only disk with no file named), or None when
+    the error is about something else."""
+    home = fleet_home()
+    name = exc.filename
+    about_home = False
+    if name:
+        try:
+            p = Path(os.fsdecode(name)).absolute()
+            h = home.absolute()
+            about_home = p == h or h in p.parents or p in h.parents
+        except (TypeError, ValueError):
+            about_home = False
+    elif exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        about_home = True
+    if not about_home or exc.errno not in UNWRITABLE:
+        return None
+    what = os.strerror(exc.errno) if exc.errno else str(exc)
+    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make it a writable directory"
+    if not name:  # the write that failed named no file: say where fleet's state lives, blame nothing else
+        return f"cannot write: {what}; {hint} (fleet keeps its state in FLEET_HOME {home}, or point FLEET_HOME elsewhere)"
+    where = f" ({os.fsdecode(name)})" if Path(os.fsdecode(name)).absolute() != home.absolute() else ""
+    return f"cannot write fleet's state under FLEET_HOME {home}{where}: {what}; {hint} (or point FLEET_HOME elsewhere)"

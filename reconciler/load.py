@@ -12,7 +12,6 @@ bounded (an alias bomb is refused, not expanded).
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import types
 import typing
@@ -40,14 +39,14 @@ from .model import (
     ProxySettings,
     WorkspaceSpec,
 )
+from . import pathrules
+from .buildctx import context_hash  # noqa: F401  (savedplan imports it from here)
 from .routing.table import service_urls
-from .spec import FleetFile
+from .spec import BUILTIN_GRANTS, MODAL_ONLY, FleetFile
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 20_000
 MAX_DEPTH = 64
-BUILTIN_GRANTS = ("anthropic", "github", "gitlab", "npm", "openai")
-MODAL_ONLY = ("app", "environment", "idle_timeout", "timeout", "cpu", "memory", "region", "restore")
 
 Path_ = tuple[Any, ...]
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -411,7 +410,12 @@ def _model_at(path: Path_) -> type[BaseModel] | None:
 
 def did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:
     # 0.7: 'defualts', 'comand', 'prot', 'Modal' still match; 'nope' is not 'openai'
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.7)
+    options = list(candidates)
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.7)
+    if not match and len(word) >= 3:  # short keys: a swap or one letter off scores low
+        from .hints import one_typo
+
+        match = [c for c in options if one_typo(word.lower(), c.lower())][:1]
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
@@ -550,7 +554,7 @@ def _name_message(name: str, etype: str, ctx: dict) -> str:
 # --------------------------------------------------------------------------- semantic checks
 
 
-def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> list[Problem]:
+def _semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: Path | None = None) -> list[Problem]:
     problems: list[Problem] = []
 
     def add(path: Path_, message: str, prefer_key: bool = False) -> None:
@@ -585,17 +589,21 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
             add(("hosts", hname, "build"), "set image or build, not both")
         if not (host.get("image") or host.get("build") or default_image):
             add(("hosts", hname), "no image: set image or build on the host, or defaults.image", prefer_key=True)
+        if provider == "modal" and "capabilities" in host:
+            add(("hosts", hname, "capabilities"), "only valid for provider: docker (a Modal sandbox sets its own)", prefer_key=True)
         if provider == "docker":
             for key in MODAL_ONLY:
                 if key in host:
                     add(("hosts", hname, key), "only valid for provider: modal", prefer_key=True)
-        _check_paths(add, base, ("hosts", hname), host)
+        _check_paths(add, base, ("hosts", hname), host, path)
 
     claimed: dict[str, dict[int, tuple[str, str]]] = {}
     for aname, agent in agents.items():
         if not isinstance(agent, dict):
             continue  # the schema check already says it must be a mapping
         where = ("agents", aname)
+        if aname in hosts:  # their workspace copies and worktree branches would be one
+            add(where, f"agent '{aname}' has the name of host '{aname}'; give one of them another name", prefer_key=True)
         host_name = agent.get("host")
         if host_name is not None and not isinstance(host_name, str):
             pass  # a wrong type for host: is a schema problem; nothing more to check here
@@ -607,6 +615,8 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
                 for key in ("image", "build", "workspace"):
                     if key in agent:
                         add(where + (key,), f"not allowed on an agent of shared host '{host_name}': set it on hosts.{host_name}", prefer_key=True)
+                if mapping(hosts[host_name]).get("provider") == "modal" and "capabilities" in agent:
+                    add(where + ("capabilities",), f"not available on Modal host '{host_name}' (a Modal sandbox sets its own)", prefer_key=True)
                 if mapping(hosts[host_name]).get("provider") == "modal" and (agent.get("grants") or defaults.get("grants")):
                     source = "" if agent.get("grants") else " (from defaults.grants)"
                     add(where + ("grants",), f"grants are not available on Modal host '{host_name}'{source} (a sandbox cannot reach this machine's credential proxy)", prefer_key=True)
@@ -615,7 +625,7 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
                 add(where + ("build",), "set image or build, not both")
             if not (agent.get("image") or agent.get("build") or default_image):
                 add(where, "no image: set image or build on the agent, or defaults.image", prefer_key=True)
-            _check_paths(add, base, where, agent)
+            _check_paths(add, base, where, agent, path)
         ports = mapping(agent.get("ports"))
         owner = host_name if isinstance(host_name, str) and host_name in hosts else None
         scope = claimed.setdefault(f"host:{owner}" if owner else f"agent:{aname}", {})
@@ -640,25 +650,43 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions) -> lis
     return problems
 
 
-def _check_paths(add, base: Path, where: Path_, section: dict) -> None:
+def _check_paths(add, base: Path, where: Path_, section: dict, fleet_file: Path | None = None) -> None:
     ws = section.get("workspace")
     ws_path = ws.get("path") if isinstance(ws, dict) else ws
     if isinstance(ws_path, str) and ws_path:
-        p = (base / ws_path).resolve()
         key = where + (("workspace", "path") if isinstance(ws, dict) else ("workspace",))
-        if not p.exists():
+        shared = (not isinstance(ws, dict) or ws.get("mode", "shared") == "shared") and section.get("provider") != "modal"
+        try:
+            p = pathrules.real(base / ws_path)
+        except pathrules.PathLoop:
+            add(key, f"symlink loop: {ws_path!r} cannot be resolved")
+            p = None
+        if p is None:
+            pass
+        elif not p.exists():
             add(key, f"directory does not exist (found {ws_path!r}, resolved to {p})")
         elif not p.is_dir():
             add(key, f"not a directory (found {ws_path!r})")
+        elif (why := pathrules.workspace_refusal(p)) is not None:
+            add(key, f"refused as a workspace: {why}")
         elif isinstance(ws, dict) and ws.get("mode") == "worktree" and not (p / ".git").exists():
             add(where + ("workspace", "mode"), f"worktree mode needs a git repository, and {ws_path!r} is not one (no .git)")
+        elif shared and fleet_file is not None and (why := pathrules.linked_file_refusal(p, fleet_file)) is not None:
+            add(key, why)
     build = section.get("build")
     if isinstance(build, dict):
         ctx = build.get("context", ".")
         if isinstance(ctx, str):
-            cdir = (base / ctx).resolve()
+            key = where + ("build", "context")
+            try:
+                cdir = pathrules.real(base / ctx)
+            except pathrules.PathLoop:
+                add(key, f"symlink loop: {ctx!r} cannot be resolved")
+                return
             if not cdir.is_dir():
-                add(where + ("build", "context"), f"build context directory does not exist (found {ctx!r})")
+                add(key, f"build context directory does not exist (found {ctx!r})")
+            elif (why := pathrules.context_refusal(cdir)) is not None:
+                add(key, f"refused as a build context: {why}")
             else:
                 df = build.get("dockerfile", "Dockerfile")
                 if isinstance(df, str) and not (cdir / df).is_file():
@@ -668,52 +696,29 @@ def _check_paths(add, base: Path, where: Path_, section: dict) -> None:
 # --------------------------------------------------------------------------- resolve
 
 
-_SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv"}
-
-
-def context_hash(context: Path, dockerfile: str, args: dict[str, str]) -> str:
-    """A hash of everything that goes into a build: each file's path and bytes,
-    the Dockerfile's name and the build args."""
-    h = hashlib.sha256()
-    h.update(dockerfile.encode() + b"\0")
-    for k in sorted(args):
-        h.update(f"{k}={args[k]}\0".encode())
-    for root, dirs, files in os.walk(context):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        for name in sorted(files):
-            p = Path(root) / name
-            rel = p.relative_to(context).as_posix()
-            h.update(rel.encode() + b"\0")
-            try:
-                if p.is_symlink():  # hash where it points, never follow (a link to /dev/zero must not hang)
-                    h.update(b"link:" + os.readlink(p).encode())
-                elif p.is_file():
-                    h.update(hashlib.sha256(p.read_bytes()).digest())
-                else:
-                    h.update(b"<special>")
-            except OSError:
-                h.update(b"<unreadable>")
-    return h.hexdigest()
-
-
 def _image(fleet: str, base: Path, image: str | None, build: Any) -> ImageRef:
     if build is not None:
         ctx = (base / build.context).resolve()
         digest = context_hash(ctx, build.dockerfile, dict(build.args))
         return ImageRef(
-            ref=f"fleet-{fleet}-build:{digest[:16]}",
+            ref=labels.build_image(fleet, digest),
             build=BuildSpec(context=ctx, dockerfile=build.dockerfile, args=dict(build.args), context_hash=digest),
         )
     assert image is not None
     return ImageRef(ref=image)
 
 
-def _workspace(base: Path, ws: Any) -> WorkspaceSpec | None:
+def _workspace(base: Path, ws: Any, file: Path, uploaded: bool = False) -> WorkspaceSpec | None:
     if ws is None:
         return None
     if isinstance(ws, str):
-        return WorkspaceSpec(path=(base / ws).resolve())
-    return WorkspaceSpec(path=(base / ws.path).resolve(), mode=ws.mode, branch=ws.branch)
+        path, mode, branch = (base / ws).resolve(), "shared", None
+    else:
+        path, mode, branch = (base / ws.path).resolve(), ws.mode, ws.branch
+    # copy and worktree modes mount another directory, and Modal uploads a copy:
+    # the fleet file an agent could reach there is not the one fleet reads
+    read_only = pathrules.protected_files(path, [file.resolve()]) if mode == "shared" and not uploaded else ()
+    return WorkspaceSpec(path=path, mode=mode, branch=branch, read_only=read_only)
 
 
 def _command(cmd: Any) -> tuple[str, ...] | None:
@@ -741,7 +746,7 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
             )
         image = _image(fleet, base, h.image or (None if h.build else d.image), h.build or (None if h.image else d.build))
         hosts[name] = DesiredHost(
-            name=name, provider=h.provider, image=image, workspace=_workspace(base, h.workspace),
+            name=name, provider=h.provider, image=image, workspace=_workspace(base, h.workspace, file, uploaded=h.provider == "modal"),
             env=dict(h.env), ports=tuple(ports), modal=modal,
         )
     agents: dict[str, DesiredAgent] = {}
@@ -761,7 +766,7 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
             own_image = a.image or (None if a.build else d.image)
             own_build = a.build or (None if a.image else d.build)
             image = _image(fleet, base, own_image, own_build)
-            workspace = _workspace(base, a.workspace)
+            workspace = _workspace(base, a.workspace, file)
         agents[name] = DesiredAgent(
             name=name,
             host=a.host,
@@ -778,6 +783,7 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
             },
             restart=a.restart or d.restart or "always",
             enabled=a.enabled,
+            capabilities=tuple(sorted(set(a.capabilities) | set(spec.hosts[a.host].capabilities if host is not None else ()))),
         )
     grants = {k: v.model_dump() for k, v in spec.grants.items()}
     return Desired(fleet=fleet, file=file.resolve(), hosts=hosts, agents=agents, proxy=proxy, grants=grants)
@@ -799,7 +805,10 @@ def validate_file(path: Path) -> tuple[FleetFile | None, list[Problem]]:
         spec = FleetFile.model_validate(data)
     except ValidationError as exc:
         problems = problems + _schema_problems(shown, data, pos, exc)
-    problems = problems + _semantic_problems(shown, path.parent.resolve(), data, pos)
+    problems = problems + _semantic_problems(shown, path.parent.resolve(), data, pos, path)
+    from .hints import misindented
+
+    problems = misindented(shown, data, pos, problems)
     problems.sort(key=lambda p: (p.line, p.col))
     return (spec if not problems else None), problems
 

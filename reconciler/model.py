@@ -69,6 +69,15 @@ class WorkspaceSpec(Frozen):
     path: Path
     mode: Literal["shared", "copy", "worktree"] = "shared"
     branch: str | None = None
+    # files inside `path` mounted read-only at their place (POSIX, relative):
+    # the fleet file when it lies in a shared workspace, so an agent cannot
+    # grant itself more. Relative, so the same layout hashes the same anywhere.
+    read_only: tuple[str, ...] = ()
+
+    def spec(self) -> dict[str, Any]:
+        """As it enters a spec hash; `read_only` is added by the owner only
+        when there is one, so workspaces without it keep their earlier hash."""
+        return self.model_dump(mode="json", exclude={"read_only"})
 
 
 class DesiredHost(Frozen):
@@ -98,11 +107,13 @@ class DesiredHost(Frozen):
         data: dict[str, Any] = {
             "provider": self.provider,
             "image": self.image.ref,
-            "workspace": self.workspace.model_dump(mode="json") if self.workspace else None,
+            "workspace": self.workspace.spec() if self.workspace else None,
             "ports": list(self.ports) if self.provider == "modal" else [],
         }
         if self.modal is not None:
             data["modal"] = self.modal.model_dump(mode="json", exclude_none=True)
+        if self.workspace is not None and self.workspace.read_only:
+            data["read_only"] = list(self.workspace.read_only)
         return data
 
     @property
@@ -128,6 +139,9 @@ class DesiredAgent(Frozen):
     grant_defs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     restart: Restart = "always"
     enabled: bool = True
+    # Linux capabilities given back to this agent's container (fleet drops NET_RAW
+    # and sets no-new-privileges for every container); sorted, no duplicates
+    capabilities: tuple[str, ...] = ()
 
     @property
     def host_name(self) -> str:
@@ -142,7 +156,7 @@ class DesiredAgent(Frozen):
             "host": self.host,
             "provider": self.provider,
             "image": self.image.ref,
-            "workspace": self.workspace.model_dump(mode="json") if self.workspace else None,
+            "workspace": self.workspace.spec() if self.workspace else None,
             "command": list(self.command) if self.command is not None else None,
             "env": dict(self.env),
             "ports": dict(self.ports),
@@ -151,6 +165,10 @@ class DesiredAgent(Frozen):
         }
         if self.grant_defs:  # only when there are any: other agents' hashes stay as they were
             data["grant_defs"] = {k: self.grant_defs[k] for k in sorted(self.grant_defs)}
+        if self.capabilities:  # likewise: agents without any keep their hash
+            data["capabilities"] = sorted(self.capabilities)
+        if self.workspace is not None and self.workspace.read_only:
+            data["read_only"] = list(self.workspace.read_only)
         return data
 
     @property
@@ -206,6 +224,8 @@ class ObservedHost(Frozen):
     created: str | None = None
     # agent name -> spec hash, for providers that record agents on the host (modal)
     agents: dict[str, str] = Field(default_factory=dict)
+    # set when an older fleet version created it under this (ambiguous) name: replaced
+    legacy_name: str | None = None
 
 
 class ObservedAgent(Frozen):
@@ -227,6 +247,11 @@ class ObservedAgent(Frozen):
     # modal: sandbox id); reconcile replaces an agent joined to a host that is gone
     host_id: str | None = None
     message_pending: bool = False
+    # `fleet stop` stopped this very container when fleet.yaml's spec of the
+    # agent had this hash (stops.py); None: not stopped by a person
+    stop_spec_hash: str | None = None
+    # set when an older fleet version created it under this (ambiguous) name: replaced
+    legacy_name: str | None = None
 
 
 class Observed(Frozen):
@@ -239,6 +264,11 @@ class Observed(Frozen):
     # ({agent, service, container_port, target, tls}); None: no entry at all
     routes: tuple[dict[str, Any], ...] | None = None
     proxy_running: bool = True  # the routing proxy answers for these routes (False after a reboot)
+    # images fleet built for this fleet (docker: label dev.fleet.project, kind image):
+    # their tags, or the id of one left without a tag
+    images: tuple[str, ...] = ()
+    # what observation saw but will not act on, for the user (e.g. a copy carrying fleet's labels)
+    warnings: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""
@@ -246,8 +276,10 @@ class Observed(Frozen):
             {
                 "hosts": sorted((h.name, h.id, h.state, h.spec_hash) for h in self.hosts),
                 "agents": sorted(
-                    (a.name, a.id, a.state, a.spec_hash, a.host_id or "", a.message_pending) for a in self.agents
+                    (a.name, a.id, a.state, a.spec_hash, a.host_id or "", a.message_pending, a.stop_spec_hash or "")
+                    for a in self.agents
                 ),
                 "routes": sorted(json_key(r) for r in self.routes) if self.routes is not None else None,
+                **({"images": sorted(self.images)} if self.images else {}),
             }
         )

@@ -36,10 +36,17 @@ def context(path: Path | None) -> tuple[Desired, Observed]:
     return desired, pipeline.observe(desired.fleet, pipeline.providers_of(desired))
 
 
-def resolve(desired: Desired, observed: Observed, name: str) -> Target:
-    """The observed agent called `name`, or a clear error naming the known ones."""
+def resolve(desired: Desired, observed: Observed, name: str, running: bool = False) -> Target:
+    """The observed agent called `name`, or a clear error naming the known ones.
+    `running`: the work needs the agent running (exec, attach, message), so a
+    disabled agent or one stopped with `fleet stop` is refused with the way out."""
     found = [a for a in observed.agents if a.name == name]
     spec = desired.agents.get(name)
+    if running and spec is not None and not spec.enabled:
+        raise FleetError(
+            f"agent '{name}' is disabled (enabled: false in {desired.file.name}); set enabled: true there "
+            "and run `fleet apply` to run it"
+        )
     if not found:
         if spec is None:
             known = ", ".join(sorted(desired.agents)) or "none"
@@ -48,6 +55,11 @@ def resolve(desired: Desired, observed: Observed, name: str) -> Target:
             raise FleetError(f"agent '{name}' is disabled (enabled: false in {desired.file.name})")
         raise FleetError(f"agent '{name}' has no container yet; run `fleet apply` first")
     best = sorted(found, key=lambda a: (a.state == "running", a.created or ""), reverse=True)[0]
+    if running and spec is not None:
+        from .reconcile import user_stopped
+
+        if user_stopped(spec, best):
+            raise FleetError(f"agent '{name}' is stopped (fleet stop); `fleet start {name}` starts it")
     return Target(desired, observed, best, spec)
 
 
@@ -87,3 +99,35 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
             raise FleetError(f"-e: expected KEY=VALUE (found {pair!r})")
         env[key] = value
     return env
+
+
+def verb_snapshot(path: Path | None, verb: str, names: list[str], all_agents: bool) -> pipeline.Snapshot:
+    """Load, observe and plan `fleet stop|start|restart` (verbs.py decides)."""
+    from .verbs import plan_verb
+
+    desired, observed = context(path)
+    return pipeline.Snapshot(desired, observed, plan_verb(desired, observed, verb, names, all_agents))  # type: ignore[arg-type]
+
+
+def remember(snap: pipeline.Snapshot, verb: str, names: list[str], all_agents: bool) -> list[str]:
+    """Record (stop, before anything is executed) or forget (start, restart:
+    once it runs again) the person's stop of each agent the verb names, so an
+    apply or a watcher running meanwhile never sees it stopped without the
+    record and starts it on its own. Returns the names."""
+    from . import stops
+    from .verbs import select
+
+    fleet = snap.desired.fleet
+    picked = select(snap.desired, snap.observed, verb, names, all_agents)  # type: ignore[arg-type]
+    for spec, obs in picked:
+        if verb == "stop":
+            stops.record(fleet, spec.name, obs.id, spec.spec_hash)
+        else:
+            stops.forget(fleet, spec.name)
+    return [spec.name for spec, _ in picked]
+
+
+def select(snap: pipeline.Snapshot, verb: str, names: list[str], all_agents: bool) -> list:
+    from .verbs import select as pick
+
+    return pick(snap.desired, snap.observed, verb, names, all_agents)  # type: ignore[arg-type]

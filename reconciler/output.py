@@ -27,6 +27,7 @@ from .reconcile import Options, flatten
 FORMAT_VERSION = 1  # fleet diff / fleet plan -o json (kind fleet-diff; saved plans are savedplan.py's)
 STATUS_FORMAT_VERSION = 2  # fleet status -o json (kind fleet-status); 2: data, not display strings
 VALIDATE_FORMAT_VERSION = 1  # fleet validate -o json
+LS_FORMAT_VERSION = 1  # fleet ls -o json
 DIFF_KIND = "fleet-diff"
 STATUS_KIND = "fleet-status"
 MASK = "***"
@@ -83,7 +84,7 @@ def change_dict(action: Action, mask_env: bool = False) -> dict[str, Any]:
         "host": action.host,
         "provider": action.provider,
         "cause": action.cause,
-        "disruptive": action.op in DISRUPTIVE,
+        "disruptive": action.disruptive,
         "depends_on": list(action.depends_on),
         "changed_keys": [c.key for c in action.changes],
         "before": mask_values(before, mask_env),
@@ -98,7 +99,7 @@ def _op_rank(op: str) -> int:
 def ordered(plan: Plan) -> list[Action]:
     """Display order: hosts before their agents, destroys last (agents, then
     hosts), then messages; stable by name."""
-    kinds = {"host": 0, "agent": 1, "route": 2}
+    kinds = {"image": -1, "host": 0, "agent": 1, "route": 2}
 
     def key(a: Action) -> tuple:
         destroy = a.op == "destroy"
@@ -145,6 +146,7 @@ def plan_document(
         "options": {"prune": opts.prune, "targets": sorted(opts.targets), "replace": sorted(opts.replace)},
         "changes": [change_dict(a, mask_env) for a in ordered(plan)],
         "unchanged": {"count": len(plan.unchanged), "resources": unchanged_list(plan)},
+        "stopped": list(plan.stopped),  # agents left stopped after `fleet stop` (no action)
         "summary": summary_dict(plan),
     }
 
@@ -185,7 +187,7 @@ def plan_markdown(
     if actions:
         lines += ["", "| Action | Kind | Name | Host | Cause |", "| --- | --- | --- | --- | --- |"]
         for a in actions:
-            op = f"**{a.op}**" if a.op in DISRUPTIVE else a.op
+            op = f"**{a.op}**" if a.disruptive else a.op
             host = f"`{a.host}`" if a.host else ""
             lines.append(f"| `{SYMBOL.get(a.op, '?')}` {op} | {a.kind} | `{a.name}` | {host} | {_cell(a.cause)} |")
         keyed = [(a, c) for a in actions if a.op == "replace" for c in a.changes]

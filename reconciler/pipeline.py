@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import messages, usage
+from . import messages, stops, usage
 from .execute import Event, Result, execute
 from .load import load
 from .model import Desired, Observed
@@ -35,20 +35,34 @@ def providers_of(desired: Desired) -> list[str]:
 
 
 def observe(fleet: str, providers: list[str]) -> Observed:
-    hosts, agents = [], []
+    hosts, agents, warnings = [], [], []
     for name in providers:
-        h, a = get_provider(name).observe(fleet)
+        provider = get_provider(name)
+        h, a = provider.observe(fleet)
         hosts.extend(h)
         agents.extend(a)
+        seen = getattr(provider, "observe_warnings", None)  # e.g. docker: copies carrying fleet's labels
+        if seen is not None:
+            warnings.extend(seen(fleet))
     delivered = messages.states(fleet)
     agents = [
         a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
         for a in agents
     ]
+    stopped = stops.table(fleet)
+    agents = [
+        a.model_copy(update={"stop_spec_hash": spec}) if (spec := stops.spec_for(stopped.get(a.name), a.id)) else a
+        for a in agents
+    ]
     from .routing.sync import observe_routes
 
     routes, proxy_running = observe_routes(fleet)
-    return Observed(fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running)
+    look = getattr(get_provider("docker"), "observe_images", None) if "docker" in providers else None
+    images = look(fleet) if look is not None else ()
+    return Observed(
+        fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
+        warnings=tuple(warnings),
+    )
 
 
 def plan(desired: Desired, options: Options | None = None, check_grants: bool = True) -> Snapshot:

@@ -14,7 +14,7 @@ from pydantic import Field
 from .model import DesiredAgent, DesiredHost, Frozen, ObservedAgent, ObservedHost
 
 Op = Literal["create", "join", "restart", "replace", "start", "stop", "destroy", "route", "message"]
-Kind = Literal["host", "agent", "route"]
+Kind = Literal["host", "agent", "route", "image"]
 
 # Ops that change or remove something running: apply asks before these on a TTY.
 DISRUPTIVE: frozenset[str] = frozenset({"replace", "destroy", "restart", "stop"})
@@ -44,15 +44,20 @@ class Action(Frozen):
 
     @property
     def disruptive(self) -> bool:
-        return self.op in DISRUPTIVE
+        # removing an unused built image stops nothing
+        return self.op in DISRUPTIVE and self.kind != "image"
 
 
 class Plan(Frozen):
     fleet: str
     actions: tuple[Action, ...] = ()
     unchanged: tuple[str, ...] = ()  # "agent:web", "host:auth-host"
+    # agents left stopped because a person ran `fleet stop` (and their spec has
+    # not changed since): no action, but plans and status say so
+    stopped: tuple[str, ...] = ()
     spec_hash: str = ""
     observed_fingerprint: str = ""
+    warnings: tuple[str, ...] = ()  # from observation: shown with the plan, never acted on
 
     @property
     def empty(self) -> bool:

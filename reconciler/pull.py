@@ -11,6 +11,7 @@ outside DEST, create devices or keep setuid bits.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ class Pulled:
     dest: Path
     files: int
     bytes: int
+    kept: tuple[str, ...] = ()  # members not extracted: they would have replaced the fleet file
 
 
 class _ChunkReader(io.RawIOBase):
@@ -72,14 +74,18 @@ def _archive(fleet: str, agent: ObservedAgent) -> tuple[Iterable[bytes], str]:
     return archive(fleet, agent, WORKDIR), "."
 
 
-def pull(fleet: str, agent: ObservedAgent, dest: Path) -> Pulled:
+def pull(fleet: str, agent: ObservedAgent, dest: Path, protect: tuple[Path, ...] = ()) -> Pulled:
     """Extract the agent's /workspace into `dest` (created if missing; files
-    already there with the same names are overwritten)."""
+    already there with the same names are overwritten), except the `protect`ed
+    files (the fleet file): an agent's copy of fleet.yaml must not replace the
+    user's, whatever the member's name or the links before it lead to."""
+    guarded = {os.path.realpath(p) for p in protect}
     if dest.exists() and not dest.is_dir():
         raise FleetError(f"{dest} exists and is not a directory")
     dest.mkdir(parents=True, exist_ok=True)
     chunks, prefix = _archive(fleet, agent)
     files = size = 0
+    kept: list[str] = []
     try:
         with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(chunks), 1 << 16), mode="r|") as tar:
             for member in tar:
@@ -91,6 +97,9 @@ def pull(fleet: str, agent: ObservedAgent, dest: Path) -> Pulled:
                 member.name = name
                 if member.islnk() and member.linkname.startswith(prefix + "/"):
                     member.linkname = member.linkname[len(prefix) + 1:]
+                if guarded and os.path.realpath(dest / name) in guarded:
+                    kept.append(name)
+                    continue
                 try:
                     tar.extract(member, dest, filter="data")
                 except tarfile.FilterError as exc:
@@ -100,4 +109,4 @@ def pull(fleet: str, agent: ObservedAgent, dest: Path) -> Pulled:
                     size += member.size
     except tarfile.ReadError as exc:
         raise FleetError(f"agent {agent.name}: the archive of {WORKDIR} could not be read ({exc})") from None
-    return Pulled(dest, files, size)
+    return Pulled(dest, files, size, tuple(kept))

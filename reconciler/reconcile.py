@@ -70,10 +70,11 @@ def _exit_cause(obs: ObservedAgent | ObservedHost) -> str:
 
 def _pick(candidates: list, want_hash: str) -> tuple[Any, list]:
     """Keep the best of several records for one name (a crash can leave
-    duplicates): the one with the wanted hash that runs, else the newest."""
+    duplicates, an upgrade an old-named one): today's name first, then the one
+    with the wanted hash that runs, else the newest."""
     ranked = sorted(
         candidates,
-        key=lambda r: (r.spec_hash == want_hash, r.state == "running", r.created or ""),
+        key=lambda r: (r.legacy_name is None, r.spec_hash == want_hash, r.state == "running", r.created or ""),
         reverse=True,
     )
     return ranked[0], ranked[1:]
@@ -88,6 +89,7 @@ class _Builder:
     unchanged: list[str] = field(default_factory=list)
     # shared host name -> the observed record kept for it (others are duplicates)
     kept_hosts: dict[str, ObservedHost] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)  # left stopped after `fleet stop`
 
     def add(self, **kw: Any) -> Action:
         action = Action(**kw)
@@ -120,13 +122,28 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
     _destroy_orphan_hosts(b, agent_destroys)
     _first_messages(b)
     _routes(b)
+    _unused_images(b)
     return Plan(
         fleet=desired.fleet,
         actions=tuple(b.actions),
         unchanged=tuple(sorted(b.unchanged)),
+        stopped=tuple(sorted(b.stopped)),
         spec_hash=desired.spec_hash,
         observed_fingerprint=observed.fingerprint(),
+        warnings=observed.warnings,
     )
+
+
+def _legacy_cause(obs: ObservedAgent | ObservedHost) -> str:
+    return f"named {obs.legacy_name} by an older fleet version; re-created under its unambiguous name"
+
+
+def _caps_note(agent: DesiredAgent) -> str:
+    """Capabilities fleet gives back on request are said in the plan."""
+    if not agent.capabilities:
+        return ""
+    s = "ies" if len(agent.capabilities) > 1 else "y"
+    return f"; with capabilit{s} {', '.join(agent.capabilities)}"
 
 
 def _group(records: Iterable, key: str = "name") -> dict[str, list]:
@@ -170,11 +187,14 @@ def _reconcile_hosts(b: _Builder) -> dict[str, Action]:
                 id=f"host:{name}:destroy:{obs.id[:12]}", op="destroy", kind="host", name=name,
                 provider=obs.provider, cause=f"duplicate {HOST_NOUN[obs.provider]}", observed_host=obs,
             )
-        if keep.spec_hash != host.spec_hash or keep.provider != host.provider or keep.state == "dead":
+        if keep.spec_hash != host.spec_hash or keep.provider != host.provider or keep.state == "dead" or keep.legacy_name:
             changes = changed_keys(keep.spec, host.spec())
-            cause = _spec_cause(changes) if keep.spec_hash != host.spec_hash else f"{HOST_NOUN[keep.provider]} {keep.state}"
-            if host.provider == keep.provider == "docker" and [c.key for c in changes] == ["ports"] and not host.spec()["ports"]:
-                cause = MIGRATE_PUBLISHED
+            if keep.legacy_name:
+                cause = _legacy_cause(keep)
+            else:
+                cause = _spec_cause(changes) if keep.spec_hash != host.spec_hash else f"{HOST_NOUN[keep.provider]} {keep.state}"
+                if host.provider == keep.provider == "docker" and [c.key for c in changes] == ["ports"] and not host.spec()["ports"]:
+                    cause = MIGRATE_PUBLISHED
             out[name] = b.add(
                 id=f"host:{name}", op="replace", kind="host", name=name, provider=host.provider,
                 cause=cause, changes=changes, desired_host=host, observed_host=keep,
@@ -226,9 +246,9 @@ def _reconcile_agents(b: _Builder, host_actions: dict[str, Action]) -> dict[str,
             continue
         if not found:
             if agent.host:
-                b.add(id=f"agent:{name}", op="join", cause=f"not on host {agent.host}", depends_on=deps, **common)
+                b.add(id=f"agent:{name}", op="join", cause=f"not on host {agent.host}{_caps_note(agent)}", depends_on=deps, **common)
             else:
-                b.add(id=f"agent:{name}", op="create", cause="no container", **common)
+                b.add(id=f"agent:{name}", op="create", cause=f"no container{_caps_note(agent)}", **common)
             continue
         keep, extras = _pick(found, agent.spec_hash)
         for obs in extras:
@@ -257,8 +277,17 @@ def _reconcile_one(
 ) -> None:
     name = agent.name
     changes = changed_keys(obs.spec, agent.spec())
+    rejoin = host_act is not None and host_act.op in ("create", "replace") or bool(
+        agent.host and obs_host is not None and obs.host_id and obs.host_id != obs_host.id
+    )
+    if name not in b.opts.replace and not rejoin and user_stopped(agent, obs):
+        b.unchanged.append(f"agent:{name}")
+        b.stopped.append(name)
+        return
     if name in b.opts.replace:
         cause = "replace requested (--replace)"
+    elif obs.legacy_name:
+        cause = _legacy_cause(obs)
     elif obs.spec_hash != agent.spec_hash:
         cause = _spec_cause(changes)
     elif host_act is not None and host_act.op in ("create", "replace"):
@@ -283,6 +312,17 @@ def _reconcile_one(
             b.add(id=f"agent:{name}", op="start", cause=_exit_cause(obs), observed_agent=obs, depends_on=deps, **common)
             return
     b.unchanged.append(f"agent:{name}")
+
+
+def user_stopped(agent: DesiredAgent, obs: ObservedAgent) -> bool:
+    """A person stopped this container with `fleet stop` and fleet.yaml's spec of
+    the agent is what it was then: it stays stopped until `fleet start`. Found
+    running again (started by hand, the engine restarted), it is left running."""
+    return (
+        obs.stop_spec_hash is not None
+        and obs.stop_spec_hash == agent.spec_hash
+        and obs.state not in ("running", "restarting", "paused")
+    )
 
 
 def _destroy_orphan_hosts(b: _Builder, waits: dict[str, list[str]]) -> None:
@@ -400,6 +440,36 @@ def _routes(b: _Builder) -> None:
     b.add(id="route:routes", op="route", kind="route", name="routes", cause=cause, depends_on=tuple(deps))
 
 
+def _image_actions(observed: Observed, remove: list[str], cause: str, after: list[Action]) -> list[Action]:
+    waits = tuple(a.id for a in after if a.kind in ("host", "agent"))
+    return [
+        Action(id=f"image:{ref}:destroy", op="destroy", kind="image", name=ref, provider="docker", cause=cause, depends_on=waits)
+        for ref in sorted(remove)
+    ]
+
+
+def _unused_images(b: _Builder) -> None:
+    """The fleet's built images that nothing uses once this plan is carried out:
+    not fleet.yaml (hosts and agents, enabled or not) and not a container that
+    stays. Each edit of a build context makes a new image, so without this they
+    pile up. A run limited to some agents (--target) or one that keeps what
+    fleet.yaml no longer names (--no-prune) removes none."""
+    if not b.observed.images or b.opts.targets or not b.opts.prune:
+        return
+    keep = {h.image.ref for h in b.desired.hosts.values()} | {a.image.ref for a in b.desired.agents.values()}
+    going = {
+        (obs.id if obs is not None else None)
+        for a in b.actions
+        if a.op in ("replace", "destroy")
+        for obs in (a.observed_agent, a.observed_host)
+    }
+    for obs in (*b.observed.agents, *b.observed.hosts):
+        if obs.id not in going and isinstance(obs.spec.get("image"), str):
+            keep.add(obs.spec["image"])
+    unused = [ref for ref in b.observed.images if ref not in keep]
+    b.actions.extend(_image_actions(b.observed, unused, "built image no longer used", b.actions))
+
+
 def _missing_or_moved(current: tuple, derived: tuple) -> bool:
     """Routes of running agents that are absent or point elsewhere. Extra routes
     of agents not running right now are kept on purpose (removed only when gone)."""
@@ -438,4 +508,18 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
             Action(id="route:routes", op="route", kind="route", name="routes", cause="remove this fleet's routes",
                    depends_on=tuple(a.id for a in actions), route={"remove": True})
         )
-    return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())
+    actions.extend(_image_actions(observed, list(observed.images), f"{cause}: an image built for this fleet", actions))
+    return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint(),
+                warnings=observed.warnings)
+
+
+def mass_destroy(plan: Plan, observed: Observed) -> tuple[int, int] | None:
+    """(agents destroyed, agents the fleet has) when `plan` destroys more than
+    half of the fleet's agents (a save of just `fleet: NAME`), else None. The
+    watch loop holds such a plan until it is confirmed. Duplicates and
+    replacements do not count: only agents that would be gone afterwards."""
+    total = {a.name for a in observed.agents}
+    kept = {a.name for a in plan.actions if a.kind == "agent" and a.op != "destroy"}
+    kept |= {u.split(":", 1)[1] for u in plan.unchanged if u.startswith("agent:")}
+    gone = {a.name for a in plan.actions if a.kind == "agent" and a.op == "destroy"} - kept
+    return (len(gone), len(total)) if total and 2 * len(gone) > len(total) else None

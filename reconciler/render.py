@@ -37,7 +37,7 @@ def _short(value: Any) -> str:
 
 def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> list[Text]:
     lines: list[Text] = []
-    order = {"host": 0, "agent": 1, "route": 2}
+    order = {"image": -1, "host": 0, "agent": 1, "route": 2}  # images go after everything
     # hosts before their agents; destroys last and in reverse (agents, then hosts)
     def key(a: Action) -> tuple:
         return (a.op == "destroy", -order[a.kind] if a.op == "destroy" else order[a.kind], a.name)
@@ -58,6 +58,8 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
                 before = "***" if secret and c.before is not None else _short(c.before)
                 after = "***" if secret and c.after is not None else _short(c.after)
                 lines.append(Text(f"        {c.key}: {before} -> {after}", style="dim"))
+    for name in plan.stopped:
+        lines.append(Text(f"  = stopped  agent {name}  stopped by `fleet stop`; left stopped (`fleet start {name}` starts it)", style="magenta"))
     if verbose:
         for u in plan.unchanged:
             kind, _, name = u.partition(":")
@@ -66,11 +68,13 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
 
 
 def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bool = False) -> None:
+    for w in plan.warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
     if plan.empty:
         n = len([u for u in plan.unchanged if not u.startswith("route:")])
         console.print(f"fleet {plan.fleet} is up to date" + (f" ({n} unchanged)" if n else ""))
-        if verbose:
-            for line in plan_lines(plan, verbose=True, mask_env=mask_env):
+        if verbose or plan.stopped:
+            for line in plan_lines(plan, verbose=verbose, mask_env=mask_env):
                 console.print(line)
         return
     for line in plan_lines(plan, verbose=verbose, mask_env=mask_env):
@@ -135,14 +139,28 @@ class LiveProgress:
         self.progress.update(self.task, description=shown + (f" +{more}" if more > 0 else ""))
 
 
-def print_urls(console: Console, desired: Desired) -> None:
-    """Where to reach each running agent's services (end of apply)."""
+def running_after(plan: Plan, result: Result, observed: Observed | None) -> set[str]:
+    """Agents that run once `result` of `plan` is in: the ones an action just
+    (re)started, and the ones left alone that were running already. A failed or
+    skipped agent, a stopped or disabled one, is not among them."""
+    ups = {"create", "join", "replace", "start", "restart"}
+    acted = {a.name: a.id in result.done and a.op in ups for a in plan.actions if a.id == f"agent:{a.name}"}
+    out = {n for n, ok in acted.items() if ok}
+    for o in (observed.agents if observed is not None else ()):
+        if o.name not in acted and o.state == "running":
+            out.add(o.name)
+    return out
+
+
+def print_urls(console: Console, desired: Desired, running: set[str] | None = None) -> None:
+    """Where to reach each running agent's services (end of apply). `running`:
+    only these agents (None: every enabled agent)."""
     from .routing.table import agent_urls
 
     lines = [
         f"  {name}: " + "  ".join(agent_urls(a, desired.proxy).values())
         for name, a in sorted(desired.agents.items())
-        if a.ports and a.enabled
+        if a.ports and a.enabled and (running is None or name in running)
     ]
     if lines:
         console.print(Text("URLs:", style="bold"))

@@ -217,3 +217,42 @@ def check_builds(saved: SavedPlan) -> None:
                     f"plan is stale: build context {build.context} of {action.kind} {action.name} changed since the "
                     "plan was made; nothing changed. Make a new plan with `fleet plan --out`"
                 )
+
+
+def check_location(path: Path, saved: SavedPlan, observed: Observed) -> None:
+    """A saved plan decides privileges as fleet.yaml does, but is written after
+    the agents' containers exist, so it cannot be mounted read-only into them.
+    Refuse one lying where an agent of this fleet can write: a shared workspace
+    (as planned, or as the running containers have it) or a workspace copy or
+    worktree under $FLEET_HOME. Also refuse a planned workspace that validation
+    would refuse (`/`, $HOME, a folder holding $FLEET_HOME...)."""
+    from . import pathrules
+    from .home import fleet_home
+
+    try:
+        where = pathrules.real(path)
+    except (pathrules.PathLoop, OSError):
+        raise FleetError(f"{display_path(path)}: cannot resolve the plan's path; nothing changed") from None
+    writable: dict[str, Path] = {"workspace copies and worktrees under $FLEET_HOME": fleet_home() / "workspaces"}
+    for rec in list(saved.desired.hosts.values()) + list(saved.desired.agents.values()):
+        if rec.workspace is None:
+            continue
+        why = pathrules.workspace_refusal(rec.workspace.path)
+        if why:
+            raise FleetError(f"{display_path(path)}: the plan gives {rec.name} the workspace {why}; nothing changed")
+        if rec.provider == "docker" and rec.workspace.mode == "shared":
+            writable[f"the workspace of {rec.name}"] = rec.workspace.path
+    for obs in list(observed.hosts) + list(observed.agents):
+        ws = obs.spec.get("workspace") if isinstance(obs.spec, dict) else None
+        if obs.provider == "docker" and isinstance(ws, dict) and ws.get("mode", "shared") == "shared" and ws.get("path"):
+            writable[f"the workspace of running {obs.name}"] = Path(ws["path"])
+    for what, folder in writable.items():
+        try:
+            folder = pathrules.real(folder)
+        except (pathrules.PathLoop, OSError):
+            continue
+        if where == folder or folder in where.parents:
+            raise FleetError(
+                f"{display_path(path)}: the plan lies in {what} ({folder}), where an agent can rewrite it; "
+                "save plans outside agents' workspaces; nothing changed"
+            )

@@ -89,6 +89,7 @@ def status_rows(
     fleet.yaml; in_file: fleet.yaml names it; enabled: false for `enabled: false`;
     host: the shared host's name, null for a private one; message: null without
     a first message, else pending | delivered | failed."""
+    from .reconcile import user_stopped
     from .routing.table import agent_urls
     from .workspaces import branch_of
 
@@ -119,6 +120,8 @@ def status_rows(
                 "outdated": bool(o and d and o.spec_hash != d.spec_hash),
                 "in_file": d is not None,
                 "enabled": d.enabled if d is not None else True,
+                # stopped with `fleet stop`: apply leaves it stopped until `fleet start`
+                "stopped_by_user": bool(o and d and d.enabled and user_stopped(d, o)),
                 "exit_code": info.get("exit_code", o.exit_code if o else None),
                 "restarts": info.get("restarts"),
                 "started_at": _since(info.get("started_at")) if info.get("running") else None,
@@ -138,6 +141,8 @@ def state_text(row: dict[str, Any]) -> str:
     `disabled`, `running (not in fleet.yaml)`."""
     if not row.get("enabled", True):
         return "disabled"
+    if row.get("stopped_by_user"):
+        return "stopped (fleet stop)"
     state = row["state"]
     if state == "exited" and row.get("exit_code") is not None:
         state = f"exited ({row['exit_code']})"
@@ -149,6 +154,8 @@ def state_text(row: dict[str, Any]) -> str:
 
 
 def state_style(row: dict[str, Any]) -> str:
+    if row.get("stopped_by_user"):
+        return "magenta"  # on purpose, not a failure
     if not row.get("enabled", True) or row.get("outdated") or not row.get("in_file", True):
         return "yellow"
     if row["state"] == "running":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 
-Source = Literal["file", "docker", "engine", "signal", "warn", "timer"]
+Source = Literal["file", "docker", "engine", "signal", "warn", "timer", "input", "confirm"]
 
 # Docker container events after which the fleet may no longer match the file,
 # and how the loop names them.

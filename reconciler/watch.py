@@ -52,7 +52,7 @@ def build_contexts(desired: Desired) -> set[Path]:
 class Watcher:
     def __init__(
         self, path: Path, desired: Desired, view: View, resync: float = RESYNC, prune: bool = True,
-        parallel: int = 8, verbose: bool = False, down_on_exit: bool = False,
+        parallel: int = 8, verbose: bool = False, down_on_exit: bool = False, allow_mass_destroy: bool = False,
     ):
         self.path = path
         self.shown = display_path(path)
@@ -64,6 +64,12 @@ class Watcher:
         self.parallel = parallel
         self.verbose = verbose
         self.down_on_exit = down_on_exit
+        self.allow_mass_destroy = allow_mass_destroy
+        self.accepted = desired  # the spec in force; a save is checked before it replaces this one
+        self.unchecked = False  # self.desired is a new save not yet checked for mass destroys
+        self.held_spec: Desired | None = None  # a save held until confirmed (destroys most agents)
+        self.confirmed = False
+        self.stdin_reader: threading.Thread | None = None
         self.waker = Waker()
         self.backoff = Backoff()
         self.cancel = threading.Event()
@@ -125,7 +131,9 @@ class Watcher:
                 for t in triggers:
                     if t.source == "warn":
                         self.view.error(t.detail)
-                due = [t for t in triggers if t.source in ("file", "docker", "engine")]
+                    elif t.source == "input":
+                        self.on_input(t.detail, triggers)
+                due = [t for t in triggers if t.source in ("file", "docker", "engine", "confirm")]
                 if self.again:
                     due.append(Trigger("timer", "after apply"))
                     self.again = False
@@ -164,8 +172,21 @@ class Watcher:
             if not fresh and not any(t.source != "file" for t in triggers):
                 return
             if fresh:
-                triggers = [Trigger("file", f"{self.shown} changed")] + [t for t in triggers if t.source != "file"]
+                triggers = [Trigger("file", self.what_changed(triggers))] + [t for t in triggers if t.source != "file"]
         self.plan_and_apply(why(triggers))
+
+    def what_changed(self, triggers: list[Trigger]) -> str:
+        """`fleet.yaml changed`, or the build-context files that did (their
+        image is rebuilt), never one named for the other."""
+        names: list[str] = []
+        for t in triggers:
+            if t.source == "file":
+                names.extend(n.strip() for n in t.detail.split(",") if n.strip())
+        own = self.path.name
+        others = [n for n in dict.fromkeys(names) if n != own and n != "..."]
+        if not names or own in names or not others:
+            return f"{self.shown} changed" + (f" (and build context: {', '.join(others[:3])})" if others and own in names else "")
+        return "build context changed: " + ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
 
     def reload(self) -> bool:
         """Re-read fleet.yaml. True when it holds a new good spec (now in force);
@@ -213,6 +234,7 @@ class Watcher:
             )
             return False
         self.desired = new
+        self.unchecked = not self.allow_mass_destroy  # checked against mass destroys by the next pass
         self.good_since = time.time()
         if self.files is not None:
             self.files.update(build_contexts(new))
@@ -230,12 +252,22 @@ class Watcher:
             self.engine_lost(f"observing fleet {self.fleet} failed ({exc.__class__.__name__}: {exc})", why_text)
             return
         self.engine_back()
+        if self.unchecked:
+            self.unchecked = False
+            if self.hold_mass_destroy(snap, why_text):
+                self.plan_and_apply("resync")  # the spec in force (the previous one) keeps healing
+                return
+            self.accepted, self.held_spec = self.desired, None
         self.observed = snap.observed
         runnable, held = self.backoff.split(snap.plan, self.desired, now)
         self.show_states(snap.observed, held)
         for key in sorted(set(held) - self.held):
+            if key.startswith("route:"):
+                continue  # the route table follows its agents: an internal detail, not news
             entry = self.backoff.entries.get(key)
-            self.view.line(f"{key} waits {held[key]:.0f}s before its next attempt ({entry.error if entry else 'backoff'})", "yellow")
+            kind, _, name = key.partition(":")
+            name = name.split(":", 1)[0]
+            self.view.line(f"{kind} {name}: next attempt in {held[key]:.0f}s ({entry.error if entry else 'backoff'})", "yellow")
         self.held = set(held)
         if runnable.empty or self.stopping:
             return
@@ -246,6 +278,62 @@ class Watcher:
         result = execute(self.desired, runnable, parallel=self.parallel, on_event=self.on_event, cancel=self.cancel)
         self.report(runnable.fleet, result, time.monotonic() - started)
         self.again = True
+
+    def hold_mass_destroy(self, snap: pipeline.Snapshot, why_text: str) -> bool:
+        """A save whose plan destroys more than half of the fleet's agents is
+        held (reconcile.mass_destroy decides): shown, not applied, the previous
+        spec kept in force, until confirmed on this terminal. True when held."""
+        from .reconcile import mass_destroy
+
+        counts = None if self.confirmed else mass_destroy(snap.plan, snap.observed)
+        self.confirmed = False
+        if counts is None:
+            return False
+        gone, total = counts
+        self.held_spec, self.desired = self.desired, self.accepted
+        self.view.line(f"{why_text}: {snap.plan.summary()}", "bold")
+        for line in render.plan_lines(snap.plan, verbose=self.verbose):
+            self.view.line(line.plain)
+        where = (
+            "type yes and Enter here to apply it"
+            if self.confirm_on_terminal()
+            else "no terminal to confirm on: restart the watch with --allow-mass-destroy to apply such saves"
+        )
+        self.view.error(
+            f"held: this save would destroy {gone} of the fleet's {total} agents (more than half); nothing changed, "
+            f"the previous spec stays in force. {where}; or save the file again"
+        )
+        return True
+
+    def confirm_on_terminal(self) -> bool:
+        """Read answers from the watch's terminal (only when stdin is one)."""
+        import sys
+
+        try:
+            tty = sys.stdin.isatty()
+        except (ValueError, AttributeError):
+            tty = False
+        if not tty:
+            return False
+        if self.stdin_reader is None:
+            def read() -> None:
+                for line in sys.stdin:
+                    self.waker.poke(Trigger("input", line.strip()))
+
+            self.stdin_reader = threading.Thread(target=read, name="fleet-watch-confirm", daemon=True)
+            self.stdin_reader.start()
+        return True
+
+    def on_input(self, text: str, triggers: list[Trigger]) -> None:
+        if self.held_spec is None or not text:
+            return
+        if text.lower() in ("y", "yes"):
+            self.desired, self.held_spec = self.held_spec, None
+            self.unchecked, self.confirmed = True, True
+            self.view.line("confirmed: applying the held save", "bold")
+            triggers.append(Trigger("confirm", "held save confirmed"))
+        else:
+            self.view.line("not confirmed (type yes to apply the held save); the previous spec stays in force", "yellow")
 
     def on_event(self, ev: Event) -> None:
         a = ev.action
@@ -342,7 +430,7 @@ def why(triggers: list[Trigger]) -> str:
 
 def run_watch(
     path: Path, *, watch: bool = True, resync: float | None = None, down_on_exit: bool = False, prune: bool = True,
-    parallel: int = 8, dry_run: bool = False, verbose: bool = False,
+    parallel: int = 8, dry_run: bool = False, verbose: bool = False, allow_mass_destroy: bool = False,
 ) -> int:
     """`fleet apply --watch`: returns the exit code."""
     if not watch:
@@ -356,7 +444,8 @@ def run_watch(
     with fleet_lock(desired.fleet, wait=False):
         view = make_view(display_path(path), desired.fleet, period)
         watcher = Watcher(
-            path, desired, view, resync=period, prune=prune, parallel=parallel, verbose=verbose, down_on_exit=down_on_exit
+            path, desired, view, resync=period, prune=prune, parallel=parallel, verbose=verbose, down_on_exit=down_on_exit,
+            allow_mass_destroy=allow_mass_destroy,
         )
         previous = {s: signal.signal(s, watcher.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         code = 0

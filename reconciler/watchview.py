@@ -98,6 +98,8 @@ class LiveView:
                 if wait:
                     state += f", retry in {wait:.0f}s"
                 style = "green" if state == "running" else ("yellow" if "restarting" in state or "outdated" in state else "red")
+                if r.get("stopped_by_user"):
+                    style = "magenta"  # on purpose (`fleet stop`), not a failure
                 agent = desired.agents.get(r["agent"])
                 urls = service_urls(r["agent"], agent.ports, desired.proxy) if agent else {}
                 local = {p["service"]: p["host_port"] for p in r["ports"]}

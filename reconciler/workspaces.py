@@ -29,6 +29,8 @@ class Mounts:
     workspace: Path
     extra: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    # host path -> path inside, mounted read-only: files an agent must not change
+    read_only: dict[str, str] = field(default_factory=dict)
 
 
 def root(fleet: str) -> Path:
@@ -61,7 +63,8 @@ SAFE_DIRECTORY_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directo
 def prepare(fleet: str, owner: str, ws: WorkspaceSpec) -> Mounts:
     """Make the directory to mount exist; return what to mount."""
     if ws.mode == "shared":
-        return Mounts(workspace=ws.path)
+        extra, read_only = protect(ws.path, ws.read_only)
+        return Mounts(workspace=ws.path, extra=extra, read_only=read_only)
     dest = location(fleet, owner)
     if ws.mode == "copy":
         if not dest.exists():
@@ -88,7 +91,29 @@ def prepare(fleet: str, owner: str, ws: WorkspaceSpec) -> Mounts:
         else:
             _git(ws.path, "worktree", "add", "-b", branch, str(dest))
     common = Path(_git(ws.path, "rev-parse", "--path-format=absolute", "--git-common-dir"))
-    return Mounts(workspace=dest, extra={str(common): str(common)}, env=dict(SAFE_DIRECTORY_ENV))
+    # the repository's config and hooks run code on this machine (core.fsmonitor,
+    # hooks/post-checkout) when the user runs git: the agent may not change them
+    (common / "hooks").mkdir(exist_ok=True)
+    read_only = {str(common / n): str(common / n) for n in ("config", "hooks") if (common / n).exists()}
+    return Mounts(workspace=dest, extra={str(common): str(common)}, env=dict(SAFE_DIRECTORY_ENV), read_only=read_only)
+
+
+def protect(source: Path, files: tuple[str, ...], inside: str = "/workspace") -> tuple[dict[str, str], dict[str, str]]:
+    """Binds that keep `files` (relative to `source`) from being changed, replaced
+    or deleted by the agent: each file read-only at its place, and each directory
+    between the workspace and the file bound onto itself read-write, so it is a
+    mount point that cannot be renamed away (rename and unlink of a mount point
+    fail with EBUSY). Returns (read-write binds, read-only binds)."""
+    rw: dict[str, str] = {}
+    ro: dict[str, str] = {}
+    for rel in files:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            sub = "/".join(parts[:i])
+            rw[str(source / sub)] = f"{inside}/{sub}"
+        if (source / rel).is_file():
+            ro[str(source / rel)] = f"{inside}/{rel}"
+    return rw, ro
 
 
 def unsaved_work(fleet: str, owner: str, ws: WorkspaceSpec) -> str | None:

@@ -118,6 +118,11 @@ def cleanup_fleet(client, fleet: str) -> None:
             v.remove(force=True)
         except Exception:
             pass
+    for img in client.images.list(filters={"label": f"dev.fleet.project={fleet}"}):
+        try:
+            client.images.remove(img.id, force=True)
+        except Exception:
+            pass
 
 
 @pytest.fixture

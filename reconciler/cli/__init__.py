@@ -10,5 +10,6 @@ from . import core  # noqa: F401,E402  (registers validate/diff/plan/apply/statu
 from . import agents  # noqa: F401,E402  (registers logs/exec/attach/message)
 from . import routing  # noqa: F401,E402  (registers proxy/ca)
 from . import grants  # noqa: F401,E402  (registers grant set/list/rm)
+from . import verbs  # noqa: F401,E402  (registers stop/start/restart/ls)
 
 __all__ = ["app", "main"]

@@ -85,26 +85,40 @@ def logs(
 @handles_errors
 def exec_(
     agent: str = typer.Argument(..., help="The agent to run the command in."),
-    cmd: List[str] = typer.Argument(..., help="The command (after --)."),
+    cmd: List[str] = typer.Argument(..., help="One string, run by /bin/sh -c; or, after --, a program and its arguments run as given."),
     workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory (default: the agent's)."),
     env: List[str] = typer.Option([], "--env", "-e", help="KEY=VALUE, repeatable."),
     interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open."),
     tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a terminal (use -it for a shell)."),
     file: Optional[Path] = FileOpt,
 ) -> None:
-    """Run a command in an agent's container; exits with the command's exit code."""
-    cmd = list(cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        raise FleetError("no command given; usage: fleet exec AGENT -- CMD [ARGS...]")
+    """Run a command in an agent's container; exits with the command's exit code.
+
+    `fleet exec impl "git status && git log -1"` runs the string through /bin/sh -c;
+    `fleet exec impl -- git status` runs the program and its arguments as given (no shell).
+    """
+    cmd = shell_or_argv(list(cmd))
     desired, observed = operate.context(file)
-    t = operate.resolve(desired, observed, agent)
+    t = operate.resolve(desired, observed, agent, running=True)
     if tty and not sys.stdin.isatty():
         raise FleetError("-t needs a terminal on stdin; drop -t to pipe input")
     code = t.provider.exec(desired.fleet, t.agent, cmd, workdir=workdir, env=operate.parse_env(env),
                            interactive=interactive, tty=tty)
     raise typer.Exit(code)
+
+
+def shell_or_argv(cmd: list[str]) -> list[str]:
+    """After `--`: the argv as given. One string alone: a shell command line
+    (`fleet exec impl "git status"`), as `docker compose exec` users expect."""
+    if cmd and cmd[0] == "--":
+        argv = cmd[1:]
+    elif len(cmd) == 1:
+        argv = ["/bin/sh", "-c", cmd[0]]
+    else:
+        argv = cmd
+    if not argv or (len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"] and not argv[2].strip()):
+        raise FleetError('no command given; usage: fleet exec AGENT "SHELL COMMAND" or fleet exec AGENT -- CMD [ARGS...]')
+    return argv
 
 
 @app.command()
@@ -121,7 +135,7 @@ def attach(
     if not sys.stdin.isatty():
         raise FleetError("attach needs a terminal; to send text use `fleet message AGENT TEXT`")
     desired, observed = operate.context(file)
-    t = operate.resolve(desired, observed, agent)
+    t = operate.resolve(desired, observed, agent, running=True)
     before = t.provider.details(desired.fleet, [t.agent]).get(t.agent.id, {})
     err = console(stderr=True)
     err.print(f"attached to {agent} (detach: {detach_keys})", markup=False)
@@ -179,7 +193,7 @@ def message(
     if not text.strip():
         raise FleetError("the message is empty; nothing sent")
     desired, observed = operate.context(file)
-    t = operate.resolve(desired, observed, agent)
+    t = operate.resolve(desired, observed, agent, running=True)
     t.provider.send_input(desired.fleet, t.agent, typed(text))
     console().print(f"sent {len(text)} characters to {agent}", markup=False)
 
@@ -197,5 +211,7 @@ def pull(
     desired, observed = operate.context(file)
     t = operate.resolve(desired, observed, agent)
     target = dest if dest is not None else Path(f"{agent}-workspace")
-    got = pull_workspace(desired.fleet, t.agent, target)
+    got = pull_workspace(desired.fleet, t.agent, target, protect=(desired.file,))
     console().print(f"pulled {got.files} files ({got.bytes} bytes) from {agent}:/workspace into {got.dest}", markup=False)
+    for name in got.kept:
+        console(stderr=True).print(f"kept your {desired.file.name}: not replaced by the agent's {name}", markup=False)

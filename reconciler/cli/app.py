@@ -47,18 +47,47 @@ def handles_errors(fn: F) -> F:
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except OSError as exc:  # a read-only or full $FLEET_HOME: one line, whatever the command
+            from ..home import unwritable_line
+
+            line = unwritable_line(exc)
+            if os.environ.get("FLEET_DEBUG"):
+                raise
+            if line is None:
+                _unexpected(exc)
+            console(stderr=True).print(line, markup=False)
+            raise typer.Exit(1)
         except Exception as exc:  # a bug or an unwrapped engine error: one line, not a traceback
             if os.environ.get("FLEET_DEBUG"):
                 raise
-            first = (str(exc).splitlines() or [""])[0][:300]
-            console(stderr=True).print(
-                f"fleet: unexpected error: {exc.__class__.__name__}: {first} "
-                "(this is a bug in fleet; FLEET_DEBUG=1 shows the traceback)",
-                markup=False,
-            )
-            raise typer.Exit(1)
+            _unexpected(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _unexpected(exc: BaseException) -> None:
+    first = (str(exc).splitlines() or [""])[0][:300]
+    console(stderr=True).print(
+        f"fleet: unexpected error: {exc.__class__.__name__}: {first} "
+        "(this is a bug in fleet; FLEET_DEBUG=1 shows the traceback)",
+        markup=False,
+    )
+    raise typer.Exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"fleet {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print fleet's version and exit."),
+) -> None:
+    """Declarative reconciler for fleets of coding agents: fleet.yaml -> Docker and Modal."""
 
 
 def main() -> None:

@@ -112,7 +112,15 @@ def validate(
 ) -> None:
     """Check fleet.yaml offline (no Docker, no Modal): every problem, with its line."""
     path = _path(file, file_opt)
-    _, problems = validate_file(path)
+    try:
+        _, problems = validate_file(path)
+    except FleetError as exc:  # no such file, a directory, unreadable: JSON too when asked for
+        if output is not ValidateOutput.json:
+            raise
+        print(json.dumps({"format_version": machine.VALIDATE_FORMAT_VERSION, "file": str(path), "valid": False,
+                          "problems": [{"file": display_path(path), "line": None, "column": None, "key": "",
+                                        "message": str(exc)}]}, indent=2))
+        raise typer.Exit(1)
     if output is ValidateOutput.json:
         print(json.dumps({"format_version": machine.VALIDATE_FORMAT_VERSION, "file": str(path), "valid": not problems,
                           "problems": [p.as_dict() for p in problems]}, indent=2))
@@ -192,6 +200,9 @@ def apply(
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep going: re-apply on every save, heal what breaks."),
     resync: Optional[float] = typer.Option(None, "--resync", metavar="SECONDS", help="--watch: full re-observe period (default 30)."),
     down_on_exit: bool = typer.Option(False, "--down-on-exit", help="--watch: destroy the fleet when the watcher stops."),
+    allow_mass_destroy: bool = typer.Option(
+        False, "--allow-mass-destroy", help="--watch: apply saves that destroy more than half of the agents without asking."
+    ),
     target: Optional[List[str]] = TargetOpt,
     replace: Optional[List[str]] = ReplaceOpt,
     fleet_name: Optional[str] = typer.Option(
@@ -202,7 +213,7 @@ def apply(
     saved = _saved_plan_arg(file, file_opt)
     if saved is not None:
         plan_path, data, other = saved
-        if target or replace or no_prune or watch or resync is not None or down_on_exit:
+        if target or replace or no_prune or watch or resync is not None or down_on_exit or allow_mass_destroy:
             raise FleetError(
                 "a saved plan is applied exactly as it was made: --target, --replace, --no-prune and --watch "
                 "cannot change it (pass them to `fleet plan --out`, or apply fleet.yaml)"
@@ -211,11 +222,14 @@ def apply(
         return
     if (target or replace) and (watch or resync is not None or down_on_exit):
         raise FleetError("--target and --replace apply once; they cannot be combined with --watch")
-    if watch or resync is not None or down_on_exit:
+    if watch or resync is not None or down_on_exit or allow_mass_destroy:
         from ..watch import run_watch
 
+        if allow_mass_destroy and not watch:
+            raise FleetError("--allow-mass-destroy only applies to --watch (a plain apply shows the plan and asks on a terminal)")
         raise typer.Exit(run_watch(_path(file, file_opt), watch=watch, resync=resync, down_on_exit=down_on_exit,
-                                   prune=not no_prune, parallel=parallel, dry_run=dry_run, verbose=verbose))
+                                   prune=not no_prune, parallel=parallel, dry_run=dry_run, verbose=verbose,
+                                   allow_mass_destroy=allow_mass_destroy))
     out = console()
     opts = targeting.options(not no_prune, target, replace)
     desired = load(_path(file, file_opt))
@@ -243,7 +257,7 @@ def _execute(out, snap: pipeline.Snapshot, parallel: int) -> None:
     else:
         result = pipeline.apply_plan(snap, parallel=parallel, on_event=_progress(out))
     render.print_result(out, snap.plan, result)
-    render.print_urls(out, snap.desired)
+    render.print_urls(out, snap.desired, render.running_after(snap.plan, result, snap.observed))
     if not result.ok:
         raise typer.Exit(1)
 
@@ -282,6 +296,7 @@ def _apply_saved(out, path: Path, data: dict, other: Optional[Path], fleet_name:
     with fleet_lock(saved.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
         observed = pipeline.observe(saved.fleet, pipeline.providers_of(saved.desired))
         savedplan.check_fresh(saved, observed)
+        savedplan.check_location(path, saved, observed)
         savedplan.check_builds(saved)
         snap = pipeline.Snapshot(saved.desired, observed, saved.plan)
         out.print(f"Saved plan {display_path(path)} for fleet {saved.fleet} (made {saved.created}); fleet.yaml is not read", markup=False)
@@ -352,13 +367,23 @@ def _watch_status(desired) -> None:
 def destroy(
     file: Optional[Path] = FileArg,
     file_opt: Optional[Path] = FileOpt,
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed without a terminal)."),
     parallel: int = typer.Option(8, "--parallel", "-p", min=1, max=64),
-    purge_workspaces: bool = typer.Option(False, "--purge-workspaces", help="Also remove shared-host workspace volumes."),
+    purge_workspaces: bool = typer.Option(False, "--purge-workspaces", help="Also remove shared-host workspace volumes and workspace copies."),
+    fleet_name: Optional[str] = typer.Option(
+        None, "--fleet", metavar="NAME",
+        help="Destroy fleet NAME from its labels alone (its file may be gone); with a file, refuse unless it is NAME.",
+        show_default=False,
+    ),
 ) -> None:
     """Remove everything this fleet owns (and nothing else)."""
     out = console()
-    desired = load(_path(file, file_opt))
+    desired = _destroy_target(file, file_opt, fleet_name)
+    if not yes and not _is_tty():
+        raise FleetError(
+            f"fleet destroy removes every agent and host of fleet {desired.fleet}: pass --yes to confirm "
+            "(there is no terminal to ask on); nothing changed"
+        )
     with fleet_lock(desired.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
         snap = pipeline.destroy_snapshot(desired)
         plan = snap.plan
@@ -366,13 +391,19 @@ def destroy(
             out.print(f"fleet {desired.fleet} has nothing running")
         else:
             render.print_plan(out, plan)
-            if not yes and _is_tty() and not typer.confirm(f"Destroy everything fleet {desired.fleet} owns?", default=False):
+            if not yes and not typer.confirm(f"Destroy everything fleet {desired.fleet} owns?", default=False):
                 out.print("nothing changed")
                 raise typer.Exit(1)
             result = pipeline.apply_plan(snap, parallel=parallel, on_event=_progress(out))
+            kept = [n for n in result.notes if n.startswith("kept workspace of ")] if purge_workspaces else []
+            if kept:  # --purge-workspaces removes them below: say that, not "kept"
+                result.notes = [n for n in result.notes if n not in kept]
             render.print_result(out, plan, result)
             if not result.ok:
                 raise typer.Exit(1)
+            from .. import stops
+
+            stops.purge(desired.fleet)
         if purge_workspaces:
             from ..providers.base import get_provider
 
@@ -381,7 +412,25 @@ def destroy(
             for vol in get_provider("docker").remove_volumes(desired.fleet):
                 out.print(f"  - removed volume {vol}")
             for path in workspaces.purge(desired.fleet):
-                out.print(f"  - removed workspace {path}")
+                out.print(f"  - removed workspace {path} (--purge-workspaces)")
+
+
+def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: Optional[str]):
+    """The fleet to destroy: from its file, or with --fleet NAME from labels alone."""
+    if fleet_name is None:
+        return load(_path(file, file_opt))
+    from ..model import Desired
+    import re
+
+    from ..spec import DNS_LABEL
+
+    if len(fleet_name) > 63 or not re.match(DNS_LABEL, fleet_name):
+        raise FleetError(f"--fleet: {fleet_name!r} is not a fleet name (a lowercase DNS label)")
+    if file is not None or file_opt is not None:
+        desired = load(_path(file, file_opt))
+        savedplan.check_fleet(desired.fleet, fleet_name, "--fleet", what=display_path(desired.file))
+        return desired
+    return Desired(fleet=fleet_name, file=Path(f"<fleet {fleet_name}>"))
 
 
 @app.command()
@@ -397,7 +446,7 @@ def fmt(
     file: Optional[Path] = FileArg,
     file_opt: Optional[Path] = FileOpt,
     check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 and name the file if it would change."),
-    show_diff: bool = typer.Option(False, "--diff", help="Print what would change as a unified diff."),
+    show_diff: bool = typer.Option(False, "--diff", help="Print what would change as a unified diff; the file is not touched."),
 ) -> None:
     """Rewrite fleet.yaml in canonical key order and style, keeping comments."""
     from .. import fmt as formatter
@@ -413,8 +462,12 @@ def fmt(
         raise typer.Exit(1)
     text = path.read_text(encoding="utf-8-sig")
     new = formatter.format_text(text)
-    if show_diff and new != text:
-        sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True), shown, shown))
+    if show_diff:  # like `black --diff`: print, never write
+        if new != text:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True), shown, shown))
+        if check and new != text:
+            raise typer.Exit(1)
+        return
     if check:
         if new != text:
             print(f"would reformat {shown}")

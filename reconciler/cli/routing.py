@@ -69,6 +69,23 @@ def proxy_stop() -> None:
     console().print(f"fleet proxy stopped (pid {pid})" if pid else "fleet proxy is not running", markup=False)
 
 
+@proxy_app.command("hosts")
+@handles_errors
+def proxy_hosts(
+    file: Optional[Path] = typer.Argument(None, metavar="[FILE]", help="fleet.yaml (default ./fleet.yaml, or $FLEET_FILE)."),
+) -> None:
+    """Print /etc/hosts lines for this fleet's hostnames (for clients that do not resolve *.localhost)."""
+    from ..load import load
+    from ..routing.hostsfile import hosts_lines
+
+    desired = load(file)
+    lines = hosts_lines(desired)
+    if not lines:
+        console(stderr=True).print(f"fleet {desired.fleet} has no agent with ports: no hostnames", markup=False)
+        return
+    typer.echo("\n".join(lines))
+
+
 @proxy_app.command("status")
 @handles_errors
 def proxy_status(

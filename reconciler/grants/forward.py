@@ -352,7 +352,7 @@ class ForwardProxy:
             actual = server.sockets[0].getsockname()[1]
             if not pinned:
                 port_path().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                port_path().write_text(f"{actual}\n")
+                write_atomic(port_path(), f"{actual}\n", mode=0o644)  # a full disk never leaves it empty
         except OSError as exc:
             self.error = f"cannot listen on {bind}:{port}: {exc.strerror or exc}"
             log.error("grants: %s", self.error)

@@ -11,11 +11,13 @@ interception CA and the routing CA) bind-mounted read-only at
 `/etc/fleet/ca-bundle.crt`; agents without grants get
 `$FLEET_HOME/agentnet/ca-bundle.crt` there (system CAs and the routing CA). The
 bundle is rewritten in place (same inode) when its content changes, so running
-containers see the new content through their bind mount.
+containers see the new content through their bind mount; the space is reserved
+before a byte changes, so a full or read-only FLEET_HOME never leaves it cut.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import ssl
 from pathlib import Path
@@ -111,11 +113,37 @@ def write_in_place(path: Path, content: bytes) -> Path:
     try:
         if path.exists() and path.read_bytes() == content:
             return path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        with os.fdopen(fd, "wb") as fh:  # in place: a bind mount follows the inode
-            fh.write(content)
-            fh.truncate()
-        os.chmod(path, 0o644)
+        rewrite_in_place(path, content)
     except OSError as exc:
-        raise FleetError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise FleetError(f"cannot write {path} under FLEET_HOME: {exc.strerror or exc}") from None
     return path
+
+
+def rewrite_in_place(path: Path, content: bytes) -> None:
+    """Replace the bytes of `path` keeping its inode: running containers
+    bind-mount this very file, and a rename would leave them the old one.
+
+    Never leaves a truncated bundle: the space is reserved first
+    (posix_fallocate fails with ENOSPC before a byte changes), the new bytes
+    are written and flushed, and only then is the tail cut. A read-only or
+    full FLEET_HOME leaves the old bundle whole. A crash in the middle of the
+    one write is repaired by the next run (the content is compared first)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if len(content) > os.fstat(fd).st_size:
+            try:
+                os.posix_fallocate(fd, 0, len(content))
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                # no fallocate on this filesystem: at least extend the file before touching old bytes
+                os.pwrite(fd, content[-1:], len(content) - 1)
+        view = memoryview(content)
+        done = 0
+        while done < len(content):
+            done += os.pwrite(fd, view[done:], done)
+        os.fsync(fd)
+        os.ftruncate(fd, len(content))
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)

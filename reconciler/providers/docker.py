@@ -3,8 +3,10 @@ the pod pattern (a holder container owning network, ports and /workspace; each
 agent its own container joined to it).
 
 Observation is one label-filtered list call (sparse: no per-container inspect).
-Mutations touch only containers carrying this fleet's labels, so containers
-started by hand or owned by other fleets are never modified.
+A container is this fleet's only when it carries its labels AND the exact name
+fleet gave it (labels.ownership): a copy carrying the labels under another name
+is reported, never adopted, replaced or destroyed. Hardening, the shared network
+and volume reuse live in docker_security.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 from .. import labels as L
 from .. import workspaces
+from . import docker_security as sec
 from ..errors import EngineUnavailable, ProviderError
 from ..model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
+from . import docker_images
 
 RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 HOLDER_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
@@ -79,6 +83,7 @@ class DockerProvider:
         self._client = client
         self._parallel = parallel
         self._image_locks: dict[str, threading.Lock] = {}
+        self._warnings: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
@@ -115,7 +120,9 @@ class DockerProvider:
         run's create finishing after it was killed: the next apply adopts it),
         or by a stranger (never touched)."""
         try:
-            owner = (self.api.inspect_container(holder).get("Config", {}).get("Labels") or {}).get(L.PROJECT)
+            info = self.api.inspect_container(holder)
+            lab = info.get("Config", {}).get("Labels") or {}
+            owner = lab.get(L.PROJECT) if L.ownership(lab.get(L.PROJECT) or "", lab, info.get("Name", "")) else None
         except Exception:
             owner = None
         if owner:
@@ -130,6 +137,10 @@ class DockerProvider:
 
     # ------------------------------------------------------------------ observe
 
+    def observe_warnings(self, fleet: str) -> list[str]:
+        """What the last observe of `fleet` saw and left alone (copies carrying its labels)."""
+        return list(self._warnings.get(fleet, ()))
+
     def observe(self, fleet: str) -> tuple[list[ObservedHost], list[ObservedAgent]]:
         from docker.errors import DockerException
         from requests.exceptions import ConnectionError as ReqConnectionError
@@ -140,9 +151,18 @@ class DockerProvider:
             raise EngineUnavailable(f"cannot list containers: {str(exc).splitlines()[0][:200]}") from None
         hosts: list[ObservedHost] = []
         agents: list[ObservedAgent] = []
+        warnings: list[str] = []
         for c in rows:
             lab = c.get("Labels") or {}
             if lab.get(L.PROJECT) != fleet:
+                continue
+            cname = ((c.get("Names") or [""])[0] or "").lstrip("/")
+            owned = L.ownership(fleet, lab, cname)
+            if owned is None:
+                warnings.append(
+                    f"container {cname or c['Id'][:12]} ({c['Id'][:12]}) carries fleet {fleet}'s labels but is not "
+                    f"one fleet created (fleet names it {L.expected_name(fleet, lab) or 'nothing'}); ignored"
+                )
                 continue
             try:
                 spec = json.loads(lab.get(L.SPEC, "{}"))
@@ -159,6 +179,7 @@ class DockerProvider:
                 ports=_parse_ports(c.get("Ports", [])),
                 address=_address(c),
                 created=_created(c),
+                legacy_name=cname if owned == "legacy" else None,
             )
             kind = lab.get(L.KIND)
             if kind == "host" and lab.get(L.HOST):
@@ -177,6 +198,7 @@ class DockerProvider:
                         **common,
                     )
                 )
+        self._warnings[fleet] = warnings
         return hosts, agents
 
     def inspect(self, container_id: str) -> dict:
@@ -211,6 +233,12 @@ class DockerProvider:
                     "build it first (docker build -t ...) or use build: in fleet.yaml",
                 ) from None
 
+    def observe_images(self, fleet: str) -> tuple[str, ...]:
+        return docker_images.observe_images(self.api, fleet)
+
+    def remove_image(self, fleet: str, ref: str) -> str | None:
+        return docker_images.remove_image(self.api, ref)
+
     def _build(self, fleet: str, image: ImageRef, resource: str) -> None:
         b = image.build
         assert b is not None
@@ -218,7 +246,7 @@ class DockerProvider:
         try:
             for chunk in self.api.build(
                 path=str(b.context), dockerfile=b.dockerfile, buildargs=dict(b.args), tag=image.ref,
-                rm=True, forcerm=True, decode=True, labels={L.PROJECT: fleet},
+                rm=True, forcerm=True, decode=True, labels={L.PROJECT: fleet, L.KIND: L.IMAGE_KIND},
             ):
                 if "stream" in chunk:
                     log.append(chunk["stream"])
@@ -244,9 +272,12 @@ class DockerProvider:
             binds[str(mounts.workspace)] = {"bind": "/workspace", "mode": "rw"}
             for src, dst in mounts.extra.items():
                 binds[src] = {"bind": dst, "mode": "rw"}
+            for src, dst in mounts.read_only.items():  # the fleet file, git config: never the agent's
+                binds[src] = {"bind": dst, "mode": "ro"}
         else:
-            vol = self._workspace_volume(fleet, host.name)
+            vol = sec.workspace_volume(self.api, fleet, host.name)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
+        network = self._call(resource, sec.ensure_network, self.api)
         # No published ports: the proxy reaches its agents at the holder's bridge address,
         # so agents join and leave with ports without replacing it (nor their neighbours).
         hc = self.api.create_host_config(
@@ -254,9 +285,11 @@ class DockerProvider:
             restart_policy={"Name": "always"},
             extra_hosts={"fleet-proxy": "host-gateway"},
             init=True,
+            network_mode=network,
+            **sec.hardening(),  # the holder only sleeps; agents' capabilities are their own
         )
         lab = {
-            L.PROJECT: fleet, L.KIND: "host", L.HOST: host.name,
+            L.PROJECT: fleet, L.KIND: "host", L.HOST: host.name, L.NAMING: L.NAMING_VERSION,
             L.SPEC_HASH: host.spec_hash, L.SPEC: _spec_label(host.spec()),
         }
         c = self._call(
@@ -265,18 +298,6 @@ class DockerProvider:
             working_dir="/workspace", hostname=host.name,
         )
         self._call(resource, self.api.start, c["Id"])
-
-    def _workspace_volume(self, fleet: str, host: str) -> str:
-        """A named volume for a shared host without a workspace directory, kept
-        across host replacement so the agents' work survives a port change."""
-        name = f"fleet-{fleet}-{host}-workspace"
-        from docker.errors import NotFound
-
-        try:
-            self.api.inspect_volume(name)
-        except NotFound:
-            self._call(f"host {host}", self.api.create_volume, name=name, labels={L.PROJECT: fleet, L.HOST: host})
-        return name
 
     def start_host(self, fleet: str, host: ObservedHost) -> None:
         self._call(f"host {host.name}", self.api.start, host.id)
@@ -290,7 +311,7 @@ class DockerProvider:
         fleet = desired.fleet
         resource = f"agent {agent.name}"
         lab = {
-            L.PROJECT: fleet, L.KIND: "agent", L.AGENT: agent.name,
+            L.PROJECT: fleet, L.KIND: "agent", L.AGENT: agent.name, L.NAMING: L.NAMING_VERSION,
             L.SPEC_HASH: agent.spec_hash, L.SPEC: _spec_label(agent.spec()),
             L.PORTS: json.dumps(agent.ports, sort_keys=True),
             L.MESSAGE: "pending" if agent.message else "none",
@@ -304,7 +325,9 @@ class DockerProvider:
         net_env, net_binds = url_setup(desired, agent, bundle=not agent.grants)
         env.update({**net_env, **grant_env})
         grant_binds = {**net_binds, **grant_binds}
-        common_hc: dict[str, Any] = dict(restart_policy={"Name": RESTART[agent.restart]}, init=True)
+        # capabilities are per container, even for agents sharing a holder's network
+        common_hc: dict[str, Any] = dict(restart_policy={"Name": RESTART[agent.restart]}, init=True,
+                                         **sec.hardening(agent.capabilities))
         if agent.restart == "on-failure":
             common_hc["restart_policy"]["MaximumRetryCount"] = 0
         if agent.host:
@@ -322,12 +345,15 @@ class DockerProvider:
                 binds[str(mounts.workspace)] = {"bind": "/workspace", "mode": "rw"}
                 for src, dst in mounts.extra.items():
                     binds[src] = {"bind": dst, "mode": "rw"}
+                for src, dst in mounts.read_only.items():  # the fleet file, git config: never the agent's
+                    binds[src] = {"bind": dst, "mode": "ro"}
                 env.update(mounts.env)
             ports = sorted(set(agent.ports.values()))
             hc = self.api.create_host_config(
                 binds=binds,
                 port_bindings={f"{p}/tcp": ("127.0.0.1", None) for p in ports},
                 extra_hosts={"fleet-proxy": "host-gateway"},
+                network_mode=self._call(resource, sec.ensure_network, self.api),
                 **common_hc,
             )
             kwargs = {"ports": [(p, "tcp") for p in ports], "hostname": agent.name}
@@ -368,8 +394,8 @@ class DockerProvider:
             info = self.api.inspect_container(container_id)
         except NotFound:
             return
-        if (info.get("Config", {}).get("Labels") or {}).get(L.PROJECT) != fleet:
-            raise ProviderError(resource, f"container {container_id[:12]} is not labelled for fleet {fleet}; not touching it")
+        if not L.ownership(fleet, info.get("Config", {}).get("Labels") or {}, info.get("Name", "")):
+            raise ProviderError(resource, f"container {container_id[:12]} is not one fleet created for fleet {fleet}; not touching it")
         try:
             if info.get("State", {}).get("Running"):
                 self.api.stop(container_id, timeout=STOP_TIMEOUT)
@@ -387,6 +413,9 @@ class DockerProvider:
         vols = self.api.volumes(filters={"label": L.project_filter(fleet)}).get("Volumes") or []
         removed = []
         for v in vols:
+            host = (v.get("Labels") or {}).get(L.HOST) or ""
+            if v["Name"] not in (L.workspace_volume(fleet, host), L.legacy_workspace_volume(fleet, host)):
+                continue  # labels alone do not make a volume fleet's
             self._call(f"volume {v['Name']}", self.api.remove_volume, v["Name"], force=True)
             removed.append(v["Name"])
         return removed

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from ..errors import FleetError
 from ..home import ensure_dir, fleet_home, write_atomic
 from . import limits, logcontrol
-from .table import Listen, add_listen, read_table
+from .table import Listen, add_listen, read_table, remove_listen
 
 if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy runs or is shown:
     from .proxy import ProxyConfig, ProxyServer  # `fleet apply` only starts it and waits for it
@@ -106,7 +106,8 @@ def wanted_listen() -> list[Listen]:
 
 
 @contextlib.contextmanager
-def _start_lock() -> Iterator[None]:
+def start_lock() -> Iterator[None]:
+    """Held while the proxy is started or stopped for lack of routes."""
     ensure_dir(fleet_home())
     with open(_start_lock_path(), "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -176,17 +177,33 @@ def start(
     (remembered in the route table). Returns the proxy's state once it listens
     on every address in `need` (default: every address the table asks for),
     raising FleetError naming a port it cannot take. Idempotent."""
+    added = False
     if port is not None:
+        added = Listen(port=port, bind=bind) not in read_table().listen
         add_listen(port, bind)
     _routing_ca().ensure()  # here, not only in the background: a CA replaced by an upgrade says so to the user
     wanted = list(need) if need is not None else wanted_listen()
     if port is not None:
         wanted.append(Listen(port=port, bind=bind))
-    with _start_lock():
+    with start_lock():
         pid = running_pid()
-        if pid is None:
+        launched = pid is None
+        if launched:
             pid = _launch(timeout)
-        return wait_ready(pid, wanted, timeout)
+        try:
+            return wait_ready(pid, wanted, timeout)
+        except FleetError:
+            # a failed start leaves nothing behind: not the port it could not take
+            # in the table (the next start would fail on it again), not a proxy
+            # this call launched that listens on less than it was asked to
+            if added:
+                remove_listen(port)
+            if launched:
+                stop()
+            elif added:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)  # the running proxy drops the port again
+            raise
 
 
 def _launch(timeout: float) -> int:

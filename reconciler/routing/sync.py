@@ -7,7 +7,8 @@ are only known once containers exist) and writes `routes_for(desired, observed)`
 atomically, keeping the routes of agents that exist but are not running right
 now (a route is removed only when its agent is gone), then makes sure the proxy
 runs when the fleet has any route and waits until it serves the written
-revision of the table, so `apply` returns only once its URLs answer as planned.
+revision of the table, so `apply` returns only once its URLs answer as planned;
+`remove_routes` stops the proxy once no fleet has any.
 """
 
 from __future__ import annotations
@@ -83,18 +84,28 @@ def apply_routes(desired: Desired) -> str | None:
     fresh = observe(desired.fleet, providers_of(desired))
     routes = table.routes_for(desired, fresh)
     keep = [name for name in desired.agents if name not in {r.agent for r in routes}]
+    if not routes and not any(a.ports for a in desired.agents.values()):
+        return remove_routes(desired.fleet)
     from . import daemon
 
-    if not routes and not any(a.ports for a in desired.agents.values()):
-        daemon.wait_loaded(table.remove_fleet(desired.fleet).revision)
-        return None
     written = table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
     daemon.ensure_running(need=table.proxy_listen(desired.proxy))  # this fleet's port; others' are not ours to fail on
     daemon.wait_loaded(written.revision)  # apply returns once the proxy serves these routes
     return None
 
 
-def remove_routes(fleet: str) -> None:
+def remove_routes(fleet: str) -> str | None:
+    """Drop the fleet's routes. When that empties the table (no fleet routes
+    anything, no `fleet proxy start --port` listen address) the proxy has nothing
+    left to serve and is stopped; `apply` starts it again when a fleet has ports."""
+    written = table.remove_fleet(fleet)
     from . import daemon
 
-    daemon.wait_loaded(table.remove_fleet(fleet).revision)
+    # under the proxy's start lock: an apply that writes routes meanwhile either
+    # shows in the table read here, or starts the proxy again once it is stopped
+    with daemon.start_lock():
+        left = table.read_table()
+        pid = None if left.fleets or left.listen else daemon.stop()
+    if pid is None:
+        daemon.wait_loaded(written.revision)  # its URLs are 404 once this returns
+    return f"stopped the fleet proxy (pid {pid}): no fleet has routes any more" if pid else None

@@ -206,6 +206,7 @@ def test_copy_workspaces_keep_agents_apart(tmp_path, docker_client, base_image, 
     assert (fleet_home / "workspaces" / fleet_name / "two").is_dir()
     r = run_fleet("destroy", "--yes", "--purge-workspaces", str(path))
     assert r.code == 0, r.text
+    assert "kept workspace" not in r.out and "removed workspace" in r.out, r.out  # the truth, once
     assert not (fleet_home / "workspaces" / fleet_name).exists() or not any((fleet_home / "workspaces" / fleet_name).iterdir())
 
 

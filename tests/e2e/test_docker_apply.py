@@ -276,13 +276,13 @@ def test_hand_started_and_other_fleet_containers_are_never_touched(tmp_path, doc
     )
     # a stranger squatting on the name fleet would use: fleet must refuse, not remove it
     squatter = docker_client.containers.run(
-        base_image, ["sleep", "infinity"], detach=True, labels={"dev.fleet.test": "1"}, name=f"fleet-{fleet_name}-worker"
+        base_image, ["sleep", "infinity"], detach=True, labels={"dev.fleet.test": "1"}, name=f"fleet_{fleet_name}_worker"
     )
     try:
         path = write(tmp_path, two_agents(fleet_name, base_image))
         r = run_fleet("apply", str(path))
         assert r.code == 1
-        assert f"failed to create agent worker: the container name fleet-{fleet_name}-worker is taken by container {squatter.id[:12]}" in r.out, r.text
+        assert f"failed to create agent worker: the container name fleet_{fleet_name}_worker is taken by container {squatter.id[:12]}" in r.out, r.text
         assert r.out.count("agent worker: agent worker") == 0
         assert set(containers(docker_client, fleet_name)) == {"agent:web"}  # independent work went on
         r = run_fleet("destroy", "--yes", str(path))
@@ -371,7 +371,7 @@ def test_killed_apply_is_recovered_by_the_next(tmp_path, docker_client, base_ima
         for c in cs.values():
             assert c.status == "running" and c.labels["dev.fleet.spec-hash"]
         # nothing unlabelled with our names
-        named = docker_client.containers.list(all=True, filters={"name": f"fleet-{fleet_name}-"})
+        named = docker_client.containers.list(all=True, filters={"name": f"fleet_{fleet_name}_"})
         assert all(c.labels.get("dev.fleet.project") == fleet_name for c in named)
         assert "up to date" in run_fleet("apply", str(path)).out
         if delay_polls == 1:

@@ -74,7 +74,7 @@ def assert_no_strays(client, fleet: str, context: str = "") -> None:
     """Every container named after the fleet carries its label (none unlabelled,
     none left behind under a fleet name without being observed)."""
     owned = {c.id for c in listed(client, {"label": f"dev.fleet.project={fleet}"})}
-    prefix = f"fleet-{fleet}-"
+    prefix = f"fleet_{fleet}_"
     for c in listed(client, {"name": prefix}):
         if c.name.startswith(prefix):
             assert c.labels.get("dev.fleet.project") == fleet, f"{context}: unlabelled container {c.name}"

@@ -2,10 +2,9 @@
 
 (A hand-stopped agent and two applies at once are in tests/e2e/test_docker_apply.py.)
 
-Renamed: the labels are the state, not the name. An agent container renamed
-with `docker rename` is still that agent: apply keeps it (no duplicate is made
-under the freed fleet name), a spec change replaces it with exactly one
-container under the fleet name again, and destroy removes it.
+Renamed: ownership is the labels and the name fleet gave, since labels can be
+copied. An agent container renamed with `docker rename` is no longer the agent:
+it is reported and never touched, and fleet makes the agent again.
 """
 
 from __future__ import annotations
@@ -34,41 +33,32 @@ def test_removed_agent_comes_back_and_nothing_else_moves(tmp_path, docker_client
     r = run_fleet("apply", "--yes", str(path))
     assert r.code == 0, r.text
     after = assert_converged(docker_client, fleet_name, AGENTS)
-    assert after["a1"].id != before["a1"].id and after["a1"].name == f"fleet-{fleet_name}-a1"
+    assert after["a1"].id != before["a1"].id and after["a1"].name == f"fleet_{fleet_name}_a1"
     assert {a: c.id for a, c in after.items() if a != "a1"} == {a: c.id for a, c in before.items() if a != "a1"}
     assert_noop(path)
 
 
-def test_renamed_agent_is_still_the_agent(tmp_path, docker_client, base_image, fleet_name):
+def test_renamed_agent_is_no_longer_the_agent(tmp_path, docker_client, base_image, fleet_name):
+    """Ownership is labels and the name fleet gave (labels alone can be copied):
+    a container renamed by hand is reported and left alone, fleet makes the
+    agent again under its name, and destroy does not remove the renamed one."""
     path = fleet_file(tmp_path / "fleet.yaml", fleet_name, base_image, N)
     assert run_fleet("apply", "--yes", str(path)).code == 0
     before = assert_converged(docker_client, fleet_name, AGENTS)
     renamed = f"{fleet_name}-renamed-by-hand"
     docker_client.api.rename(before["a1"].id, renamed)
-
-    # kept as the agent: nothing to do, no second container under the freed name
-    r = run_fleet("apply", "--yes", str(path))
-    assert r.code == 0 and "is up to date" in r.out, r.text
-    now = assert_converged(docker_client, fleet_name, AGENTS)
-    assert {a: c.id for a, c in now.items()} == {a: c.id for a, c in before.items()}
-    assert now["a1"].name == renamed
-    assert not docker_client.containers.list(all=True, filters={"name": f"^/fleet-{fleet_name}-a1$"})
-
-    # a change replaces it: exactly one container for a1 again, under the fleet's name
-    fleet_file(path, fleet_name, base_image, N, round_=1)
-    r = run_fleet("apply", "--yes", str(path))
-    assert r.code == 0, r.text
-    now = assert_converged(docker_client, fleet_name, AGENTS)
-    assert now["a1"].name == f"fleet-{fleet_name}-a1" and now["a1"].id != before["a1"].id
-    assert not docker_client.containers.list(all=True, filters={"name": renamed})
-    assert_noop(path)
-
-    # and a renamed agent is destroyed like any other
-    docker_client.api.rename(now["a2"].id, renamed)
-    r = run_fleet("destroy", "--yes", str(path))
-    assert r.code == 0, r.text
-    assert by_agent(docker_client, fleet_name) == {}
-    assert not docker_client.containers.list(all=True, filters={"name": renamed})
+    try:
+        r = run_fleet("apply", "--yes", str(path))
+        assert r.code == 0 and f"warning: container {renamed} ({before['a1'].id[:12]}) carries fleet {fleet_name}'s labels" in r.out, r.text
+        assert "create   agent a1  no container" in r.out, r.out
+        a1 = docker_client.containers.get(f"fleet_{fleet_name}_a1")
+        assert a1.id != before["a1"].id and docker_client.containers.get(renamed).status == "running"
+        r = run_fleet("destroy", "--yes", str(path))
+        assert r.code == 0, r.text
+        assert docker_client.containers.get(renamed).status == "running"  # not fleet's any more: untouched
+        assert not docker_client.containers.list(all=True, filters={"name": f"^/fleet_{fleet_name}_"})
+    finally:
+        docker_client.api.remove_container(before["a1"].id, force=True)
 
 
 @pytest.mark.parametrize("first", ["destroy", "apply"])

@@ -39,7 +39,7 @@ def fleet_file(tmp_path, name: str, image: str, agents: str, extra: str = ""):
 
 
 def agent_env(client, fleet: str, agent: str) -> dict[str, str]:
-    c = client.containers.get(f"fleet-{fleet}-{agent}")
+    c = client.containers.get(f"fleet_{fleet}_{agent}")
     return dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
 
 
@@ -62,7 +62,7 @@ def test_diff_exit_codes(tmp_path, docker_client, base_image, fleet_name):
     assert status.code == 0 and "| Agent | Host | Provider | State | Ports |" in status.out
     assert "| `worker` | (private) | docker | running |" in status.out
     # an agent crashed: drift, 2
-    docker_client.containers.get(f"fleet-{fleet_name}-worker").stop(timeout=1)
+    docker_client.containers.get(f"fleet_{fleet_name}_worker").stop(timeout=1)
     r = run_fleet("diff", "--exit-code", str(path))
     assert r.code == 2 and "start" in r.out
     # errors: 1, never 2
@@ -154,7 +154,7 @@ def test_stale_plan_is_refused_and_changes_nothing(tmp_path, docker_client, base
     fleet_file(tmp_path, fleet_name, base_image, "  a: {}\n  b: {env: {TZ: Europe/Paris}}\n  c: {}")
     plan_path = tmp_path / "plan.json"
     assert run_fleet("plan", "--out", str(plan_path), str(path)).code == 0
-    docker_client.containers.get(f"fleet-{fleet_name}-a").remove(force=True)  # removed by hand
+    docker_client.containers.get(f"fleet_{fleet_name}_a").remove(force=True)  # removed by hand
     before = containers(docker_client, fleet_name)
     r = run_fleet("apply", "--yes", str(plan_path))
     assert r.code == 1, r.text

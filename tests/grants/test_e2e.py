@@ -64,7 +64,7 @@ class World:
         self.file.write_text(textwrap.dedent(text))
 
     def container(self, agent: str):
-        return self.client.containers.get(f"fleet-{self.name}-{agent}")
+        return self.client.containers.get(f"fleet_{self.name}_{agent}")
 
     def sh(self, agent: str, cmd: str) -> tuple[int, str]:
         code, out = self.container(agent).exec_run(["/bin/sh", "-c", cmd])

@@ -399,7 +399,7 @@ def test_build_tag_follows_the_context(tmp_path):
     shutil.copytree(GOOD, tmp_path / "good")
     path = tmp_path / "good" / "shared-hosts.yaml"
     first = load(path).agents["builder"]
-    assert first.image.ref.startswith("fleet-team-build:")
+    assert first.image.ref.startswith("fleet_team_build:")
     again = load(path).agents["builder"]
     assert again.image.ref == first.image.ref and again.spec_hash == first.spec_hash
 

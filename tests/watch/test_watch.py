@@ -211,7 +211,7 @@ def test_a_changed_fleet_name_is_refused(tmp_path, docker_client, base_image, fl
 
 def test_a_failing_action_backs_off_without_blocking_the_rest(tmp_path, docker_client, base_image, fleet_name, watcher):
     squatter = docker_client.containers.run(
-        base_image, ["sleep", "infinity"], name=f"fleet-{fleet_name}-bad", labels={"dev.fleet.test": "1"}, detach=True
+        base_image, ["sleep", "infinity"], name=f"fleet_{fleet_name}_bad", labels={"dev.fleet.test": "1"}, detach=True
     )
     try:
         extra = """  bad:
