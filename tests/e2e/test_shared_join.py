@@ -158,7 +158,7 @@ def test_a_holder_that_publishes_ports_is_replaced_once(tmp_path, docker_client,
     old = docker_client.containers.run(
         base_image, ["sleep", "infinity"], name=L.host_container(fleet_name, "box"), detach=True,
         ports={"3000/tcp": ("127.0.0.1", None)},
-        labels={L.PROJECT: fleet_name, L.KIND: "host", L.HOST: "box", L.SPEC_HASH: canonical_hash(old_spec),
+        labels={L.PROJECT: fleet_name, L.KIND: "host", L.HOST: "box", L.NAMING: L.NAMING_VERSION, L.SPEC_HASH: canonical_hash(old_spec),
                 L.SPEC: json.dumps(old_spec, sort_keys=True, separators=(",", ":"))},
     )
     r = run_fleet("diff", str(path))
