@@ -11,7 +11,9 @@ Scenarios (issue 9), each with its peer in the same run, repeated, medians:
 4. the routing proxy vs nginx vs direct (bench/proxy_bench.py, the routing benchmark);
 5. watch latency (bench/watch_bench.py, the watch benchmark);
 6. peak memory: max RSS of `fleet apply` (and of docker-compose) from wait4,
-   and VmHWM of the proxy daemon serving N routes.
+   and VmHWM of the proxy daemon serving N routes;
+7. an agent joining (and leaving) a running shared host with a port against
+   without one, and whether the neighbour restarted (bench/join_bench.py).
 
 Tools run in a rotating order in every repetition, so drift in the machine's
 load hits all of them alike. A table of medians, ratios and pass/miss against
@@ -503,6 +505,28 @@ def watch_scenario(ws: Workspace, quick: bool) -> dict | None:
     return {"rounds": rounds, **{k: int(m.group(1)) for k, m in found.items() if m}}
 
 
+_JOIN = {
+    "join_ms": r"join without a port\s+(\d+) ms",
+    "join_port_ms": r"join with a port\s+(\d+) ms",
+    "leave_ms": r"leave without a port\s+(\d+) ms",
+    "leave_port_ms": r"leave with a port\s+(\d+) ms",
+    "neighbour_restarts": r"neighbour restarts\s+(\d+)",
+}
+
+
+def join_scenario(ws: Workspace, quick: bool) -> dict | None:
+    """7. an agent joining a running shared host, with a port against without one."""
+    script = BENCH / "join_bench.py"
+    rounds = 2 if quick else 5
+    print(f"shared-host join: bench/join_bench.py --rounds {rounds} --image {TINY} ...", flush=True)
+    s = run_timed([PY, str(script), "--rounds", str(rounds), "--image", TINY], timeout=1800)
+    found = {k: re.search(rx, s.output) for k, rx in _JOIN.items()}
+    if not s.ok or not all(found.values()):
+        print(f"  ! join_bench.py exited {s.code} or printed something else:\n{s.output[-1500:]}", flush=True)
+        return None
+    return {"rounds": rounds, **{k: int(m.group(1)) for k, m in found.items() if m}}
+
+
 # -- the report -----------------------------------------------------------------------------
 
 
@@ -530,7 +554,8 @@ class Target:
         return f"  {mark:<5} {self.name:<56} {self.value:>14}   target {self.goal}"
 
 
-def summarise(rec: dict, proxy: dict | None, watch: dict | None, mem: dict | None) -> tuple[dict, list[str], list[Target]]:
+def summarise(rec: dict, proxy: dict | None, watch: dict | None, mem: dict | None,
+              join: dict | None = None) -> tuple[dict, list[str], list[Target]]:
     lines: list[str] = []
     targets: list[Target] = []
     medians: dict[str, dict[str, float | None]] = {}
@@ -592,6 +617,11 @@ def summarise(rec: dict, proxy: dict | None, watch: dict | None, mem: dict | Non
         targets.append(Target("watch: save -> apply start", f"{watch['apply_start_ms']} ms", "< 150 ms", watch["apply_start_ms"] < 150))
         targets.append(Target("watch: done minus docker create+start", f"{watch['overhead_over_create_ms']} ms", "< 300 ms",
                               watch["overhead_over_create_ms"] < 300))
+    if join:
+        lines.append(f"{'7 join a shared host, no port':<34} {'':>4} {join['join_ms']:>7} ms   (leave {join['leave_ms']} ms)")
+        lines.append(f"{'7 join a shared host, with a port':<34} {'':>4} {join['join_port_ms']:>7} ms   (leave {join['leave_port_ms']} ms)")
+        targets.append(Target("join with a port: neighbour restarts", str(join["neighbour_restarts"]), "0",
+                              join["neighbour_restarts"] == 0))
     return medians, lines, targets
 
 
@@ -633,7 +663,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=None, help="repetitions of each cold apply (default 3)")
     ap.add_argument("--noop-samples", type=int, default=2, help="no-op samples per repetition")
     ap.add_argument("--parallel", type=int, default=8, help="concurrency for fleet and the floor (compose: see compose_env)")
-    ap.add_argument("--skip", default="", help="comma-separated: apply,proxy,watch,memory")
+    ap.add_argument("--skip", default="", help="comma-separated: apply,proxy,watch,memory,join")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/<timestamp>.json)")
     args = ap.parse_args()
     ns = [int(x) for x in (args.ns or ("3,6" if args.quick else "10,100")).split(",")]
@@ -658,7 +688,7 @@ def main() -> int:
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     print(f"fleet bench {run_id}: N={ns}, {reps} repetitions, parallel {args.parallel}, load average {load_before[0]:.2f}", flush=True)
     rec: dict = {}
-    proxy = watch = mem = None
+    proxy = watch = mem = join = None
     interrupted = False
     try:
         if "apply" not in skip:
@@ -670,6 +700,8 @@ def main() -> int:
             proxy = proxy_scenario(ws, args.quick)
         if "watch" not in skip:
             watch = watch_scenario(ws, args.quick)
+        if "join" not in skip:
+            join = join_scenario(ws, args.quick)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: cleaning up", flush=True)
@@ -683,7 +715,7 @@ def main() -> int:
         return 130
 
     load_after = os.getloadavg()
-    medians, lines, targets = summarise(rec, proxy, watch, mem)
+    medians, lines, targets = summarise(rec, proxy, watch, mem, join)
     print()
     print(f"Medians of {reps} repetitions (fleet and floor --parallel {args.parallel}, docker-compose unlimited; "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after):")
@@ -704,6 +736,7 @@ def main() -> int:
         "proxy_memory": mem,
         "proxy": proxy,
         "watch": watch,
+        "join": join,
         "targets": [t.__dict__ for t in targets],
         "table": lines,
     }

@@ -89,9 +89,15 @@ def run_action(desired: Desired, action: Action, provider_of: Callable[[str], Pr
     elif action.kind == "route":
         from .routing import sync
 
+        from . import agentnet
+
         if action.route and action.route.get("remove"):
-            return sync.remove_routes(fleet)
-        return sync.apply_routes(desired)
+            note = sync.remove_routes(fleet)
+            agentnet.forget_fleet(fleet)
+            return note
+        note = sync.apply_routes(desired)
+        agentnet.refresh(desired)  # running agents resolve names added since they started
+        return note
     elif action.op == "message":
         _deliver(desired, action, p)
     elif action.kind == "agent":

@@ -96,13 +96,19 @@ class DesiredHost(Frozen):
         """What, when changed, means the host must be replaced.
 
         Env is not here: it is merged into each agent's spec, so an env edit
-        replaces agents, never the holder.
+        replaces agents, never the holder. Nor, on Docker, are its agents'
+        ports: the holder publishes none (the routing proxy reaches agents at the
+        holder's address on the bridge), so an agent joining or leaving with a
+        port never replaces it. Modal tunnels are fixed when a sandbox is
+        created, so there the ports still belong to the host's spec. (`ports`
+        stays in the spec as `[]`: holders made before this change that
+        published nothing keep their hash.)
         """
         data: dict[str, Any] = {
             "provider": self.provider,
             "image": self.image.ref,
             "workspace": self.workspace.spec() if self.workspace else None,
-            "ports": list(self.ports),
+            "ports": list(self.ports) if self.provider == "modal" else [],
         }
         if self.modal is not None:
             data["modal"] = self.modal.model_dump(mode="json", exclude_none=True)
@@ -214,6 +220,7 @@ class ObservedHost(Frozen):
     spec: dict[str, Any] = Field(default_factory=dict)
     ports: dict[int, int] = Field(default_factory=dict)  # container port -> host port
     urls: dict[int, str] = Field(default_factory=dict)  # container port -> tunnel URL (modal)
+    address: str | None = None  # docker: the holder's IP on its bridge network (routes go there)
     created: str | None = None
     # agent name -> spec hash, for providers that record agents on the host (modal)
     agents: dict[str, str] = Field(default_factory=dict)
@@ -233,6 +240,7 @@ class ObservedAgent(Frozen):
     spec_hash: str
     spec: dict[str, Any] = Field(default_factory=dict)
     ports: dict[int, int] = Field(default_factory=dict)  # container port -> host port
+    address: str | None = None  # docker: the container's IP on its bridge network (none when joined to a holder)
     created: str | None = None
     status: str = ""  # the provider's own one-line status ("Up 3 minutes")
     # the shared host's resource this agent is joined to (docker: holder container id,

@@ -70,9 +70,10 @@ def plan(desired: Desired, options: Options | None = None, check_grants: bool = 
     whose hostnames another fleet routes, and (for anything that will apply) one
     whose agents name grants that are not stored; `fleet diff` skips the grant
     check so a machine without the credentials (CI) can still preview."""
-    from .routing.sync import check_names
+    from .routing.sync import check_names, check_proxy_port
 
     check_names(desired)
+    check_proxy_port(desired)
     if check_grants:
         from .grants.store import check_stored
 

@@ -17,6 +17,11 @@ from .model import Desired, DesiredAgent, Observed, ObservedAgent, ObservedHost
 from .plan import Action, Change, Plan
 
 HOST_NOUN = {"docker": "holder container", "modal": "sandbox"}
+# A holder made by an older fleet publishes its agents' ports; it is replaced once.
+MIGRATE_PUBLISHED = (
+    "holder publishes its agents' ports (older fleet): re-created once without them, "
+    "so agents with ports join and leave without restarting their neighbours"
+)
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,8 @@ def _reconcile_hosts(b: _Builder) -> dict[str, Action]:
                 cause = _legacy_cause(keep)
             else:
                 cause = _spec_cause(changes) if keep.spec_hash != host.spec_hash else f"{HOST_NOUN[keep.provider]} {keep.state}"
+                if host.provider == keep.provider == "docker" and [c.key for c in changes] == ["ports"] and not host.spec()["ports"]:
+                    cause = MIGRATE_PUBLISHED
             out[name] = b.add(
                 id=f"host:{name}", op="replace", kind="host", name=name, provider=host.provider,
                 cause=cause, changes=changes, desired_host=host, observed_host=keep,
@@ -371,22 +378,54 @@ def _first_messages(b: _Builder) -> None:
             b.add(cause="first message not delivered yet", observed_agent=obs, **common)
 
 
+ROUTE_OPS = {"create": "added", "join": "added", "replace": "replaced", "start": "started", "restart": "restarted",
+             "destroy": "removed"}
+
+
 def _routes(b: _Builder) -> None:
-    """One route action per apply, after every agent and host action: when any
-    of them can move a route (new published ports, agents gone), or when the
-    fleet's entry in the route table differs from what the running agents need
-    (lost, edited, proxy port changed)."""
+    """One route action per apply, only when the route table would change: an
+    agent with ports is created, joined, replaced or (re)started (its target
+    moves), an agent with routes is destroyed, or the fleet's entry differs from
+    what the running agents need (lost, edited, proxy not running). Agents
+    without ports coming and going leave the table alone. The cause names the
+    agents whose routes change."""
     from .routing.table import routes_for
 
     wants_ports = any(a.ports for a in b.desired.agents.values())
     if not wants_ports and b.observed.routes is None:
         return
-    movers = [a.id for a in b.actions if a.kind in ("host", "agent") and a.op != "message"]
     current = b.observed.routes or ()
+    routed = {r["agent"] for r in current}
+    moving: dict[str, str] = {}
+    deps: list[str] = []
+    for act in b.actions:
+        if act.kind != "agent" or act.op not in ROUTE_OPS:
+            continue
+        d = b.desired.agents.get(act.name)
+        has_ports = bool(d and d.ports and d.enabled)
+        if act.op == "destroy":
+            still_wanted = has_ports and any(
+                o.name == act.name and o.id != (act.observed_agent.id if act.observed_agent else None)
+                for o in b.observed.agents
+            )
+            if act.name not in routed or still_wanted and act.name in moving:
+                continue
+            what = "replaced" if still_wanted else "removed"
+        elif has_ports or act.name in routed:
+            what = "added" if act.op in ("create", "join") and act.name not in routed else ROUTE_OPS[act.op]
+            if not has_ports:
+                what = "removed"
+        else:
+            continue
+        moving.setdefault(act.name, what)
+        deps.append(act.id)
+    if moving:  # and after every host action: a duplicate holder going can move a route too
+        deps += [a.id for a in b.actions if a.kind == "host"]
     derived = tuple(r.model_dump() for r in routes_for(b.desired, b.observed))
     key = lambda r: (r["agent"], r["service"])  # noqa: E731
-    if movers:
-        cause = "agents changed"
+    if moving:
+        shown = [f"{n} ({w})" for n, w in sorted(moving.items())]
+        cause = "routes of " + ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
     elif b.observed.routes is None:
         cause = "no routes for this fleet"
     elif wants_ports and not b.observed.proxy_running:
@@ -398,7 +437,7 @@ def _routes(b: _Builder) -> None:
     else:
         b.unchanged.append("route:routes")
         return
-    b.add(id="route:routes", op="route", kind="route", name="routes", cause=cause, depends_on=tuple(movers))
+    b.add(id="route:routes", op="route", kind="route", name="routes", cause=cause, depends_on=tuple(deps))
 
 
 def _image_actions(observed: Observed, remove: list[str], cause: str, after: list[Action]) -> list[Action]:

@@ -53,15 +53,18 @@ def agent_ports(desired: Desired, observed: Observed, obs: ObservedAgent | None,
     if obs is not None and not services:
         services = {k: v for k, v in (obs.spec.get("ports") or {}).items()}
     published: dict[int, int] = {}
+    address: str | None = None  # a shared Docker host publishes nothing: its agents are at its bridge address
     if obs is not None:
         if obs.host:
             for h in observed.hosts:
                 if h.name == obs.host:
                     published = dict(h.ports)
+                    address = h.address
         else:
             published = dict(obs.ports)
     return [
-        {"service": svc, "container_port": port, "host_port": published.get(port)}
+        {"service": svc, "container_port": port, "host_port": published.get(port),
+         "address": f"{address}:{port}" if address and port not in published else None}
         for svc, port in sorted(services.items())
     ]
 
@@ -163,7 +166,8 @@ def state_style(row: dict[str, Any]) -> str:
 def _cells(r: dict[str, Any]) -> dict[str, list[str]]:
     """Each column's text for one row; a cell may hold several values (URLs)."""
     ports = [
-        f"{p['service']} {p['container_port']}->" + (f"127.0.0.1:{p['host_port']}" if p["host_port"] else "-")
+        f"{p['service']} {p['container_port']}->"
+        + (f"127.0.0.1:{p['host_port']}" if p["host_port"] else (p.get("address") or "-"))
         for p in r["ports"]
     ]
     urls = list((r.get("urls") or {}).values())

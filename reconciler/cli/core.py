@@ -27,7 +27,7 @@ from ..execute import Event
 from ..load import default_file, load, read_document, validate_file
 from ..lock import fleet_lock
 from ..reconcile import Options
-from ..spec import json_schema
+from ..schemajson import fleet_schema as json_schema
 from .app import app, console, handles_errors
 
 FileArg = typer.Argument(None, help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)
@@ -290,6 +290,9 @@ def _apply_saved(out, path: Path, data: dict, other: Optional[Path], fleet_name:
     from ..grants.store import check_stored
 
     check_stored(saved.desired)  # as for a plain apply: refuse before anything changes
+    from ..routing.sync import check_proxy_port
+
+    check_proxy_port(saved.desired)  # its proxy port must be free (or our own proxy's)
     with fleet_lock(saved.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
         observed = pipeline.observe(saved.fleet, pipeline.providers_of(saved.desired))
         savedplan.check_fresh(saved, observed)

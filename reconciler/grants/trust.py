@@ -6,8 +6,10 @@ CA is a different one from the routing CA (which is name-constrained to
 `localhost`): it has to certify api.github.com and friends, so it is trusted
 only inside agent containers, never on this machine.
 
-Agents get `$FLEET_HOME/grants-ca/bundle.crt` (this machine's system CAs plus
-the interception CA) bind-mounted read-only at `/etc/fleet/ca-bundle.crt`. The
+Agents get `$FLEET_HOME/grants-ca/bundle.crt` (this machine's system CAs, the
+interception CA and the routing CA) bind-mounted read-only at
+`/etc/fleet/ca-bundle.crt`; agents without grants get
+`$FLEET_HOME/agentnet/ca-bundle.crt` there (system CAs and the routing CA). The
 bundle is rewritten in place (same inode) when its content changes, so running
 containers see the new content through their bind mount; the space is reserved
 before a byte changes, so a full or read-only FLEET_HOME never leaves it cut.
@@ -20,9 +22,13 @@ import os
 import ssl
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ..errors import FleetError
 from ..home import fleet_home
-from ..routing.ca import CertificateAuthority
+
+if TYPE_CHECKING:  # loaded when a CA is used: writing an agent's bundle needs no crypto
+    from ..routing.ca import CertificateAuthority
 
 CONTAINER_BUNDLE = "/etc/fleet/ca-bundle.crt"
 
@@ -31,8 +37,10 @@ def ca_dir() -> Path:
     return fleet_home() / "grants-ca"
 
 
-def interception_ca() -> CertificateAuthority:
+def interception_ca() -> "CertificateAuthority":
     """Unconstrained (it certifies public API hosts), with its own directory."""
+    from ..routing.ca import CertificateAuthority
+
     return CertificateAuthority(ca_dir(), "fleet grants interception CA", permitted_names=None)
 
 
@@ -60,20 +68,54 @@ def system_cas() -> bytes:
         return b""
 
 
+def _routing_ca_pem() -> bytes:
+    """The routing CA (name-constrained to localhost): every agent trusts it, so
+    `https://<svc>.<agent>.localhost:<port>` verifies inside containers too."""
+    head = b"\n# fleet routing CA (localhost names only)\n"
+    cert, key = fleet_home() / "ca" / "ca.crt", fleet_home() / "ca" / "ca.key"  # routing.ca.routing_ca_dir()
+    if cert.exists() and key.exists():
+        try:
+            return head + cert.read_bytes()
+        except OSError:
+            pass
+    from ..routing.ca import routing_ca
+
+    return head + routing_ca().ensure().cert_pem()
+
+
 def ensure_bundle() -> Path:
-    """The bundle file, created or refreshed; returns its path."""
+    """The bundle file for agents with grants (system CAs, the interception CA,
+    the routing CA), created or refreshed; returns its path."""
     ca = interception_ca().ensure()
     system = system_cas()
     content = system.rstrip(b"\n") + b"\n\n# fleet grants interception CA\n" + ca.cert_pem()
     if not system:
         content = b"# fleet grants interception CA (no system CAs found on this machine)\n" + ca.cert_pem()
-    path = bundle_path()
+    return write_in_place(bundle_path(), content + _routing_ca_pem())
+
+
+def agent_bundle_path() -> Path:
+    return fleet_home() / "agentnet" / "ca-bundle.crt"
+
+
+def ensure_agent_bundle() -> Path:
+    """The bundle for agents without grants: system CAs plus the routing CA."""
+    system = system_cas()
+    head = system.rstrip(b"\n") + b"\n" if system else b"# no system CAs found on this machine\n"
+    path = agent_bundle_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return write_in_place(path, head + _routing_ca_pem())
+
+
+def write_in_place(path: Path, content: bytes) -> Path:
+    """Write `content` to `path` keeping its inode (a bind mount follows the
+    inode, so running containers see the new content); no write when equal."""
     try:
         if path.exists() and path.read_bytes() == content:
             return path
         rewrite_in_place(path, content)
     except OSError as exc:
-        raise FleetError(f"cannot write the CA bundle {path} under FLEET_HOME: {exc.strerror or exc}") from None
+        raise FleetError(f"cannot write {path} under FLEET_HOME: {exc.strerror or exc}") from None
     return path
 
 

@@ -58,6 +58,12 @@ def _parse_ports(entries: list[dict]) -> dict[int, int]:
     return ports
 
 
+def _address(c: dict) -> str | None:
+    """The container's IPv4 address (first network by name), from the sparse list: no inspect."""
+    nets = ((c.get("NetworkSettings") or {}).get("Networks")) or {}
+    return next((str(nets[n]["IPAddress"]) for n in sorted(nets) if (nets[n] or {}).get("IPAddress")), None)
+
+
 def _state(raw: str) -> str:
     return raw if raw in ("created", "running", "restarting", "paused", "exited", "dead", "removing") else "unknown"
 
@@ -171,6 +177,7 @@ class DockerProvider:
                 spec_hash=lab.get(L.SPEC_HASH, ""),
                 spec=spec,
                 ports=_parse_ports(c.get("Ports", [])),
+                address=_address(c),
                 created=_created(c),
                 legacy_name=cname if owned == "legacy" else None,
             )
@@ -271,9 +278,10 @@ class DockerProvider:
             vol = sec.workspace_volume(self.api, fleet, host.name)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
         network = self._call(resource, sec.ensure_network, self.api)
+        # No published ports: the proxy reaches its agents at the holder's bridge address,
+        # so agents join and leave with ports without replacing it (nor their neighbours).
         hc = self.api.create_host_config(
             binds=binds,
-            port_bindings={f"{p}/tcp": ("127.0.0.1", None) for p in host.ports},
             restart_policy={"Name": "always"},
             extra_hosts={"fleet-proxy": "host-gateway"},
             init=True,
@@ -286,7 +294,7 @@ class DockerProvider:
         }
         c = self._call(
             resource, self.api.create_container, image=host.image.ref, command=HOLDER_COMMAND, name=name,
-            labels=lab, host_config=hc, ports=[(p, "tcp") for p in host.ports], volumes=volumes,
+            labels=lab, host_config=hc, volumes=volumes,
             working_dir="/workspace", hostname=host.name,
         )
         self._call(resource, self.api.start, c["Id"])
@@ -312,7 +320,11 @@ class DockerProvider:
         from ..grants.inject import bind_credential, container_setup  # grants: proxy settings + CA bundle, never a secret
 
         grant_env, grant_binds = container_setup(desired, agent)  # both empty without grants
-        env.update(grant_env)
+        from ..agentnet import container_setup as url_setup  # fleet URLs inside: names, curl, routing CA
+
+        net_env, net_binds = url_setup(desired, agent, bundle=not agent.grants)
+        env.update({**net_env, **grant_env})
+        grant_binds = {**net_binds, **grant_binds}
         # capabilities are per container, even for agents sharing a holder's network
         common_hc: dict[str, Any] = dict(restart_policy={"Name": RESTART[agent.restart]}, init=True,
                                          **sec.hardening(agent.capabilities))
@@ -369,6 +381,9 @@ class DockerProvider:
         from ..grants import agents as grant_agents
 
         grant_agents.forget(fleet, agent.name)  # its proxy credential dies with it
+        from ..agentnet import forget
+
+        forget(fleet, agent.name)  # and its hosts file
 
     def _remove(self, resource: str, container_id: str, fleet: str) -> None:
         """Stop gracefully, then remove; a container already gone is fine. The

@@ -27,15 +27,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import FleetError
 from ..home import ensure_dir, fleet_home, write_atomic
 from . import limits, logcontrol
-from .ca import routing_ca
-from .proxy import ProxyConfig, ProxyServer
 from .table import Listen, add_listen, read_table, remove_listen
+
+if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy runs or is shown:
+    from .proxy import ProxyConfig, ProxyServer  # `fleet apply` only starts it and waits for it
 
 log = logging.getLogger("fleet.proxy")
 
@@ -96,6 +97,8 @@ def read_state() -> dict | None:
 
 
 def wanted_listen() -> list[Listen]:
+    from .proxy import ProxyConfig
+
     return read_table().listen_addresses(ProxyConfig().default_listen)
 
 
@@ -178,7 +181,7 @@ def start(
     if port is not None:
         added = Listen(port=port, bind=bind) not in read_table().listen
         add_listen(port, bind)
-    routing_ca().ensure()  # here, not only in the background: a CA replaced by an upgrade says so to the user
+    _routing_ca().ensure()  # here, not only in the background: a CA replaced by an upgrade says so to the user
     wanted = list(need) if need is not None else wanted_listen()
     if port is not None:
         wanted.append(Listen(port=port, bind=bind))
@@ -248,6 +251,58 @@ def stop(timeout: float = 10.0) -> int | None:
     return pid
 
 
+def agent_address() -> str | None:
+    """Where containers reach this machine's proxy: the Docker bridge gateway
+    (what `host-gateway` maps to), or `FLEET_PROXY_AGENT_BIND` (`off`: nowhere)."""
+    value = os.environ.get("FLEET_PROXY_AGENT_BIND", "").strip()
+    if value:
+        return None if value == "off" else value
+    import struct
+
+    try:  # docker0's IPv4 address, cheaply (this runs on every agent creation)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            return socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", b"docker0"))[20:24])  # SIOCGIFADDR
+    except OSError:
+        from ..grants.forward import bridge_gateway  # else what the engine says
+
+        return bridge_gateway()
+
+
+LOAD_TIMEOUT = 10.0
+
+
+def wait_loaded(revision: int, timeout: float = LOAD_TIMEOUT) -> None:
+    """Return once the running proxy serves route table `revision` (or a later
+    one): `fleet apply` returns only when its routes are live. It is told to
+    reload at once (SIGHUP) rather than at its next poll. No proxy running:
+    nothing to wait for. FleetError, naming the revisions, on timeout."""
+    pid = running_pid()
+    if pid is None:
+        return
+    asked = time.time()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    state: dict | None = None
+    while True:
+        state = read_state()
+        if state and state.get("pid") == pid:
+            if "revision" in state:
+                if int(state["revision"]) >= revision:
+                    return
+            elif float(state.get("table_loaded_at") or 0) >= asked:  # a proxy from before revisions
+                return
+        if running_pid() != pid:
+            raise FleetError(f"the fleet proxy (pid {pid}) stopped before loading the new routes; see {log_path()}")
+        if time.monotonic() > deadline:
+            serving = (state or {}).get("revision", "unknown")
+            raise FleetError(
+                f"the fleet proxy (pid {pid}) did not load route table revision {revision} within {timeout:g}s "
+                f"(it serves revision {serving}); see {log_path()}"
+            )
+        time.sleep(0.01)
+
+
 # -- status -------------------------------------------------------------------------------
 
 
@@ -308,7 +363,7 @@ def status(check: bool = True, timeout: float = 1.0) -> ProxyStatus:
         pid=pid,
         listening=(state or {}).get("listening", []),
         errors=(state or {}).get("errors", {}),
-        ca=str(routing_ca().cert_path),
+        ca=str(_routing_ca().cert_path),
         log=str(log_path()),
         routes=routes,
     )
@@ -332,19 +387,29 @@ def _take_lock(wait: float = 2.0) -> IO[str] | None:
             time.sleep(0.05)
 
 
-async def _serve(config: ProxyConfig) -> None:
+def _routing_ca():
+    from .ca import routing_ca
+
+    return routing_ca()
+
+
+async def _serve(config: "ProxyConfig") -> None:
+    from .proxy import ProxyServer
+
     last = {"state": ""}
     soft, hard = limits.raise_nofile()
     limits.shrink_tls_buffers()
     log.info("descriptor limit %d (hard %d)", soft, hard)
 
-    def on_change(server: ProxyServer) -> None:
+    def on_change(server: "ProxyServer") -> None:
         text = json.dumps(server.state(), sort_keys=True)
         if text != last["state"]:
             last["state"] = text
             write_atomic(state_path(), text + "\n", mode=0o644)
 
-    ca = routing_ca()
+    ca = _routing_ca()
+    if config.agent_bind is None:
+        config.agent_bind = await asyncio.to_thread(agent_address)
     server = ProxyServer(config, ca, on_change=on_change)
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -378,7 +443,7 @@ async def _serve(config: ProxyConfig) -> None:
 
 
 def run_foreground(
-    port: int | None = None, bind: str = "127.0.0.1", config: ProxyConfig | None = None, ready_fd: int | None = None
+    port: int | None = None, bind: str = "127.0.0.1", config: "ProxyConfig | None" = None, ready_fd: int | None = None
 ) -> int:
     """Run the proxy in this process until SIGINT/SIGTERM (`fleet proxy run`,
     and the body of the background process). `ready_fd` gets b"ok" once this
@@ -397,6 +462,8 @@ def run_foreground(
             logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
             logcontrol.add_rate_limit(logging.getLogger().handlers[0])
         limits.tune_malloc()
+        from .proxy import ProxyConfig
+
         config = config or ProxyConfig.from_env()
         write_atomic(pid_path(), f"{os.getpid()}\n", mode=0o644)
         if ready_fd is not None:

@@ -60,6 +60,7 @@ class ProxyConfig:
     max_connections_per_source: int = MAX_CONNECTIONS
     upstream_ca: str | None = None  # extra CA bundle for https targets
     default_listen: Listen | None = field(default_factory=lambda: Listen(port=8080))
+    agent_bind: str | None = None  # also listen here (the bridge gateway) at every port: URLs inside agents
 
     @classmethod
     def from_env(cls) -> "ProxyConfig":
@@ -377,7 +378,9 @@ class ProxyServer:
         return changed
 
     def wanted(self) -> list[Listen]:
-        return self.table.listen_addresses(self.config.default_listen)
+        out, extra = self.table.listen_addresses(self.config.default_listen), self.config.agent_bind
+        ports = {x.port for x in out if x.bind not in ("0.0.0.0", "::", extra)} - {x.port for x in out if x.bind == extra}
+        return out + [Listen(port=p, bind=extra) for p in sorted(ports)] if extra else out
 
     def _sync_listeners(self) -> None:
         wanted = {(x.bind, x.port): x for x in self.wanted()}
@@ -483,6 +486,7 @@ class ProxyServer:
             "errors": {f"{b}:{p}": msg for (b, p), msg in self.errors.items()},
             "routes": sum(len(self.index.routes(p)) for p in self.index.by_port),
             "table_loaded_at": self.loaded_at,
+            "revision": self.table.revision,  # what `daemon.wait_loaded` waits for
             "ca": str(self.ca.cert_path) if self.ca is not None else None,
         }
 

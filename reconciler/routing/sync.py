@@ -6,13 +6,16 @@ pipeline for routing.
 are only known once containers exist) and writes `routes_for(desired, observed)`
 atomically, keeping the routes of agents that exist but are not running right
 now (a route is removed only when its agent is gone), then makes sure the proxy
-runs when the fleet has any route; `remove_routes` stops it once no fleet has any.
+runs when the fleet has any route and waits until it serves the written
+revision of the table, so `apply` returns only once its URLs answer as planned;
+`remove_routes` stops the proxy once no fleet has any.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import FleetError
 from ..model import Desired, Observed
 from . import table
 
@@ -44,6 +47,37 @@ def check_names(desired: Desired) -> None:
         table.check_collisions(table.read_table(), desired.fleet, table.proxy_listen(desired.proxy), provisional)
 
 
+def check_proxy_port(desired: Desired) -> None:
+    """Refuse, before anything changes, a fleet with ports whose proxy port is
+    held by anything but this FLEET_HOME's own proxy (another user's proxy,
+    another FLEET_HOME, any program): its URLs would reach that instead. One
+    proxy per FLEET_HOME; its port must be free."""
+    if not any(a.ports for a in desired.agents.values()):
+        return
+    import socket
+
+    from . import daemon
+
+    for listen in table.proxy_listen(desired.proxy):
+        if daemon.running_pid() is not None:
+            state = daemon.read_state() or {}
+            if any(x.get("port") == listen.port and x.get("bind") == listen.bind for x in state.get("listening", [])):
+                continue  # our own proxy has it
+        sock = socket.socket(socket.AF_INET6 if ":" in listen.bind else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the proxy binds: TIME_WAIT is no holder
+            sock.bind((listen.bind, listen.port))
+        except OSError:
+            from .proxy import open_listen_socket  # its error names the port and, when known, its holder
+
+            try:
+                open_listen_socket(listen).close()
+            except FleetError as exc:
+                raise FleetError(f"fleet {desired.fleet}: routing proxy: {exc}") from None
+        finally:
+            sock.close()
+
+
 def apply_routes(desired: Desired) -> str | None:
     from ..pipeline import observe, providers_of
 
@@ -52,10 +86,11 @@ def apply_routes(desired: Desired) -> str | None:
     keep = [name for name in desired.agents if name not in {r.agent for r in routes}]
     if not routes and not any(a.ports for a in desired.agents.values()):
         return remove_routes(desired.fleet)
-    table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
     from . import daemon
 
+    written = table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
     daemon.ensure_running(need=table.proxy_listen(desired.proxy))  # this fleet's port; others' are not ours to fail on
+    daemon.wait_loaded(written.revision)  # apply returns once the proxy serves these routes
     return None
 
 
@@ -63,14 +98,14 @@ def remove_routes(fleet: str) -> str | None:
     """Drop the fleet's routes. When that empties the table (no fleet routes
     anything, no `fleet proxy start --port` listen address) the proxy has nothing
     left to serve and is stopped; `apply` starts it again when a fleet has ports."""
-    table.remove_fleet(fleet)
+    written = table.remove_fleet(fleet)
     from . import daemon
 
     # under the proxy's start lock: an apply that writes routes meanwhile either
     # shows in the table read here, or starts the proxy again once it is stopped
     with daemon.start_lock():
         left = table.read_table()
-        if left.fleets or left.listen:
-            return None
-        pid = daemon.stop()
+        pid = None if left.fleets or left.listen else daemon.stop()
+    if pid is None:
+        daemon.wait_loaded(written.revision)  # its URLs are 404 once this returns
     return f"stopped the fleet proxy (pid {pid}): no fleet has routes any more" if pid else None

@@ -7,9 +7,9 @@ writes them with `set_fleet_routes` (atomically, under an flock); there is no
 other bookkeeping path. A hostname on a proxy port belongs to one fleet: a
 second fleet claiming it is refused with a message naming the first.
 
-Format (version 1):
+Format (version 1; `revision` counts writes, the proxy reports the one it serves):
 
-    {"version": 1,
+    {"version": 1, "revision": 7,
      "listen": [{"port": 9000, "bind": "127.0.0.1"}],          # `fleet proxy start --port`
      "fleets": {"my-app": {"listen": [{"port": 8080, "bind": "127.0.0.1"}],
                            "routes": [{"agent": "dark-mode", "service": "web",
@@ -80,6 +80,9 @@ class FleetRoutes(_Frozen):
 
 class RouteTable(_Frozen):
     version: int = VERSION
+    # bumped by every write; the proxy reports the revision it serves, so a
+    # writer can wait until its change is live (`daemon.wait_loaded`)
+    revision: int = 0
     listen: tuple[Listen, ...] = ()  # extra ports from `fleet proxy start --port N`
     fleets: dict[str, FleetRoutes] = Field(default_factory=dict)
 
@@ -179,16 +182,19 @@ def read_table() -> RouteTable:
     return parse_table(raw, str(path))
 
 
-def write_table(table: RouteTable) -> None:
-    """Replace routes.json atomically (temp file, fsync, rename). Call under `locked()`."""
+def write_table(table: RouteTable) -> RouteTable:
+    """Replace routes.json atomically (temp file, fsync, rename), one revision
+    after `table`'s; returns what was written. Call under `locked()`."""
     path = table_path()
     ensure_dir(path.parent)
+    table = table.model_copy(update={"revision": table.revision + 1})
     data = table.model_dump(mode="json")
     blob = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
     try:
         write_atomic(path, blob, mode=0o644)
     except OSError as exc:
         raise FleetError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return table
 
 
 # -- changes -----------------------------------------------------------------
@@ -267,8 +273,7 @@ def set_fleet_routes(
         fleets = dict(table.fleets)
         fleets[fleet] = entry
         table = table.model_copy(update={"fleets": fleets})
-        write_table(table)
-        return table
+        return write_table(table)
 
 
 def remove_fleet(fleet: str) -> RouteTable:
@@ -279,8 +284,7 @@ def remove_fleet(fleet: str) -> RouteTable:
             return table
         fleets = {k: v for k, v in table.fleets.items() if k != fleet}
         table = table.model_copy(update={"fleets": fleets})
-        write_table(table)
-        return table
+        return write_table(table)
 
 
 def add_listen(port: int, bind: str = DEFAULT_BIND) -> RouteTable:
@@ -295,8 +299,7 @@ def add_listen(port: int, bind: str = DEFAULT_BIND) -> RouteTable:
         if item in table.listen:
             return table
         table = table.model_copy(update={"listen": (*table.listen, item)})
-        write_table(table)
-        return table
+        return write_table(table)
 
 
 def remove_listen(port: int) -> RouteTable:
@@ -306,8 +309,7 @@ def remove_listen(port: int) -> RouteTable:
         if kept == table.listen:
             return table
         table = table.model_copy(update={"listen": kept})
-        write_table(table)
-        return table
+        return write_table(table)
 
 
 # -- derivation (pure) ----------------------------------------------------------
@@ -321,9 +323,11 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
     """The routes of a fleet, from what is desired and what runs. Pure.
 
     An agent gets a route per declared port when it runs: a private agent's
-    published port comes from the agent itself, an agent on a shared Docker host
-    from its host's published ports, an agent on a Modal host from the host's
-    tunnel URLs. Agents not running (or whose host is not running) get none.
+    published port comes from the agent itself (published on 127.0.0.1, which
+    also works where container addresses are not reachable), an agent on a
+    shared Docker host is reached at the holder's address on the bridge (the
+    holder publishes nothing, so joins never replace it), an agent on a Modal
+    host at the host's tunnel URLs. Agents not running (or whose host is not running) get none.
     """
     hosts = {h.name: h for h in observed.hosts}
     tls = desired.proxy.tls
@@ -339,7 +343,9 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
             target: str | None = None
             if host is not None and cport in host.urls:
                 target = host.urls[cport]
-            elif host is not None and cport in host.ports:
+            elif host is not None and host.provider == "docker" and host.address:
+                target = f"http://{host.address}:{cport}"  # the holder publishes nothing
+            elif host is not None and cport in host.ports:  # a holder made before it stopped publishing
                 target = f"http://127.0.0.1:{host.ports[cport]}"
             elif cport in oa.ports:
                 target = f"http://127.0.0.1:{oa.ports[cport]}"

@@ -95,7 +95,7 @@ def test_apply_creates_then_noop_then_replaces_only_the_changed_agent(tmp_path, 
     assert data["format_version"] == 2 and data["kind"] == "fleet-status" and data["fleet"] == fleet_name
     rows = {row["agent"]: row for row in data["agents"]}
     assert rows["web"]["state"] == "running"
-    assert rows["web"]["ports"] == [{"service": "web", "container_port": 3000, "host_port": int(host_port)}]
+    assert rows["web"]["ports"] == [{"service": "web", "container_port": 3000, "host_port": int(host_port), "address": None}]
 
     # an env edit replaces exactly the agent whose env changed
     text = path.read_text().replace("worker:\n    command", "worker:\n    env: {TZ: Europe/Paris}\n    command")
@@ -111,11 +111,11 @@ def test_apply_creates_then_noop_then_replaces_only_the_changed_agent(tmp_path, 
     assert "TZ=Europe/Paris" in after["agent:worker"].attrs["Config"]["Env"]
 
 
-def _http_ok(port: int) -> bool:
+def _http_ok(port: int, ip: str = "127.0.0.1") -> bool:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://{ip}:{port}/", timeout=2) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -173,10 +173,11 @@ def test_shared_host_agents_share_workspace_and_network(tmp_path, docker_client,
     # one network: the tester reaches the impl agent's server on localhost
     wait_for(lambda: tester.exec_run(["python3", "-c", "import urllib.request;urllib.request.urlopen('http://127.0.0.1:3000/')"])[0] == 0,
              what="impl's server from tester")
-    # ports are published by the holder
+    # the holder publishes nothing: its agents' ports are reached at its bridge address
     holder.reload()
-    port = int(holder.attrs["NetworkSettings"]["Ports"]["3000/tcp"][0]["HostPort"])
-    wait_for(lambda: _http_ok(port), what="server through the holder's port")
+    assert not holder.attrs["NetworkSettings"]["Ports"]
+    ip = next(n["IPAddress"] for n in holder.attrs["NetworkSettings"]["Networks"].values() if n["IPAddress"])
+    wait_for(lambda: _http_ok(3000, ip), what="server at the holder's address")
     assert impl.attrs["HostConfig"]["NetworkMode"] == f"container:{holder.id}"
 
     # replacing one agent leaves its neighbour and the holder alone
@@ -199,7 +200,7 @@ def _without_agents(text: str) -> str:
     return head + "agents: {}\n"
 
 
-def test_port_set_change_replaces_the_shared_host(tmp_path, docker_client, base_image, fleet_name):
+def test_port_set_change_replaces_only_that_agent_not_the_shared_host(tmp_path, docker_client, base_image, fleet_name):
     path = write(
         tmp_path,
         f"""
@@ -222,16 +223,16 @@ def test_port_set_change_replaces_the_shared_host(tmp_path, docker_client, base_
     before = containers(docker_client, fleet_name)
     path.write_text(path.read_text().replace("ports: {web: 3000}", "ports: {web: 3000, api: 4000}"))
     r = run_fleet("diff", str(path))
-    assert "replace" in r.out and "host pod" in r.out and "spec changed: ports" in r.out, r.out
-    assert "host pod re-created" in r.out  # b is replaced because its host is
+    assert "replace" in r.out and "agent a" in r.out and "ports.api" in r.out, r.out
+    assert "host pod" not in r.out and "agent b" not in r.out, r.out
     r = run_fleet("apply", str(path))
     assert r.code == 0, r.text
     after = containers(docker_client, fleet_name)
-    assert after["host:pod"].id != before["host:pod"].id
-    assert after["agent:b"].id != before["agent:b"].id
-    assert after["agent:b"].attrs["HostConfig"]["NetworkMode"] == f"container:{after['host:pod'].id}"
-    # the shared workspace volume outlives the host's replacement
-    assert exec_out(after["agent:b"], "cat /workspace/work.txt").strip() == "kept"
+    assert after["host:pod"].id == before["host:pod"].id
+    assert after["agent:b"].id == before["agent:b"].id
+    assert after["agent:a"].id != before["agent:a"].id
+    assert after["agent:a"].attrs["HostConfig"]["NetworkMode"] == f"container:{after['host:pod'].id}"
+    assert exec_out(after["agent:a"], "cat /workspace/work.txt").strip() == "kept"
     assert run_fleet("apply", str(path)).out.strip().endswith("is up to date (3 unchanged)")
 
 

@@ -156,9 +156,15 @@ def test_an_agent_without_the_grant_is_tunnelled_and_gets_nothing(world):
     code, out = world.sh("other", "curl -sS -k https://api.github.com/echo/x")
     assert code == 0, out
     assert "authorization" not in _headers(out) and "x-api-key" not in _headers(out)
-    # an agent without grants has no proxy at all
+    # an agent without grants has no proxy at all, and its bundle (system CAs and
+    # the routing CA, for fleet URLs) does not hold the interception CA
     code, out = world.sh("plain", "env")
-    assert "HTTPS_PROXY" not in out and "SSL_CERT_FILE" not in out
+    assert "HTTPS_PROXY" not in out and "SSL_CERT_FILE=/etc/fleet/ca-bundle.crt" in out
+    code, out = world.sh("plain", "grep -c 'fleet grants interception CA' /etc/fleet/ca-bundle.crt; grep -c 'fleet routing CA' /etc/fleet/ca-bundle.crt")
+    assert out.split() == ["0", "1"], out
+    # an agent with grants trusts both: the interception CA and the routing CA
+    code, out = world.sh("coder", "grep -c 'fleet grants interception CA' /etc/fleet/ca-bundle.crt; grep -c 'fleet routing CA' /etc/fleet/ca-bundle.crt")
+    assert out.split() == ["1", "1"], out
 
 
 def test_a_bad_proxy_credential_gets_407(world):

@@ -131,7 +131,12 @@ def test_cli_proxy_and_ca(proxy_daemon, backends, fleet_home):
     res = runner.invoke(app, ["proxy", "status", "--output", "json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert data["running"] and data["listening"] == [{"bind": "127.0.0.1", "port": extra}]
+    # the asked-for address, plus the bridge gateway for agents (URLs inside containers)
+    from reconciler.routing.daemon import agent_address
+
+    gateway = agent_address()
+    assert data["running"] and data["listening"][0] == {"bind": "127.0.0.1", "port": extra}
+    assert data["listening"][1:] == ([{"bind": gateway, "port": extra}] if gateway else [])
     assert data["routes"][0]["agent"] == "x" and data["routes"][0]["healthy"] is True
 
     res = runner.invoke(app, ["proxy", "status"], env={"COLUMNS": "200", "NO_COLOR": "1"})

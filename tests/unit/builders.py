@@ -148,7 +148,9 @@ def seen_host(
         state=state,  # type: ignore[arg-type]
         spec_hash=made_from.spec_hash,
         spec=made_from.spec(),
-        ports={p: 40000 + p % 1000 for p in made_from.ports},
+        # a Docker holder publishes nothing: routes go to its bridge address
+        ports={p: 40000 + p % 1000 for p in made_from.ports} if made_from.provider == "modal" else {},
+        address="172.17.0.9" if made_from.provider == "docker" else None,
         created=created,
     )
 

@@ -329,9 +329,23 @@ def test_disabling_every_agent_stops_them_before_the_host_is_destroyed():
     assert acts[f"host:box:destroy:{'h' * 12}"].depends_on == ("agent:impl",)
 
 
-def test_port_set_change_replaces_the_host_and_its_agents():
+def test_port_set_change_leaves_a_docker_holder_and_its_neighbours_alone():
+    # the holder publishes nothing: a neighbour gaining a port is replaced alone
     d = desired(host("box"), agent("impl", host="box", ports={"web": 3000}), agent("tests", host="box", ports={"api": 8080}))
     before = desired(host("box"), agent("impl", host="box", ports={"web": 3000}), agent("tests", host="box"))
+    h = seen_host(before.hosts["box"])
+    o = observed(h, seen(d.agents["impl"], host_id=h.id), seen(before.agents["tests"], host_id=h.id))
+    plan = plan_for(d, o)
+    assert_graph_ok(plan)
+    assert ops(plan) == {"agent:tests": "replace"}
+    assert "ports.api" in by_id(plan)["agent:tests"].cause
+
+
+def test_port_set_change_replaces_a_modal_host_whose_tunnels_are_fixed():
+    d = desired(host("box", provider="modal"), agent("impl", host="box", provider="modal", ports={"web": 3000}),
+                agent("tests", host="box", provider="modal", ports={"api": 8080}))
+    before = desired(host("box", provider="modal"), agent("impl", host="box", provider="modal", ports={"web": 3000}),
+                     agent("tests", host="box", provider="modal"))
     h = seen_host(before.hosts["box"])
     o = observed(h, seen(d.agents["impl"], host_id=h.id), seen(before.agents["tests"], host_id=h.id))
     plan = plan_for(d, o)
@@ -441,7 +455,7 @@ def test_targets_do_not_destroy_other_orphans_but_can_name_one():
 
 
 def test_targets_take_along_neighbours_stranded_by_a_recreated_host():
-    """Targeting one agent whose shared host must be replaced (its port set grew)
+    """Targeting one agent whose shared host must be replaced (its workspace changed)
     replaces the other agents already on that host too: left alone they would
     stay joined to a holder that no longer exists. A host being created for the
     first time strands nobody, so untargeted agents without containers stay out."""
@@ -449,7 +463,7 @@ def test_targets_take_along_neighbours_stranded_by_a_recreated_host():
     h = seen_host(before.hosts["pod"])
     a1 = seen(before.agents["a1"], host_id=h.id)
     a2 = seen(before.agents["a2"], host_id=h.id)
-    after = desired(host("pod"), agent("a1", host="pod", ports={"web": 3000, "api": 4000}), agent("a2", host="pod"))
+    after = desired(host("pod", workspace="/elsewhere"), agent("a1", host="pod", ports={"web": 3000}), agent("a2", host="pod"))
     plan = plan_for(after, observed(h, a1, a2), targets=frozenset({"a1"}))
     assert ops(plan) == {"host:pod": "replace", "agent:a1": "replace", "agent:a2": "replace"}
     assert by_id(plan)["agent:a2"].cause == "host pod re-created"

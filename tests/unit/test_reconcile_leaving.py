@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from reconciler.reconcile import reconcile
 from reconciler.routing.table import routes_for
-from tests.unit.builders import agent, by_id, desired, host, observed, seen, seen_host
+from tests.unit.builders import agent, by_id, desired, host, observed, seen, seen_host, settled
 
 
 def test_an_agent_removed_from_a_replaced_host_is_destroyed_before_the_host_goes():
-    before = desired(host("box"), agent("impl", host="box", ports={"web": 3000}), agent("tests", host="box"))
-    after = desired(host("box"), agent("tests", host="box"))
+    # a Modal host's tunnels are fixed at creation: a port leaving replaces it
+    m = dict(host="box", provider="modal")
+    before = desired(host("box", provider="modal"), agent("impl", ports={"web": 3000}, **m), agent("tests", **m))
+    after = desired(host("box", provider="modal"), agent("tests", **m))
     h = seen_host(before.hosts["box"])
     impl = seen(before.agents["impl"], host_id=h.id)
     o = observed(h, impl, seen(before.agents["tests"], host_id=h.id))
@@ -20,6 +22,17 @@ def test_an_agent_removed_from_a_replaced_host_is_destroyed_before_the_host_goes
     assert destroy in acts["host:box"].depends_on  # never an exec into a sandbox being snapshotted
     assert acts["agent:tests"].depends_on == ("host:box",)  # no cycle: the re-joining agent waits for the host
     assert acts[destroy].depends_on == ()
+
+
+def test_an_agent_with_a_port_leaving_a_docker_host_leaves_it_alone():
+    before = desired(host("box"), agent("impl", host="box", ports={"web": 3000}), agent("tests", host="box"))
+    after = desired(host("box"), agent("tests", host="box"))
+    h = seen_host(before.hosts["box"])
+    impl = seen(before.agents["impl"], host_id=h.id)
+    o = settled(before, h, impl, seen(before.agents["tests"], host_id=h.id))
+    assert {a.id: a.op for a in reconcile(after, o).actions} == {
+        f"agent:impl:destroy:{impl.id[:12]}": "destroy", "route:routes": "route",
+    }
 
 
 def test_routes_of_gone_agents_are_out_of_date_and_kept_ones_are_not():
