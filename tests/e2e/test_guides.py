@@ -5,7 +5,8 @@ through the real CLI.
 The fleet.yaml files and the `$` commands are read from README.md itself, so the
 README cannot show a command this test does not run. The only substitutions: the
 image (fleet-base:bookworm), `npm start` (a Python HTTP server on both ports),
-`claude` (`cat`, which prints what is typed), the fleet name and the proxy port."""
+`claude` (`cat`, which prints what is typed; for impl-agent also a server on :8000, the app it
+would run), the fleet name and the proxy port."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.conftest import ROOT, Terminal, free_port, run_fleet, wait_for
@@ -22,6 +24,8 @@ from tests.e2e.test_docker_apply import containers
 
 pytestmark = pytest.mark.docker
 
+# stands in for impl-agent's `claude`: the app it would build and run on :8000, and `cat` for what is typed
+APP = '[sh, -c, "python3 -m http.server 8000 & exec cat"]'
 # stands in for `npm start`: each agent serves its own name on web (3000) and api (8080)
 SERVE = ('echo "$FLEET_AGENT" > /tmp/index.html; python3 -m http.server -d /tmp 8080 & '
          'exec python3 -m http.server -d /tmp 3000')
@@ -118,8 +122,11 @@ def test_moat_running_multiple_agents(tmp_path, docker_client, base_image, fleet
     assert "branch fleet/dark-mode" in rows["dark-mode"] and f"https://api.dark-mode.localhost:{port}" in rows["dark-mode"]
     ls = [line.split() for line in s.ok("fleet ls").splitlines() if line.startswith(fleet_name + " ")]
     assert ls == [[fleet_name, "2", "2", "2", "running", "0", "docker"]]
-    assert s.ok("fleet exec dark-mode 'echo \"$FLEET_URL_WEB\"'").strip() == f"https://web.dark-mode.localhost:{port}"
     assert "Serving HTTP on 0.0.0.0 port 3000" in s.ok("fleet logs dark-mode")
+    # inside the agent: its own URLs and its neighbour's, through the proxy, TLS verified by curl's defaults
+    assert s.ok("fleet exec dark-mode 'echo \"$FLEET_URL_WEB\"'").strip() == f"https://web.dark-mode.localhost:{port}"
+    assert s.ok("fleet exec dark-mode 'curl -sS \"$FLEET_URL_API\"'").strip() == "dark-mode"
+    assert s.ok("fleet exec dark-mode 'curl -sS https://web.checkout.localhost:8080'").strip() == "checkout"
 
     agents = containers(docker_client, fleet_name)
     checkout_before = started(agents["agent:checkout"])
@@ -150,25 +157,33 @@ def test_moat_running_multiple_agents(tmp_path, docker_client, base_image, fleet
     s.done()
 
 
-def test_mng_parallel_agents_on_a_shared_host(tmp_path, docker_client, base_image, fleet_name):
+def test_mng_parallel_agents_on_a_shared_host(tmp_path, docker_client, base_image, fleet_name, fleet_home):
     (spec, joiner), commands = guide("Parallel agents on a shared host")
     git_repo(tmp_path / "app")
 
-    def sub(text: str) -> str:
-        return (text.replace("fleet: auth", f"fleet: {fleet_name}").replace("image: python:3.12-slim", f"image: {base_image}")
-                .replace("command: [claude]", "command: [cat]"))
+    port = free_port()
+
+    def sub(text: str, claude: str = "[cat]") -> str:
+        out = (text.replace("fleet: auth", f"fleet: {fleet_name}").replace("image: python:3.12-slim", f"image: {base_image}")
+               .replace("command: [claude]", f"command: {claude}"))
+        return out.replace("fleet: ", f"proxy: {{port: {port}}}\nfleet: ", 1) if "fleet: " in out else out
+
+    spec = sub(spec, APP)
+    joiner = sub(joiner)
 
     path = tmp_path / "fleet.yaml"
-    path.write_text(sub(spec))
-    s = Session(commands, tmp_path)
+    path.write_text(spec)
+    s = Session(commands, tmp_path, port)
+    ca = str(fleet_home / "ca" / "ca.crt")
 
     out = s.ok("fleet apply")
     assert "create   host auth-host" in out and "join     agent impl-agent" in out
+    assert f"impl-agent: https://api.impl-agent.localhost:{port}" in out
     impl = containers(docker_client, fleet_name)["agent:impl-agent"]
     wait_for(lambda: b"Implement JWT authentication" in impl.logs(), what="impl-agent's first message")
     before = started(impl)
 
-    path.write_text(path.read_text() + sub(joiner))
+    path.write_text(path.read_text() + joiner)
     out = s.ok("fleet apply")
     assert "join     agent test-agent" in out and "impl-agent" not in out.split("Plan for")[0], out
     agents = containers(docker_client, fleet_name)
@@ -195,6 +210,12 @@ def test_mng_parallel_agents_on_a_shared_host(tmp_path, docker_client, base_imag
     assert test.exec_run(["sh", "-c", "cd /workspace && echo 'def test_token(): pass' > test_auth.py"]).exit_code == 0
     out = s.ok('fleet exec impl-agent "git status"')
     assert "On branch" in out and "test_auth.py" in out
+    # one network: test-agent reaches impl-agent's app on localhost; from here, at its URL
+    wait_for(lambda: "200 OK" in run_fleet("exec", "test-agent", "curl -sSI http://localhost:8000/", cwd=tmp_path).out,
+             what="impl-agent's app listening")
+    assert s.ok("fleet exec test-agent 'curl -sSI http://localhost:8000/'").startswith("HTTP/1.0 200 OK")
+    proc = s.type('curl --cacert "$(fleet ca path)" -sSI https://api.impl-agent.localhost:8080/')
+    assert proc.returncode == 0 and proc.stdout.startswith("HTTP/1.1 200 OK"), proc.stderr
     out = s.ok('fleet message test-agent "Focus on HTTP-level tests, not internal function tests."')
     assert "sent 55 characters to test-agent" in out
     wait_for(lambda: "Focus on HTTP-level tests" in run_fleet("logs", "test-agent", cwd=tmp_path).out, what="message in logs")
@@ -204,15 +225,19 @@ def test_mng_parallel_agents_on_a_shared_host(tmp_path, docker_client, base_imag
 
     # impl-agent is done: its entry goes, test-agent keeps running
     test_before = started(test)
-    path.write_text(sub(spec).split("  impl-agent:")[0] + sub(joiner))
+    path.write_text(spec.split("  impl-agent:")[0] + joiner)
     out = s.ok("fleet apply")
-    assert "destroy  agent impl-agent" in out and "host auth-host" not in out, out
+    assert "destroy  agent impl-agent" in out and "routes of impl-agent (removed)" in out and "host auth-host" not in out, out
     agents = containers(docker_client, fleet_name)
     assert "agent:impl-agent" not in agents and started(agents["agent:test-agent"]) == test_before
+    holder = agents["host:auth-host"]
+    assert get(ca, f"https://api.impl-agent.localhost:{port}/") == ""  # its URL went with it
     # the last agent leaves: the host goes with it
-    path.write_text(sub(spec).split("  impl-agent:")[0].replace("agents:\n", "agents: {}\n"))
+    path.write_text(spec.split("  impl-agent:")[0].replace("agents:\n", "agents: {}\n"))
     out = s.ok("fleet apply")
     assert "destroy  host auth-host  no enabled agents on this host" in out, out
     assert containers(docker_client, fleet_name) == {}
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(holder.id)
     assert (tmp_path / "app" / "test_auth.py").exists()  # the work stays in ./app
     s.done()
