@@ -137,7 +137,7 @@ def test_moat_running_multiple_agents(tmp_path, docker_client, base_image, fleet
     assert "stopped by `fleet stop`; left stopped" in out
     assert containers(docker_client, fleet_name)["agent:dark-mode"].status == "exited"
     out = s.ok("fleet start dark-mode")
-    assert "agents started" in out
+    assert "routes of dark-mode (started)" in out
     # back at the same URL, same container; checkout untouched
     assert started(agents["agent:dark-mode"])[0] == agents["agent:dark-mode"].id
     wait_for(lambda: get(ca, f"https://web.dark-mode.localhost:{port}") == "dark-mode", what="dark-mode after start")

@@ -126,10 +126,18 @@ def test_a_started_agent_with_ports_gets_its_routes_back():
     plan = plan_verb(d, down, "start", ["web"])
     assert ops(plan, routes=True) == {"agent:web": "start", "route:routes": "route"}
     route = next(a for a in plan.actions if a.kind == "route")
-    assert route.depends_on == ("agent:web",) and route.cause == "agents started"
+    assert route.depends_on == ("agent:web",) and route.cause == "routes of web (started)"
     up = settled(d, seen(web), seen(worker))
     assert ops(plan_verb(d, up, "restart", ["web"]), routes=True)["route:routes"] == "route"
     assert "route:routes" not in ops(plan_verb(d, up, "stop", ["web"]), routes=True)
     assert plan_verb(d, up, "start", ["web"]).empty  # already running: nothing moves
+    # a shared host's agent is routed at its holder's address, which its own restart does not move
+    box = host("box")
+    impl = agent("impl", host="box", ports={"web": 3000})
+    d2 = desired(box, impl)
+    holder = seen_host(box)
+    assert ops(plan_verb(d2, settled(d2, holder, seen(impl, host_id=holder.id)), "restart", ["impl"]), routes=True) == {"agent:impl": "restart"}
+    down = settled(d2, seen_host(box, state="exited", id=holder.id), seen(impl, state="exited", host_id=holder.id))
+    assert ops(plan_verb(d2, down, "start", ["impl"]), routes=True) == {"host:box": "start", "agent:impl": "start", "route:routes": "route"}
     only_workers = desired(agent("worker"))
     assert ops(plan_verb(only_workers, settled(only_workers, seen(agent("worker"))), "restart", ["worker"]), routes=True) == {"agent:worker": "restart"}
