@@ -241,3 +241,55 @@ def test_mng_parallel_agents_on_a_shared_host(tmp_path, docker_client, base_imag
         docker_client.containers.get(holder.id)
     assert (tmp_path / "app" / "test_auth.py").exists()  # the work stays in ./app
     s.done()
+
+
+def test_mng_shared_host_on_modal(tmp_path, fake_modal, fleet_name, fleet_home):
+    """The README's note: the same fleet.yaml with `provider: modal` (against the fake
+    Modal, whose sandboxes are real containers), the same commands up to the point
+    where it says Modal differs (a port leaving re-creates the sandbox)."""
+    from tests.modal.helpers import sandboxes, terminate_fleet
+
+    (spec, joiner), commands = guide("Parallel agents on a shared host")
+    note = "  auth-host:                       # provider: modal for a Modal sandbox\n"
+    assert note in spec
+    port = free_port()
+    git_repo(tmp_path / "app")
+    env = fake_modal.env()
+
+    def sub(text: str, claude: str = "[cat]") -> str:
+        return (text.replace("fleet: auth", f"proxy: {{port: {port}}}\nfleet: {fleet_name}").replace(note, note + "    provider: modal\n")
+                .replace("command: [claude]", f"command: {claude}"))
+
+    def typed(line: str) -> str:
+        assert line in commands, line  # a command the README shows
+        r = run_fleet(*shlex.split(line)[1:], cwd=tmp_path, env=env)
+        assert r.code == 0, f"{line}: {r.text}"
+        return r.out
+
+    path = tmp_path / "fleet.yaml"
+    try:
+        path.write_text(sub(spec, APP))
+        out = typed("fleet apply")
+        assert "create   host auth-host  no sandbox" in out and f"impl-agent: https://api.impl-agent.localhost:{port}" in out, out
+        [sb] = sandboxes(fake_modal, fleet_name)
+        impl_tag = next(v for k, v in sb.tags.items() if k.endswith("impl-agent"))
+        path.write_text(path.read_text() + sub(joiner))
+        out = typed("fleet apply")
+        assert "join     agent test-agent" in out and "replace" not in out, out
+        [again] = sandboxes(fake_modal, fleet_name)  # the same sandbox, impl-agent's supervisor untouched
+        assert again.id == sb.id and next(v for k, v in again.tags.items() if k.endswith("impl-agent")) == impl_tag
+        rows = [line for line in typed("fleet status").splitlines() if "auth-host" in line]
+        assert len(rows) == 2 and all(" modal " in r and "running" in r and "delivered" in r for r in rows), rows
+        assert "On branch" in typed('fleet exec impl-agent "git status"')
+        wait_for(lambda: "200 OK" in run_fleet("exec", "test-agent", "curl -sSI http://localhost:8000/", cwd=tmp_path, env=env).out,
+                 what="impl-agent's app in the sandbox")
+        assert typed("fleet exec test-agent 'curl -sSI http://localhost:8000/'").startswith("HTTP/1.0 200 OK")
+        wait_for(lambda: get(str(fleet_home / "ca" / "ca.crt"), f"https://api.impl-agent.localhost:{port}/") != "",
+                 what="impl-agent's URL through the sandbox's tunnel")
+        assert "sent 55 characters" in typed('fleet message test-agent "Focus on HTTP-level tests, not internal function tests."')
+        wait_for(lambda: "Focus on HTTP-level tests" in run_fleet("logs", "test-agent", cwd=tmp_path, env=env).out, what="message")
+        assert "Write integration tests for the JWT auth feature" in typed("fleet logs test-agent")
+        r = run_fleet("destroy", "--yes", cwd=tmp_path, env=env)
+        assert r.code == 0 and sandboxes(fake_modal, fleet_name) == [], r.text
+    finally:
+        terminate_fleet(fake_modal, fleet_name)
