@@ -66,8 +66,7 @@ class Session:
 
     def ok(self, line: str) -> str:
         r = self.type(line)
-        code = getattr(r, "code", getattr(r, "returncode", None))
-        out = getattr(r, "text", None) or (r.stdout + r.stderr)
+        code, out = (r.returncode, r.stdout + r.stderr) if isinstance(r, subprocess.CompletedProcess) else (r.code, r.text)
         assert code == 0, f"{line}: exit {code}\n{out}"
         return out
 
