@@ -60,7 +60,8 @@ def test_allow_mass_destroy_applies_it(tmp_path, docker_client, base_image, flee
 def test_a_held_save_is_applied_once_confirmed_on_the_terminal(tmp_path, docker_client, base_image, fleet_name):
     path = write(tmp_path / "fleet.yaml", three(fleet_name, base_image))
     with Terminal("apply", "--watch", str(path), env={"COLUMNS": "200"}) as term:
-        term.read_until(b"watching fleet.yaml", timeout=90)
+        seen = term.read_until(b"Ctrl-C stops watching", timeout=90)
+        assert b"Ctrl-C stops watching" in seen, seen.decode(errors="replace")
         wait_for(lambda: len(agents(docker_client, fleet_name)) == 3, what="three agents")
         path.write_text(f"fleet: {fleet_name}\n")
         seen = term.read_until(b"type yes and Enter", timeout=60)
