@@ -1,0 +1,140 @@
+"""Agents with ports join and leave a running Modal shared host without
+replacing its sandbox (the real CLI, the real `modal` SDK, the fake control
+plane whose sandboxes are real containers and whose tunnels are real TLS
+endpoints): the sandbox has one tunnel, to a port router inside it, and the
+routing proxy tells the router which port to use. The neighbour keeps its
+process and generation and gets its first message once; the new agent's URL
+answers, the removed one's gives 404; the router refuses undeclared ports."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from reconciler.model import MODAL_ROUTER_PORT
+from reconciler.providers.modal import AGENT_TAG
+from tests.conftest import free_port
+from tests.modal.helpers import READER, curl, exec_text, fleet, got, sandboxes, terminate_fleet, wait_for
+
+pytestmark = pytest.mark.docker
+
+
+def _server(name: str, port: int) -> str:
+    return f"mkdir -p /tmp/{name} && echo {name}-web > /tmp/{name}/index.html && exec python3 -m http.server {port} --directory /tmp/{name}"
+
+
+def _yaml(fleet: str, proxy_port: int, ws: Path, docs: bool) -> str:
+    docs_block = textwrap.indent(textwrap.dedent(f"""
+        docs-agent:
+          host: auth-host
+          command: {json.dumps(_server("docs", 4000))}
+          ports: {{web: 4000}}
+    """), "  ") if docs else ""
+    return textwrap.dedent(f"""
+        fleet: {fleet}
+        proxy: {{port: {proxy_port}}}
+        hosts:
+          auth-host:
+            provider: modal
+            image: python:3.12-slim
+            workspace: {ws}
+            timeout: 3600
+        agents:
+          test-agent:
+            host: auth-host
+            command: {json.dumps(READER.format(name="test"))}
+            message: "Write integration tests"
+          impl-agent:
+            host: auth-host
+            command: {json.dumps(_server("impl", 3000))}
+            ports: {{web: 3000}}
+    """) + docs_block
+
+
+def _via_tunnel(tls_port: int, headers: dict[str, str]) -> tuple[int, str]:
+    """A request straight to the sandbox's router tunnel (as anyone on the internet could)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(f"https://127.0.0.1:{tls_port}/", headers=headers)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return resp.status, resp.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+
+
+def test_agents_with_ports_join_and_leave_a_modal_host_without_replacing_it(fake_modal, fleet_name, tmp_path,
+                                                                             fleet_home):
+    env = fake_modal.env()
+    ws = tmp_path / "app"
+    ws.mkdir()
+    port = free_port()
+    path = tmp_path / "fleet.yaml"
+    path.write_text(_yaml(fleet_name, port, ws, docs=False))
+    impl_url = f"https://web.impl-agent.localhost:{port}/"
+    docs_url = f"https://web.docs-agent.localhost:{port}/"
+    try:
+        r = fleet("apply", "-f", str(path), env=env)
+        assert r.code == 0, r.text
+        [sb] = sandboxes(fake_modal, fleet_name)
+        assert list(sb.tunnels) == [MODAL_ROUTER_PORT]  # one tunnel, whatever the agents' ports
+        tunnel = sb.tunnels[MODAL_ROUTER_PORT].tls_port
+        assert wait_for(lambda: curl(impl_url, fleet_home) == (200, "impl-web"), what=f"{impl_url}")
+        [route] = json.loads((fleet_home / "routes.json").read_text())["fleets"][fleet_name]["routes"]
+        assert route["target"] == f"https://127.0.0.1:{tunnel}" and route["inner_port"] == 3000, route
+        wait_for(lambda: got(path, env, "test-agent", "test") == ["Write integration tests"], what="first message")
+        neighbour_pid = exec_text(path, env, "test-agent", "cat /run/fleet/test-agent/pid /run/fleet/test-agent/agent.pid")
+        neighbour_tag = sb.tags[AGENT_TAG + "test-agent"]
+
+        def neighbour_untouched() -> None:
+            [now] = sandboxes(fake_modal, fleet_name)
+            assert now.id == sb.id
+            assert now.tags[AGENT_TAG + "test-agent"] == neighbour_tag
+            assert exec_text(path, env, "test-agent",
+                             "cat /run/fleet/test-agent/pid /run/fleet/test-agent/agent.pid") == neighbour_pid
+            assert got(path, env, "test-agent", "test") == ["Write integration tests"]  # not typed again
+
+        # -- join with a port: no host action, the new URL answers through the same tunnel
+        path.write_text(_yaml(fleet_name, port, ws, docs=True))
+        r = fleet("apply", "-f", str(path), env=env)
+        assert r.code == 0, r.text
+        assert "join     agent docs-agent" in r.out and " host auth-host" not in r.out.replace("on host", ""), r.out
+        neighbour_untouched()
+        assert wait_for(lambda: curl(docs_url, fleet_home) == (200, "docs-web"), what=f"{docs_url}")
+        assert curl(impl_url, fleet_home) == (200, "impl-web")
+
+        # -- the router forwards to declared ports only; a client cannot pick the port through the proxy
+        exec_text(path, env, "test-agent", "mkdir -p /tmp/secret && echo secret > /tmp/secret/index.html && "
+                  "(setsid nohup python3 -m http.server 5000 --directory /tmp/secret >/dev/null 2>&1 &)")
+        wait_for(lambda: "secret" in exec_text(path, env, "test-agent", "curl -s http://127.0.0.1:5000/ || true"),
+                 what="the undeclared server")
+        assert _via_tunnel(tunnel, {"X-Fleet-Port": "4000"}) == (200, "docs-web")
+        status, body = _via_tunnel(tunnel, {"X-Fleet-Port": "5000"})
+        assert status == 403 and "not declared" in body, (status, body)
+        assert _via_tunnel(tunnel, {})[0] == 400
+        assert _via_tunnel(tunnel, {"X-Fleet-Port": "22"})[0] == 403
+        proc_args = ["curl", "-s", "-m", "5", "-H", "X-Fleet-Port: 5000", "--cacert", str(fleet_home / "ca" / "ca.crt"),
+                     impl_url]
+        import subprocess
+
+        assert subprocess.run(proc_args, capture_output=True, text=True, timeout=15).stdout.strip() == "impl-web"
+
+        # -- leave with a port: no host action, its URL gives 404, the router refuses its port
+        path.write_text(_yaml(fleet_name, port, ws, docs=False))
+        r = fleet("apply", "-f", str(path), env=env)
+        assert r.code == 0, r.text
+        assert "destroy  agent docs-agent" in r.out and " host auth-host" not in r.out.replace("on host", ""), r.out
+        assert curl(docs_url, fleet_home)[0] == 404
+        assert _via_tunnel(tunnel, {"X-Fleet-Port": "4000"})[0] == 403
+        assert curl(impl_url, fleet_home) == (200, "impl-web")
+        neighbour_untouched()
+        r = fleet("apply", "-f", str(path), env=env)
+        assert r.code == 0 and "up to date" in r.out, r.text
+    finally:
+        terminate_fleet(fake_modal, fleet_name)
