@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import textwrap
 import urllib.request
 from pathlib import Path
@@ -121,8 +122,6 @@ def test_agents_with_ports_join_and_leave_a_modal_host_without_replacing_it(fake
         assert _via_tunnel(tunnel, {"X-Fleet-Port": "22"})[0] == 403
         proc_args = ["curl", "-s", "-m", "5", "-H", "X-Fleet-Port: 5000", "--cacert", str(fleet_home / "ca" / "ca.crt"),
                      impl_url]
-        import subprocess
-
         assert subprocess.run(proc_args, capture_output=True, text=True, timeout=15).stdout.strip() == "impl-web"
 
         # -- leave with a port: no host action, its URL gives 404, the router refuses its port
@@ -134,6 +133,44 @@ def test_agents_with_ports_join_and_leave_a_modal_host_without_replacing_it(fake
         assert _via_tunnel(tunnel, {"X-Fleet-Port": "4000"})[0] == 403
         assert curl(impl_url, fleet_home) == (200, "impl-web")
         neighbour_untouched()
+        r = fleet("apply", "-f", str(path), env=env)
+        assert r.code == 0 and "up to date" in r.out, r.text
+    finally:
+        terminate_fleet(fake_modal, fleet_name)
+
+
+def test_a_sandbox_with_a_tunnel_per_port_is_replaced_once(fake_modal, modal_client, fleet_name, tmp_path, fleet_home):
+    """A sandbox made by an older fleet (one tunnel per agent port, its spec
+    without the router) is re-created once, saying why, then left alone."""
+    import modal
+
+    from reconciler import labels as L
+    from reconciler.model import canonical_hash
+    from reconciler.providers.modal import PORTS_TAG, _b64
+    from reconciler.reconcile import MIGRATE_TUNNELS
+
+    env = fake_modal.env()
+    ws = tmp_path / "app"
+    ws.mkdir()
+    port = free_port()
+    path = tmp_path / "fleet.yaml"
+    path.write_text(_yaml(fleet_name, port, ws, docs=False))
+    old_spec = {"provider": "modal", "image": "python:3.12-slim", "ports": [3000]}
+    try:
+        app = modal.App.lookup(f"fleet-{fleet_name}", create_if_missing=True, client=modal_client)
+        old = modal.Sandbox.create(
+            app=app, name="auth-host", image=modal.Image.from_registry("python:3.12-slim"), timeout=600,
+            workdir="/workspace", encrypted_ports=[3000], client=modal_client,
+            tags={L.PROJECT: fleet_name, L.KIND: "host", L.HOST: "auth-host",
+                  L.SPEC_HASH: _b64(canonical_hash(old_spec)), PORTS_TAG: "3000"},
+        )
+        r = fleet("apply", "-f", str(path), env=env)
+        assert r.code == 0, r.text
+        assert "replace  host auth-host" in r.out and MIGRATE_TUNNELS[:60] in r.out.replace("\n", " "), r.out
+        [sb] = sandboxes(fake_modal, fleet_name)
+        assert sb.id != old.object_id and list(sb.tunnels) == [MODAL_ROUTER_PORT]
+        url = f"https://web.impl-agent.localhost:{port}/"
+        assert wait_for(lambda: curl(url, fleet_home) == (200, "impl-web"), what=url)
         r = fleet("apply", "-f", str(path), env=env)
         assert r.code == 0 and "up to date" in r.out, r.text
     finally:
