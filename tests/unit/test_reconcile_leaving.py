@@ -52,3 +52,14 @@ def test_routes_of_gone_agents_are_out_of_date_and_kept_ones_are_not():
     # a declared agent that is not running keeps its route (removed only when gone)
     idle = dict(routes[0], agent="idle", target="http://127.0.0.1:49998")
     assert reconcile(d, observed(running, finished, routes=routes + (idle,))).empty
+
+
+def test_routes_to_a_modal_host_go_through_its_router_tunnel_with_the_inner_port():
+    from reconciler.model import MODAL_ROUTER_PORT
+
+    m = dict(host="box", provider="modal")
+    d = desired(host("box", provider="modal"), agent("impl", ports={"web": 3000, "api": 8080}, **m))
+    h = seen_host(d.hosts["box"]).model_copy(update={"urls": {MODAL_ROUTER_PORT: "https://r.modal.host"}})
+    routes = routes_for(d, observed(h, seen(d.agents["impl"], host_id=h.id)))
+    assert [(r.service, r.target, r.inner_port) for r in routes] == [
+        ("api", "https://r.modal.host", 8080), ("web", "https://r.modal.host", 3000)]
