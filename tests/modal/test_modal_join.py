@@ -29,12 +29,61 @@ def _server(name: str, port: int) -> str:
     return f"mkdir -p /tmp/{name} && echo {name}-web > /tmp/{name}/index.html && exec python3 -m http.server {port} --directory /tmp/{name}"
 
 
+# docs-agent's server: "docs-web" for a plain request, an echo after an Upgrade (as WebSocket does)
+ECHO_SERVER = r'''
+import asyncio, sys
+
+async def serve(r, w):
+    head = await r.readuntil(b"\r\n\r\n")
+    if b"\r\nupgrade:" in head.lower():
+        w.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: fleet-echo\r\n\r\n")
+        while data := await r.read(4096):
+            w.write(data)
+            await w.drain()
+    else:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\ndocs-web\n")
+        await w.drain()
+    w.close()
+
+async def main():
+    async with await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1])) as server:
+        await server.serve_forever()
+
+asyncio.run(main())
+'''
+
+
+def _upgrade_echo(proxy_port: int, hostname: str, ca: Path) -> bytes:
+    """An Upgrade through the routing proxy and the router; what comes back after 101."""
+    import socket
+
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=hostname) as s:
+            s.sendall(f"GET /echo HTTP/1.1\r\nHost: {hostname}:{proxy_port}\r\nConnection: Upgrade\r\n"
+                      "Upgrade: fleet-echo\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                assert chunk, head
+                head += chunk
+            assert head.startswith(b"HTTP/1.1 101"), head
+            s.sendall(b"ping over the tunnel\n")
+            got = head.split(b"\r\n\r\n", 1)[1]
+            while not got.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            return got
+
+
 def _yaml(fleet: str, proxy_port: int, ws: Path, docs: bool) -> str:
-    docs_block = textwrap.indent(textwrap.dedent(f"""
+    docs_block = textwrap.indent(textwrap.dedent("""
         docs-agent:
           host: auth-host
-          command: {json.dumps(_server("docs", 4000))}
-          ports: {{web: 4000}}
+          command: "exec python3 /workspace/echo_server.py 4000"
+          ports: {web: 4000}
     """), "  ") if docs else ""
     return textwrap.dedent(f"""
         fleet: {fleet}
@@ -75,6 +124,7 @@ def test_agents_with_ports_join_and_leave_a_modal_host_without_replacing_it(fake
     env = fake_modal.env()
     ws = tmp_path / "app"
     ws.mkdir()
+    (ws / "echo_server.py").write_text(ECHO_SERVER)
     port = free_port()
     path = tmp_path / "fleet.yaml"
     path.write_text(_yaml(fleet_name, port, ws, docs=False))
@@ -109,6 +159,9 @@ def test_agents_with_ports_join_and_leave_a_modal_host_without_replacing_it(fake
         neighbour_untouched()
         assert wait_for(lambda: curl(docs_url, fleet_home) == (200, "docs-web"), what=f"{docs_url}")
         assert curl(impl_url, fleet_home) == (200, "impl-web")
+        # an upgraded connection (WebSocket's way) passes through proxy, tunnel and router both ways
+        ca = fleet_home / "ca" / "ca.crt"
+        assert _upgrade_echo(port, "web.docs-agent.localhost", ca) == b"ping over the tunnel\n"
 
         # -- the router forwards to declared ports only; a client cannot pick the port through the proxy
         exec_text(path, env, "test-agent", "mkdir -p /tmp/secret && echo secret > /tmp/secret/index.html && "
