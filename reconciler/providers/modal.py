@@ -414,7 +414,7 @@ class ModalProvider:
             self._remember(fleet, host.name, sb)
             try:
                 local.remember_tunnels(fleet, sb.object_id, {p: t.url for p, t in sb.tunnels(timeout=60).items()})
-                self._ensure_router(sb, resource, required=False)
+                self._ensure_router(sb, resource, required=False, fresh=True)
                 if host.workspace is not None and restored is None:
                     self._upload(sb, Path(host.workspace.path), resource)
                 tags[L.SPEC_HASH] = _b64(host.spec_hash)
@@ -537,10 +537,10 @@ class ModalProvider:
             why = (out + err).decode(errors="replace").strip()[-200:] or f"exit code {code}"
             raise ProviderError(resource, f"its supervisor did not start in the sandbox ({why})")
 
-    def _ensure_router(self, sb: Any, resource: str, required: bool) -> None:
+    def _ensure_router(self, sb: Any, resource: str, required: bool, fresh: bool = False) -> None:
         """Start the host's port router unless it runs (modal_router.py). Without
         python3 in the image a host still works, but only for agents without ports."""
-        code, out, err = self._run(sb, router.ensure_argv(), stdin=router.ROUTER.encode(), timeout=60)
+        code, out, err = self._run(sb, router.ensure_argv(fresh), stdin=router.ROUTER.encode(), timeout=60)
         if code == 127 and not required:
             return
         if code != 0:

@@ -8,7 +8,8 @@ proxy on the user's machine sends each request through that tunnel with an
 `X-Fleet-Port: N` header; the router takes the connection's first request head,
 removes the header and splices the connection to 127.0.0.1:N, both ways, byte
 for byte (so WebSocket and SSE pass). The connection stays bound to that port:
-the proxy pools connections per (tunnel, port).
+the proxy pools connections per (tunnel, port); later requests on it reach the
+same port (their header, identical, is passed along).
 
 The router forwards only to ports that agents on this host declare: each
 agent's `/run/fleet/<agent>/ports` (written when the agent is prepared, removed
@@ -115,6 +116,8 @@ ENSURE = r"""
 r=/run/fleet
 alive() { [ -f $r/router.pid ] && p=$(cat $r/router.pid) && [ -d /proc/$p ] && grep -q router.py /proc/$p/cmdline 2>/dev/null; }
 mkdir -p $r && cat >$r/router.py.$$ || exit 1
+# a new sandbox (maybe restored from a snapshot): no agent has joined it yet
+[ "$2" = fresh ] && rm -f $r/*/ports
 alive && { rm -f $r/router.py.$$; exit 0; }
 command -v python3 >/dev/null 2>&1 || { rm -f $r/router.py.$$; echo "no python3 in the host image" >&2; exit 127; }
 mv -f $r/router.py.$$ $r/router.py || exit 1
@@ -127,9 +130,10 @@ exit 1
 """
 
 
-def ensure_argv() -> list[str]:
-    """The exec that (re)starts the router; ROUTER goes on its stdin."""
-    return ["sh", "-c", ENSURE, "fleet-router", str(MODAL_ROUTER_PORT)]
+def ensure_argv(fresh: bool = False) -> list[str]:
+    """The exec that (re)starts the router; ROUTER goes on its stdin. `fresh`
+    (a sandbox just created): forget port lists a snapshot may have carried."""
+    return ["sh", "-c", ENSURE, "fleet-router", str(MODAL_ROUTER_PORT), "fresh" if fresh else ""]
 
 
 __all__ = ["ENSURE", "MODAL_ROUTER_PORT", "ROUTER", "ROUTER_PATH", "ensure_argv"]
