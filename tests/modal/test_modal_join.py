@@ -228,3 +228,36 @@ def test_a_sandbox_with_a_tunnel_per_port_is_replaced_once(fake_modal, modal_cli
         assert r.code == 0 and "up to date" in r.out, r.text
     finally:
         terminate_fleet(fake_modal, fleet_name)
+
+
+def test_a_host_image_without_python3_runs_agents_without_ports_and_says_why_not_with(fake_modal, fleet_name,
+                                                                                      tmp_path):
+    env = fake_modal.env()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM debian:bookworm\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n")
+    port = free_port()
+    path = tmp_path / "fleet.yaml"
+    base = textwrap.dedent(f"""
+        fleet: {fleet_name}
+        proxy: {{port: {port}}}
+        hosts:
+          box: {{provider: modal, build: {{context: {ctx}}}}}
+        agents:
+          reader: {{host: box, command: {json.dumps(READER.format(name="reader"))}, message: hello}}
+    """)
+    path.write_text(base)
+    try:
+        r = fleet("apply", "-f", str(path), env=env)
+        assert r.code == 0, r.text
+        assert exec_text(path, env, "reader", "command -v python3 || echo none") == "none\n"
+        wait_for(lambda: got(path, env, "reader", "reader") == ["hello"], what="first message")
+        [sb] = sandboxes(fake_modal, fleet_name)
+        path.write_text(base + "  web: {host: box, command: \"sleep 600\", ports: {web: 3000}}\n")
+        r = fleet("apply", "-f", str(path), env=env)
+        assert r.code == 1, r.text
+        assert "agent web" in r.text and "need python3 in its image" in r.text, r.text
+        assert [s.id for s in sandboxes(fake_modal, fleet_name)] == [sb.id]
+        assert got(path, env, "reader", "reader") == ["hello"]
+    finally:
+        terminate_fleet(fake_modal, fleet_name)
