@@ -606,6 +606,8 @@ class ModalProvider:
         sb = self._sandbox(agent.host_id or "", resource)
         with self._errors(resource, agent.host):
             self._agent_entry(self._owned_tags(sb, fleet, resource), agent.name, resource)
+            if agent.spec.get("ports"):  # (re)start the port router too, should it have died
+                self._ensure_router(sb, resource, required=True)
             self._start(sb, agent.name, resource)
             self._set_agent_tag(sb, fleet, agent.name, resource, running=True)
 
@@ -615,6 +617,8 @@ class ModalProvider:
         with self._errors(resource, agent.host):
             self._owned_tags(sb, fleet, resource)
             self._stop(sb, agent.name, resource)
+            if agent.spec.get("ports"):
+                self._ensure_router(sb, resource, required=True)
             self._start(sb, agent.name, resource)
 
     def stop_agent(self, fleet: str, agent: ObservedAgent) -> None:

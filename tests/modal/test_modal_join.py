@@ -188,6 +188,13 @@ def test_agents_with_ports_join_and_leave_a_modal_host_without_replacing_it(fake
         neighbour_untouched()
         r = fleet("apply", "-f", str(path), env=env)
         assert r.code == 0 and "up to date" in r.out, r.text
+
+        # -- a router that died comes back when an agent with ports is restarted
+        exec_text(path, env, "test-agent", "kill $(cat /run/fleet/router.pid)")
+        wait_for(lambda: curl(impl_url, fleet_home)[0] == 502, what="502 without the router")
+        r = fleet("restart", "-f", str(path), "impl-agent", env=env)
+        assert r.code == 0, r.text
+        assert wait_for(lambda: curl(impl_url, fleet_home) == (200, "impl-web"), what="the router back")
     finally:
         terminate_fleet(fake_modal, fleet_name)
 
