@@ -256,9 +256,3 @@ class FleetFile(Model):
     hosts: dict[Name, Host] = Field(default_factory=dict, description="Hosts agents can share (same working directory, same network).")
     agents: dict[Name, Agent] = Field(default_factory=dict, description="The agents, by name.")
     grants: dict[Name, GrantDef] = Field(default_factory=dict, description="User-defined grants, by name (not a built-in grant's name).")
-
-
-def json_schema() -> dict[str, Any]:
-    from .schemajson import fleet_schema
-
-    return fleet_schema()

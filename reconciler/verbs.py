@@ -90,4 +90,12 @@ def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str]
             actions.append(Action(op="restart", cause="fleet restart", **common))
         elif not up:
             actions.append(Action(op="start", cause=f"fleet {verb}", depends_on=deps, **common))
+    # a (re)started private agent gets new published ports, a restarted holder may get a new
+    # bridge address: their routes follow in the same command, as after an apply
+    moved = tuple(a.id for a in actions if a.op in ("start", "restart") and (
+        a.kind == "host" or (a.desired_agent is not None and a.desired_agent.host is None and a.desired_agent.ports)))
+    if moved and any(a.ports for a in desired.agents.values()):
+        whose = ", ".join(a.id.replace("agent:", "").replace("host:", "host ") for a in actions if a.id in moved)
+        actions.append(Action(id="route:routes", op="route", kind="route", name="routes",
+                              cause=f"routes of {whose} ({'started' if verb == 'start' else 'restarted'})", depends_on=moved))
     return Plan(fleet=desired.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())

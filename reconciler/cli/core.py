@@ -27,7 +27,7 @@ from ..execute import Event
 from ..load import default_file, load, read_document, validate_file
 from ..lock import fleet_lock
 from ..reconcile import Options
-from ..spec import json_schema
+from ..schemajson import fleet_schema as json_schema
 from .app import app, console, handles_errors
 
 FileArg = typer.Argument(None, help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)

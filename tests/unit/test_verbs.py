@@ -115,3 +115,29 @@ def test_replacing_every_agent_is_not_a_mass_destroy():
     new = [agent(n, env={"V": "2"}) for n in "abc"]
     obs = settled(desired(*old), *[seen(a) for a in old])
     assert mass_destroy(reconcile(desired(*new), obs), obs) is None
+
+
+def test_a_started_agent_with_ports_gets_its_routes_back():
+    """A (re)started container is published on new host ports: the routes follow
+    in the same command (no 502 until the next apply); a stop leaves them be."""
+    web, worker = agent("web", ports={"web": 3000}), agent("worker")
+    d = desired(web, worker)
+    down = settled(d, stopped(web), seen(worker))
+    plan = plan_verb(d, down, "start", ["web"])
+    assert ops(plan, routes=True) == {"agent:web": "start", "route:routes": "route"}
+    route = next(a for a in plan.actions if a.kind == "route")
+    assert route.depends_on == ("agent:web",) and route.cause == "routes of web (started)"
+    up = settled(d, seen(web), seen(worker))
+    assert ops(plan_verb(d, up, "restart", ["web"]), routes=True)["route:routes"] == "route"
+    assert "route:routes" not in ops(plan_verb(d, up, "stop", ["web"]), routes=True)
+    assert plan_verb(d, up, "start", ["web"]).empty  # already running: nothing moves
+    # a shared host's agent is routed at its holder's address, which its own restart does not move
+    box = host("box")
+    impl = agent("impl", host="box", ports={"web": 3000})
+    d2 = desired(box, impl)
+    holder = seen_host(box)
+    assert ops(plan_verb(d2, settled(d2, holder, seen(impl, host_id=holder.id)), "restart", ["impl"]), routes=True) == {"agent:impl": "restart"}
+    down = settled(d2, seen_host(box, state="exited", id=holder.id), seen(impl, state="exited", host_id=holder.id))
+    assert ops(plan_verb(d2, down, "start", ["impl"]), routes=True) == {"host:box": "start", "agent:impl": "start", "route:routes": "route"}
+    only_workers = desired(agent("worker"))
+    assert ops(plan_verb(only_workers, settled(only_workers, seen(agent("worker"))), "restart", ["worker"]), routes=True) == {"agent:worker": "restart"}
