@@ -30,6 +30,7 @@ from ruamel.yaml.reader import ReaderError
 from . import labels
 from .errors import FleetError, Problem, ValidationFailed, display_path
 from .model import (
+    MODAL_ROUTER_PORT,
     BuildSpec,
     Desired,
     DesiredAgent,
@@ -632,7 +633,9 @@ def _semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: 
         for service, port in ports.items():
             if not isinstance(port, int) or isinstance(port, bool):
                 continue
-            if port in scope:
+            if owner and port == MODAL_ROUTER_PORT and mapping(hosts[owner]).get("provider") == "modal":
+                add(where + ("ports", service), f"port {port} is taken on Modal host '{owner}' by fleet's port router; use another port")
+            elif port in scope:
                 other_agent, other_service = scope[port]
                 if owner:
                     add(where + ("ports", service), f"port {port} on host '{owner}' is already claimed by agent '{other_agent}' ({other_service}); ports are unique per host")

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Provider = Literal["docker", "modal"]
 Restart = Literal["always", "on-failure", "never"]
+# The one tunnelled port of every Modal host: its port router (providers/modal_router.py)
+MODAL_ROUTER_PORT = 7999
 
 
 class Frozen(BaseModel):
@@ -99,17 +101,20 @@ class DesiredHost(Frozen):
         replaces agents, never the holder. Nor, on Docker, are its agents'
         ports: the holder publishes none (the routing proxy reaches agents at the
         holder's address on the bridge), so an agent joining or leaving with a
-        port never replaces it. Modal tunnels are fixed when a sandbox is
-        created, so there the ports still belong to the host's spec. (`ports`
-        stays in the spec as `[]`: holders made before this change that
-        published nothing keep their hash.)
+        port never replaces it. Nor on Modal, where tunnels are fixed when a
+        sandbox is created: every sandbox has one tunnel, to a port router
+        inside it (`router`, new in the spec, so a sandbox made with one tunnel
+        per port is replaced once). (`ports` stays in the spec as `[]`: holders
+        made before this change that published nothing keep their hash.)
         """
         data: dict[str, Any] = {
             "provider": self.provider,
             "image": self.image.ref,
             "workspace": self.workspace.spec() if self.workspace else None,
-            "ports": list(self.ports) if self.provider == "modal" else [],
+            "ports": [],
         }
+        if self.provider == "modal":
+            data["router"] = MODAL_ROUTER_PORT
         if self.modal is not None:
             data["modal"] = self.modal.model_dump(mode="json", exclude_none=True)
         if self.workspace is not None and self.workspace.read_only:

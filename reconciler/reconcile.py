@@ -23,6 +23,12 @@ MIGRATE_PUBLISHED = (
     "so agents with ports join and leave without restarting their neighbours"
 )
 
+# A sandbox made by an older fleet tunnels each agent port; it is replaced once.
+MIGRATE_TUNNELS = (
+    "sandbox has one tunnel per agent port (older fleet): re-created once with one tunnel to a port router, "
+    "so agents with ports join and leave without restarting their neighbours"
+)
+
 
 @dataclass(frozen=True)
 class Options:
@@ -195,6 +201,8 @@ def _reconcile_hosts(b: _Builder) -> dict[str, Action]:
                 cause = _spec_cause(changes) if keep.spec_hash != host.spec_hash else f"{HOST_NOUN[keep.provider]} {keep.state}"
                 if host.provider == keep.provider == "docker" and [c.key for c in changes] == ["ports"] and not host.spec()["ports"]:
                     cause = MIGRATE_PUBLISHED
+                elif host.provider == keep.provider == "modal" and "router" in {c.key for c in changes}:
+                    cause = MIGRATE_TUNNELS
             out[name] = b.add(
                 id=f"host:{name}", op="replace", kind="host", name=name, provider=host.provider,
                 cause=cause, changes=changes, desired_host=host, observed_host=keep,

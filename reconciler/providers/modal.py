@@ -37,12 +37,13 @@ from urllib.parse import urlsplit
 from .. import labels as L
 from .. import usage
 from ..errors import FleetError, ProviderError
-from ..model import Desired, DesiredAgent, DesiredHost, ModalOptions, ObservedAgent, ObservedHost
+from ..model import MODAL_ROUTER_PORT, Desired, DesiredAgent, DesiredHost, ModalOptions, ObservedAgent, ObservedHost
 from . import modal_local as local
+from . import modal_router as router
 from . import modal_sh as sh
 
 AGENT_TAG = L.PREFIX + "agent."  # + agent name -> "<spec hash b64>.<generation>.<flags>"
-PORTS_TAG = L.PREFIX + "ports"  # host: its tunnelled ports, "3000.8080"
+PORTS_TAG = L.PREFIX + "ports"  # host: its tunnelled ports: the port router's ("3000.8080" before it)
 CREATED_TAG = L.PREFIX + "created"  # host: epoch seconds
 PENDING = "pending"  # spec-hash of a host still being set up (workspace upload)
 WORKDIR = "/workspace"
@@ -389,7 +390,7 @@ class ModalProvider:
         usage.record(fleet, "modal")
         tags = {
             L.PROJECT: fleet, L.KIND: "host", L.HOST: host.name, L.SPEC_HASH: PENDING,
-            PORTS_TAG: ".".join(str(p) for p in host.ports), CREATED_TAG: str(int(time.time())),
+            PORTS_TAG: str(MODAL_ROUTER_PORT), CREATED_TAG: str(int(time.time())),
         }
         with self._errors(resource, host.name):
             app_obj = modal.App.lookup(app, environment_name=opts.environment, create_if_missing=True, client=self.client)
@@ -398,7 +399,7 @@ class ModalProvider:
             try:
                 sb = modal.Sandbox.create(
                     app=app_obj, name=host.name, tags=tags, image=image, timeout=opts.timeout,
-                    idle_timeout=opts.idle_timeout, workdir=WORKDIR, encrypted_ports=list(host.ports),
+                    idle_timeout=opts.idle_timeout, workdir=WORKDIR, encrypted_ports=[MODAL_ROUTER_PORT],
                     cpu=opts.cpu, memory=opts.memory, region=opts.region, client=self.client,
                 )
             except modal.exception.AlreadyExistsError:
@@ -412,8 +413,8 @@ class ModalProvider:
                 raise
             self._remember(fleet, host.name, sb)
             try:
-                if host.ports:
-                    local.remember_tunnels(fleet, sb.object_id, {p: t.url for p, t in sb.tunnels(timeout=60).items()})
+                local.remember_tunnels(fleet, sb.object_id, {p: t.url for p, t in sb.tunnels(timeout=60).items()})
+                self._ensure_router(sb, resource, required=False, fresh=True)
                 if host.workspace is not None and restored is None:
                     self._upload(sb, Path(host.workspace.path), resource)
                 tags[L.SPEC_HASH] = _b64(host.spec_hash)
@@ -536,6 +537,17 @@ class ModalProvider:
             why = (out + err).decode(errors="replace").strip()[-200:] or f"exit code {code}"
             raise ProviderError(resource, f"its supervisor did not start in the sandbox ({why})")
 
+    def _ensure_router(self, sb: Any, resource: str, required: bool, fresh: bool = False) -> None:
+        """Start the host's port router unless it runs (modal_router.py). Without
+        python3 in the image a host still works, but only for agents without ports."""
+        code, out, err = self._run(sb, router.ensure_argv(fresh), stdin=router.ROUTER.encode(), timeout=60)
+        if code == 127 and not required:
+            return
+        if code != 0:
+            why = (out + err).decode(errors="replace").strip()[-200:] or f"exit code {code}"
+            hint = "; agents with ports on a Modal host need python3 in its image" if code == 127 else ""
+            raise ProviderError(resource, f"the host's port router did not start ({why}){hint}")
+
     def _stop(self, sb: Any, agent: str, resource: str, script: str = sh.STOP) -> None:
         code, out, err = self._run(sb, ["sh", "-c", script, "fleet-stop", agent], timeout=60)
         if code != 0:
@@ -569,12 +581,14 @@ class ModalProvider:
         gen = _generation()
         with self._errors(resource, host.name):
             self._owned_tags(sb, fleet, resource)  # never exec in a sandbox that is not this fleet's
-            script = sh.prepare(agent.name, agent.command, agent.restart, dict(agent.env))
+            script = sh.prepare(agent.name, agent.command, agent.restart, dict(agent.env), tuple(agent.ports.values()))
             code, out, err = self._run(sb, ["sh", "-s"], stdin=script.encode(), timeout=60)
             if code != 0:
                 why = (out + err).decode(errors="replace").strip()[-200:] or f"exit code {code}"
                 hint = "; the host image needs a POSIX sh" if code in (126, 127) else ""
                 raise ProviderError(resource, f"could not prepare it in the sandbox ({why}){hint}")
+            if agent.ports:
+                self._ensure_router(sb, resource, required=True)
             self._start(sb, agent.name, resource)
             flags = "r" + ("m" if agent.message else "")
             self._set_agent_tag(sb, fleet, agent.name, resource, agent_tag(agent.spec_hash, gen, flags))
@@ -592,6 +606,8 @@ class ModalProvider:
         sb = self._sandbox(agent.host_id or "", resource)
         with self._errors(resource, agent.host):
             self._agent_entry(self._owned_tags(sb, fleet, resource), agent.name, resource)
+            if agent.spec.get("ports"):  # (re)start the port router too, should it have died
+                self._ensure_router(sb, resource, required=True)
             self._start(sb, agent.name, resource)
             self._set_agent_tag(sb, fleet, agent.name, resource, running=True)
 
@@ -601,6 +617,8 @@ class ModalProvider:
         with self._errors(resource, agent.host):
             self._owned_tags(sb, fleet, resource)
             self._stop(sb, agent.name, resource)
+            if agent.spec.get("ports"):
+                self._ensure_router(sb, resource, required=True)
             self._start(sb, agent.name, resource)
 
     def stop_agent(self, fleet: str, agent: ObservedAgent) -> None:

@@ -13,6 +13,7 @@ one long-lived `Sandbox.exec` per agent. Everything about an agent lives in
     status   "<state> <restarts> <last exit code> <since>", state one of
              running | restarting | exited | stopped
     pid      the supervisor's pid; agent.pid: the agent's session leader
+    ports    the agent's declared ports, one a line (read by the port router)
 
 The supervisor holds the FIFO open read-write so writers never block and the
 agent never sees end-of-file when a writer leaves; it restarts the agent per
@@ -198,10 +199,12 @@ def in_agent_env(extra: dict[str, str]) -> str:
     return f'[ -f "{ROOT}/$1/config" ] && . "{ROOT}/$1/config"; {exports}shift; exec "$@"'
 
 
-def prepare(agent: str, command: tuple[str, ...] | None, restart: str, env: dict[str, str]) -> str:
+def prepare(agent: str, command: tuple[str, ...] | None, restart: str, env: dict[str, str],
+            ports: tuple[int, ...] = ()) -> str:
     """The script (fed to `sh -s` on stdin) that makes an agent ready to start:
     stops an earlier supervisor of the same agent, resets its directory, installs
-    the supervisor and writes the agent's config."""
+    the supervisor and writes the agent's config and its declared ports (the
+    host's port router forwards to these only, modal_router.py)."""
     words = shlex.join(command) if command else "/bin/sh"
     env = {"TERM": "xterm-256color", **env}
     lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
@@ -218,6 +221,7 @@ def prepare(agent: str, command: tuple[str, ...] | None, restart: str, env: dict
         + f"mv -f {SUPERVISOR_PATH}.$$ {SUPERVISOR_PATH} || exit 1\n"
         + f"cat >{qd}/config <<'{end}' || exit 1\n{config}{end}\n"
         + f"chmod 600 {qd}/config\n"
+        + f"printf '%s\\n' {' '.join(str(p) for p in sorted(ports))} >{qd}/ports\n" * bool(ports)
     )
 
 

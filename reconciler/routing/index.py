@@ -26,8 +26,9 @@ class Target:
     scheme: str
     host: str
     port: int
-    key: tuple[str, str, int]
+    key: tuple[str, str, int, int]  # pooled connections are per key: a router binds one to one port
     host_header: bytes | None  # replaces Host for https targets (tunnels route by it)
+    extra_header: bytes  # b"\r\nX-Fleet-Port: N" for a Modal host's port router, else b""
 
     @property
     def agent(self) -> str:
@@ -45,8 +46,9 @@ class Target:
             scheme=scheme,
             host=host,
             port=port,
-            key=(scheme, host, port),
+            key=(scheme, host, port, route.inner_port or 0),
             host_header=u.netloc.encode("idna") if scheme == "https" else None,
+            extra_header=b"\r\nX-Fleet-Port: %d" % route.inner_port if route.inner_port else b"",
         )
 
 

@@ -62,8 +62,10 @@ _TCP_CLOSE = b"\x07"
 # desynchronise the two sides' idea of where a message ends).
 _CONN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", b"content-length", b"transfer-encoding", b"host"})
 _FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for"})
+# Set by the proxy alone (a Modal host's port router reads it): a client's own is dropped.
+_FLEET_PORT = frozenset({b"x-fleet-port"})
 # Transfer-Encoding is kept: chunked bodies pass through as they are.
-_DROP_REQUEST = header_dropper((HOP_BY_HOP - {b"transfer-encoding"}) | _FORWARDED)
+_DROP_REQUEST = header_dropper((HOP_BY_HOP - {b"transfer-encoding"}) | _FORWARDED | _FLEET_PORT)
 _DROP_RESPONSE = header_dropper(HOP_BY_HOP - {b"transfer-encoding"})
 _DROP_101 = header_dropper({b"connection", b"keep-alive", b"proxy-connection"})
 _HOST_LINE = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
@@ -795,6 +797,7 @@ class ClientConn(ClientGuard, _Pausable):
             self.scheme_b,
             b"\r\nX-Forwarded-Host: ",
             host,
+            t.extra_header,
         ]
         if upgrade:
             parts += [b"\r\nConnection: Upgrade\r\nUpgrade: ", head.get(b"upgrade") or b"", b"\r\n\r\n"]

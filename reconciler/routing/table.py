@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import FleetError
 from ..home import ensure_dir, fleet_home, write_atomic
-from ..model import Desired, DesiredAgent, Observed, ProxySettings
+from ..model import MODAL_ROUTER_PORT, Desired, DesiredAgent, Observed, ProxySettings
 
 VERSION = 1
 DEFAULT_PORT = 8080
@@ -60,6 +60,9 @@ class Route(_Frozen):
     container_port: int
     target: str  # http://127.0.0.1:49153, or an https tunnel URL
     tls: bool = True
+    # set when `target` is a Modal host's port router: the port inside the host,
+    # sent as the X-Fleet-Port request header (the router strips it)
+    inner_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("target")
     @classmethod
@@ -188,7 +191,7 @@ def write_table(table: RouteTable) -> RouteTable:
     path = table_path()
     ensure_dir(path.parent)
     table = table.model_copy(update={"revision": table.revision + 1})
-    data = table.model_dump(mode="json")
+    data = table.model_dump(mode="json", exclude_none=True)  # inner_port only where set
     blob = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
     try:
         write_atomic(path, blob, mode=0o644)
@@ -327,7 +330,8 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
     also works where container addresses are not reachable), an agent on a
     shared Docker host is reached at the holder's address on the bridge (the
     holder publishes nothing, so joins never replace it), an agent on a Modal
-    host at the host's tunnel URLs. Agents not running (or whose host is not running) get none.
+    host through the host's one tunnel to its port router, told the agent's port
+    (a sandbox made before the router: at its per-port tunnel URLs). Agents not running (or whose host is not running) get none.
     """
     hosts = {h.name: h for h in observed.hosts}
     tls = desired.proxy.tls
@@ -341,7 +345,10 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
             continue
         for service, cport in sorted(da.ports.items()):
             target: str | None = None
-            if host is not None and cport in host.urls:
+            inner: int | None = None
+            if host is not None and host.provider == "modal" and MODAL_ROUTER_PORT in host.urls:
+                target, inner = host.urls[MODAL_ROUTER_PORT], cport  # one tunnel to the host's port router
+            elif host is not None and cport in host.urls:
                 target = host.urls[cport]
             elif host is not None and host.provider == "docker" and host.address:
                 target = f"http://{host.address}:{cport}"  # the holder publishes nothing
@@ -351,7 +358,8 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
                 target = f"http://127.0.0.1:{oa.ports[cport]}"
             if target is None:
                 continue
-            out.append(Route(agent=oa.name, service=service, container_port=cport, target=target, tls=tls))
+            out.append(Route(agent=oa.name, service=service, container_port=cport, target=target, tls=tls,
+                             inner_port=inner))
     return out
 
 

@@ -245,7 +245,7 @@ def test_mng_parallel_agents_on_a_shared_host(tmp_path, docker_client, base_imag
 def test_mng_shared_host_on_modal(tmp_path, fake_modal, fleet_name, fleet_home):
     """The README's note: the same fleet.yaml with `provider: modal` (against the fake
     Modal, whose sandboxes are real containers), the same commands up to the point
-    where it says Modal differs (a port leaving re-creates the sandbox)."""
+    where it says Modal differs; impl-agent, with a port, leaves without re-creating the sandbox."""
     from tests.modal.helpers import sandboxes, terminate_fleet
 
     (spec, joiner), commands = guide("Parallel agents on a shared host")
@@ -288,6 +288,14 @@ def test_mng_shared_host_on_modal(tmp_path, fake_modal, fleet_name, fleet_home):
         assert "sent 55 characters" in typed('fleet message test-agent "Focus on HTTP-level tests, not internal function tests."')
         wait_for(lambda: "Focus on HTTP-level tests" in run_fleet("logs", "test-agent", cwd=tmp_path, env=env).out, what="message")
         assert "Write integration tests for the JWT auth feature" in typed("fleet logs test-agent")
+        # impl-agent (with a port) leaves: the same sandbox, test-agent untouched (one tunnel, to a port router)
+        test_tag = next(v for k, v in again.tags.items() if k.endswith("test-agent"))
+        path.write_text(sub(spec.split("  impl-agent:")[0]) + sub(joiner))
+        out = typed("fleet apply")
+        assert "destroy  agent impl-agent" in out and "replace" not in out, out
+        [still] = sandboxes(fake_modal, fleet_name)
+        assert still.id == sb.id and next(v for k, v in still.tags.items() if k.endswith("test-agent")) == test_tag
+        assert get(str(fleet_home / "ca" / "ca.crt"), f"https://api.impl-agent.localhost:{port}/") == ""  # URL gone
         r = run_fleet("destroy", "--yes", cwd=tmp_path, env=env)
         assert r.code == 0 and sandboxes(fake_modal, fleet_name) == [], r.text
     finally:

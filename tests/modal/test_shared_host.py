@@ -14,6 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from reconciler.model import MODAL_ROUTER_PORT
 from reconciler.providers.modal import AGENT_TAG
 from tests.conftest import free_port
 from tests.modal.helpers import curl, exec_text, fleet, fleet_yaml, got, sandboxes, terminate_fleet, wait_for
@@ -55,7 +56,7 @@ def test_shared_host_workflow(fake_modal, modal_fleet, tmp_path, fleet_home):
     assert set(k for k in sb.tags if k.startswith(AGENT_TAG)) == {AGENT_TAG + "impl-agent", AGENT_TAG + "test-agent"}
     assert all(len(v) <= 63 and re.fullmatch(r"[A-Za-z0-9._-]+", v) for v in sb.tags.values()), sb.tags
     assert sb.idle_timeout_secs == 600 and sb.timeout_secs == 3600
-    assert list(sb.tunnels) == [3000]
+    assert list(sb.tunnels) == [MODAL_ROUTER_PORT]  # one tunnel, to the host's port router
     container = docker.from_env().containers.get(sb.container_id)
     assert container.attrs["Config"]["WorkingDir"] == "/workspace"
 
@@ -84,7 +85,8 @@ def test_shared_host_workflow(fake_modal, modal_fleet, tmp_path, fleet_home):
     url = f"https://web.impl-agent.localhost:{port}/"
     assert wait_for(lambda: curl(url, fleet_home) == (200, "impl-web"), what=f"{url}: {curl(url, fleet_home)}")
     route = json.loads((fleet_home / "routes.json").read_text())["fleets"][name]["routes"][0]
-    assert route["target"] == f"https://127.0.0.1:{sb.tunnels[3000].tls_port}"
+    assert route["target"] == f"https://127.0.0.1:{sb.tunnels[MODAL_ROUTER_PORT].tls_port}"
+    assert route["inner_port"] == 3000
 
     # -- a no-op apply observes with one listing and one get_tags per host: no exec, no change
     fake_modal.rpcs.reset()

@@ -341,22 +341,37 @@ def test_port_set_change_leaves_a_docker_holder_and_its_neighbours_alone():
     assert "ports.api" in by_id(plan)["agent:tests"].cause
 
 
-def test_port_set_change_replaces_a_modal_host_whose_tunnels_are_fixed():
+def test_port_set_change_keeps_a_modal_host_its_router_reaches_every_port():
+    # one tunnel per sandbox, to its port router: an agent gaining a port is replaced alone
     d = desired(host("box", provider="modal"), agent("impl", host="box", provider="modal", ports={"web": 3000}),
                 agent("tests", host="box", provider="modal", ports={"api": 8080}))
     before = desired(host("box", provider="modal"), agent("impl", host="box", provider="modal", ports={"web": 3000}),
                      agent("tests", host="box", provider="modal"))
+    assert before.hosts["box"].spec_hash == d.hosts["box"].spec_hash
     h = seen_host(before.hosts["box"])
     o = observed(h, seen(d.agents["impl"], host_id=h.id), seen(before.agents["tests"], host_id=h.id))
     plan = plan_for(d, o)
     assert_graph_ok(plan)
+    assert ops(plan) == {"agent:tests": "replace"}
+    assert "ports.api" in by_id(plan)["agent:tests"].cause
+
+
+def test_modal_host_with_a_tunnel_per_port_is_replaced_once_with_a_clear_cause():
+    from reconciler.model import canonical_hash
+    from reconciler.reconcile import MIGRATE_TUNNELS
+
+    d = desired(host("box", provider="modal"), agent("impl", host="box", provider="modal", ports={"web": 3000}))
+    old_spec = {k: v for k, v in d.hosts["box"].spec().items() if k != "router"}
+    old_spec["ports"] = [3000]  # what an older fleet made: one tunnel per agent port
+    h = seen_host(d.hosts["box"]).model_copy(update={"spec": old_spec, "spec_hash": canonical_hash(old_spec)})
+    plan = plan_for(d, observed(h, seen(d.agents["impl"], host_id=h.id)))
+    assert_graph_ok(plan)
     acts = by_id(plan)
-    assert acts["host:box"].op == "replace"
-    assert [c.key for c in acts["host:box"].changes] == ["ports"]
-    assert acts["host:box"].cause == "spec changed: ports"
-    assert acts["agent:impl"].op == "replace" and acts["agent:impl"].cause == "host box re-created"
-    assert acts["agent:tests"].op == "replace" and "ports.api" in acts["agent:tests"].cause
-    assert acts["agent:impl"].depends_on == acts["agent:tests"].depends_on == ("host:box",)
+    assert acts["host:box"].op == "replace" and acts["host:box"].cause == MIGRATE_TUNNELS
+    assert acts["agent:impl"].op == "replace"
+    # once re-created, settled
+    h2 = seen_host(d.hosts["box"])
+    assert ops(plan_for(d, observed(h2, seen(d.agents["impl"], host_id=h2.id)))) == {}
 
 
 def test_env_change_on_host_replaces_agents_not_the_holder():
