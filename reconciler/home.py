@@ -7,6 +7,7 @@ Tests always point FLEET_HOME at a temporary directory.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -91,3 +92,26 @@ def unwritable_line(exc: OSError) -> str | None:
         return f"cannot write: {what}; {hint} (fleet keeps its state in FLEET_HOME {home}, or point FLEET_HOME elsewhere)"
     where = f" ({os.fsdecode(name)})" if Path(os.fsdecode(name)).absolute() != home.absolute() else ""
     return f"cannot write fleet's state under FLEET_HOME {home}{where}: {what}; {hint} (or point FLEET_HOME elsewhere)"
+
+
+def write_record(directory: Path, name: str, entry: dict) -> None:
+    """One small JSON record per agent (messages, stops): `<directory>/<name>.json`."""
+    write_atomic(ensure_dir(directory) / f"{name}.json", json.dumps(entry))
+
+
+def read_records(directory: Path) -> dict[str, dict]:
+    """name -> record for every `<name>.json` in `directory` (one listing; unreadable ones skipped)."""
+    out: dict[str, dict] = {}
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            try:
+                entry = json.loads((directory / name).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(entry, dict):
+                out[name[:-5]] = entry
+    return out

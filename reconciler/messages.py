@@ -8,12 +8,10 @@ apply killed between creating an agent and messaging it delivers on the next run
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
-from .home import ensure_dir, fleet_home, write_atomic
+from .home import fleet_home, read_records, write_record
 
 
 def _dir(fleet: str) -> Path:
@@ -21,26 +19,12 @@ def _dir(fleet: str) -> Path:
 
 
 def record(fleet: str, agent: str, container_id: str, state: str, detail: str = "") -> None:
-    d = ensure_dir(_dir(fleet))
-    entry = {"container": container_id, "state": state, "detail": detail, "at": time.time()}
-    write_atomic(d / f"{agent}.json", json.dumps(entry))
+    write_record(_dir(fleet), agent, {"container": container_id, "state": state, "detail": detail, "at": time.time()})
 
 
 def states(fleet: str) -> dict[str, dict]:
     """agent -> {"container", "state", "detail", "at"}; one directory listing."""
-    d = _dir(fleet)
-    out: dict[str, dict] = {}
-    try:
-        names = os.listdir(d)
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if name.endswith(".json") and not name.startswith("."):
-            try:
-                out[name[:-5]] = json.loads((d / name).read_text())
-            except (OSError, ValueError):
-                continue
-    return out
+    return read_records(_dir(fleet))
 
 
 def delivered(fleet: str, agent: str, container_id: str, table: dict[str, dict] | None = None) -> bool:

@@ -10,12 +10,11 @@ runs again. `fleet start` and `fleet restart` forget the record.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from .home import ensure_dir, fleet_home, write_atomic
+from .home import fleet_home, read_records, write_record
 
 
 def _dir(fleet: str) -> Path:
@@ -24,9 +23,7 @@ def _dir(fleet: str) -> Path:
 
 def record(fleet: str, agent: str, container_id: str, spec_hash: str) -> None:
     """Remember that `agent` (this container, this spec) was stopped on purpose."""
-    d = ensure_dir(_dir(fleet))
-    entry = {"container": container_id, "spec_hash": spec_hash, "at": time.time()}
-    write_atomic(d / f"{agent}.json", json.dumps(entry))
+    write_record(_dir(fleet), agent, {"container": container_id, "spec_hash": spec_hash, "at": time.time()})
 
 
 def forget(fleet: str, agent: str) -> None:
@@ -38,21 +35,7 @@ def forget(fleet: str, agent: str) -> None:
 
 def table(fleet: str) -> dict[str, dict]:
     """agent -> {"container", "spec_hash", "at"}; one directory listing."""
-    d = _dir(fleet)
-    out: dict[str, dict] = {}
-    try:
-        names = os.listdir(d)
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if name.endswith(".json") and not name.startswith("."):
-            try:
-                entry = json.loads((d / name).read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(entry, dict):
-                out[name[:-5]] = entry
-    return out
+    return read_records(_dir(fleet))
 
 
 def spec_for(entry: dict | None, container_id: str) -> str | None:
