@@ -19,7 +19,7 @@ from pathlib import Path
 CHILD = """
 import sys
 from pathlib import Path
-from reconciler.load import load
+from reconciler.load.loader import load
 load(Path(sys.argv[1]))
 """
 

@@ -241,7 +241,7 @@ def main() -> None:
     os.environ["FLEET_HOME"] = str(tmp / "home")
 
     from reconciler.routing import daemon
-    from reconciler.routing.ca import routing_ca
+    from reconciler.net.ca import routing_ca
     from reconciler.routing.table import Route, set_fleet_routes
 
     backend_port, fleet_port, nginx_port, nginx_tls_port = (free_port() for _ in range(4))

@@ -5,11 +5,11 @@ Each command group lives in its own module and registers itself on `app` here.
 
 from __future__ import annotations
 
-from .app import app, main  # noqa: F401
-from . import core  # noqa: F401,E402  (registers validate/diff/plan/apply/status/destroy/fmt/schema)
-from . import agents  # noqa: F401,E402  (registers logs/exec/attach/message)
-from . import routing  # noqa: F401,E402  (registers proxy/ca)
-from . import grants  # noqa: F401,E402  (registers grant set/list/rm)
-from . import verbs  # noqa: F401,E402  (registers stop/start/restart/ls)
+from reconciler.cli.app import app, main  # noqa: F401
+from reconciler.cli import core  # noqa: F401,E402  (registers validate/diff/plan/apply/status/destroy/fmt/schema)
+from reconciler.cli import agents  # noqa: F401,E402  (registers logs/exec/attach/message)
+from reconciler.cli import routing  # noqa: F401,E402  (registers proxy/ca)
+from reconciler.cli import grants  # noqa: F401,E402  (registers grant set/list/rm)
+from reconciler.cli import verbs  # noqa: F401,E402  (registers stop/start/restart/ls)
 
 __all__ = ["app", "main"]

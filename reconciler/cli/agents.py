@@ -11,11 +11,11 @@ from typing import List, Optional
 import typer
 from rich.text import Text
 
-from .. import operate
-from ..errors import FleetError
-from ..messages import typed
-from ..terminal import DETACH_KEYS, parse_detach_keys, terminal_size
-from .app import app, console, handles_errors
+from reconciler.engine import operate
+from reconciler.core.errors import FleetError
+from reconciler.state.messages import typed
+from reconciler.providers.terminal import DETACH_KEYS, parse_detach_keys, terminal_size
+from reconciler.cli.app import app, console, handles_errors
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta"]
 FileOpt = typer.Option(None, "--file", "-f", help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)
@@ -36,7 +36,7 @@ def logs(
     """An agent's output; several agents (or --all) are prefixed with their names."""
     follow = follow or follow_short
     if network:  # grants: the forward proxy's per-agent request log
-        from ..grants.netlog import show
+        from reconciler.grants.netlog import show
 
         return show(file, list(agents or []), all_agents, follow=follow, tail=tail)
     desired, observed = operate.context(file)
@@ -206,7 +206,7 @@ def pull(
     file: Optional[Path] = FileOpt,
 ) -> None:
     """Copy an agent's /workspace to this machine (Docker and Modal agents alike)."""
-    from ..pull import pull as pull_workspace
+    from reconciler.engine.pull import pull as pull_workspace
 
     desired, observed = operate.context(file)
     t = operate.resolve(desired, observed, agent)

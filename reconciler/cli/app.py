@@ -10,7 +10,7 @@ from typing import Callable, TypeVar
 import typer
 from rich.console import Console
 
-from ..errors import FleetError
+from reconciler.core.errors import FleetError
 
 app = typer.Typer(
     name="fleet",
@@ -48,7 +48,7 @@ def handles_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except OSError as exc:  # a read-only or full $FLEET_HOME: one line, whatever the command
-            from ..home import unwritable_line
+            from reconciler.state.home import unwritable_line
 
             line = unwritable_line(exc)
             if os.environ.get("FLEET_DEBUG"):
@@ -77,7 +77,7 @@ def _unexpected(exc: BaseException) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from reconciler import __version__
 
         print(f"fleet {__version__}")
         raise typer.Exit(0)

@@ -20,15 +20,18 @@ try:  # recent typer vendors its own click; its usage errors are not click's
 except ImportError:  # pragma: no cover - older typer uses click itself
     _TyperUsageError = click.UsageError
 
-from .. import output as machine
-from .. import pipeline, render, savedplan, targeting
-from ..errors import FleetError, display_path
-from ..execute import Event
-from ..load import default_file, load, read_document, validate_file
-from ..lock import fleet_lock
-from ..reconcile import Options
-from ..schemajson import fleet_schema as json_schema
-from .app import app, console, handles_errors
+from reconciler.gitops import output as machine
+from reconciler.engine import pipeline
+from reconciler.view import render
+from reconciler.gitops import savedplan
+from reconciler.core import targeting
+from reconciler.core.errors import FleetError, display_path
+from reconciler.engine.execute import Event
+from reconciler.load.loader import default_file, load, read_document, validate_file
+from reconciler.state.lock import fleet_lock
+from reconciler.core.reconcile import Options
+from reconciler.load.schemajson import fleet_schema as json_schema
+from reconciler.cli.app import app, console, handles_errors
 
 FileArg = typer.Argument(None, help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)
 FileOpt = typer.Option(None, "--file", "-f", help="fleet.yaml to use (same as the argument).", show_default=False)
@@ -223,7 +226,7 @@ def apply(
     if (target or replace) and (watch or resync is not None or down_on_exit):
         raise FleetError("--target and --replace apply once; they cannot be combined with --watch")
     if watch or resync is not None or down_on_exit or allow_mass_destroy:
-        from ..watch import run_watch
+        from reconciler.watch.loop import run_watch
 
         if allow_mass_destroy and not watch:
             raise FleetError("--allow-mass-destroy only applies to --watch (a plain apply shows the plan and asks on a terminal)")
@@ -287,10 +290,10 @@ def _apply_saved(out, path: Path, data: dict, other: Optional[Path], fleet_name:
         if not isinstance(name, str):
             raise FleetError(f"cannot read the fleet name from {display_path(cross)} to check the saved plan against it; nothing changed")
         savedplan.check_fleet(saved.fleet, name, f"the fleet of {display_path(cross)}")
-    from ..grants.store import check_stored
+    from reconciler.grants.store import check_stored
 
     check_stored(saved.desired)  # as for a plain apply: refuse before anything changes
-    from ..routing.sync import check_proxy_port
+    from reconciler.routing.sync import check_proxy_port
 
     check_proxy_port(saved.desired)  # its proxy port must be free (or our own proxy's)
     with fleet_lock(saved.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
@@ -401,13 +404,13 @@ def destroy(
             render.print_result(out, plan, result)
             if not result.ok:
                 raise typer.Exit(1)
-            from .. import stops
+            from reconciler.state import stops
 
             stops.purge(desired.fleet)
         if purge_workspaces:
-            from ..providers.base import get_provider
+            from reconciler.providers.base import get_provider
 
-            from .. import workspaces
+            from reconciler.state import workspaces
 
             for vol in get_provider("docker").remove_volumes(desired.fleet):
                 out.print(f"  - removed volume {vol}")
@@ -419,10 +422,10 @@ def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: 
     """The fleet to destroy: from its file, or with --fleet NAME from labels alone."""
     if fleet_name is None:
         return load(_path(file, file_opt))
-    from ..model import Desired
+    from reconciler.core.model import Desired
     import re
 
-    from ..spec import DNS_LABEL
+    from reconciler.load.spec import DNS_LABEL
 
     if len(fleet_name) > 63 or not re.match(DNS_LABEL, fleet_name):
         raise FleetError(f"--fleet: {fleet_name!r} is not a fleet name (a lowercase DNS label)")
@@ -449,7 +452,7 @@ def fmt(
     show_diff: bool = typer.Option(False, "--diff", help="Print what would change as a unified diff; the file is not touched."),
 ) -> None:
     """Rewrite fleet.yaml in canonical key order and style, keeping comments."""
-    from .. import fmt as formatter
+    from reconciler.gitops import fmt as formatter
 
     path = _path(file, file_opt)
     shown = display_path(path)

@@ -18,10 +18,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..errors import FleetError
-from ..grants import store
-from ..grants.catalogue import BUILTIN, hosts_of
-from .app import app, console, handles_errors
+from reconciler.core.errors import FleetError
+from reconciler.grants import store
+from reconciler.grants.catalogue import BUILTIN, hosts_of
+from reconciler.cli.app import app, console, handles_errors
 
 grant_app = typer.Typer(
     help="Credentials agents use through the grants proxy (stored encrypted; never shown, never in a container).",
@@ -52,7 +52,7 @@ def _read_secret(name: str) -> str:
 
 def _user_catalogue(file: Optional[Path]) -> dict:
     """User-defined grants of the fleet.yaml in reach (for their hosts), else none."""
-    from ..load import default_file, load
+    from reconciler.load.loader import default_file, load
 
     path = file or default_file()
     if not Path(path).is_file():

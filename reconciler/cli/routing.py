@@ -16,20 +16,20 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..errors import FleetError
-from .app import app, console, handles_errors
+from reconciler.core.errors import FleetError
+from reconciler.cli.app import app, console, handles_errors
 
 
 def _daemon():
     """The proxy daemon module, imported on use: `fleet validate/diff/...` need
     neither asyncio's server stack nor cryptography."""
-    from ..routing import daemon
+    from reconciler.routing import daemon
 
     return daemon
 
 
 def _routing_ca():
-    from ..routing.ca import routing_ca
+    from reconciler.net.ca import routing_ca
 
     return routing_ca()
 
@@ -75,8 +75,8 @@ def proxy_hosts(
     file: Optional[Path] = typer.Argument(None, metavar="[FILE]", help="fleet.yaml (default ./fleet.yaml, or $FLEET_FILE)."),
 ) -> None:
     """Print /etc/hosts lines for this fleet's hostnames (for clients that do not resolve *.localhost)."""
-    from ..load import load
-    from ..routing.hostsfile import hosts_lines
+    from reconciler.load.loader import load
+    from reconciler.routing.hostsfile import hosts_lines
 
     desired = load(file)
     lines = hosts_lines(desired)

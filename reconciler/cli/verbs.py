@@ -11,8 +11,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .. import operate, pipeline, render
-from .app import app, console, handles_errors
+from reconciler.engine import operate
+from reconciler.engine import pipeline
+from reconciler.view import render
+from reconciler.cli.app import app, console, handles_errors
 
 FileOpt = typer.Option(None, "--file", "-f", help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)
 AllOpt = typer.Option(False, "--all", "-a", help="Every enabled agent of the fleet.")
@@ -93,11 +95,11 @@ def ls(
     output: LsOutput = typer.Option(LsOutput.text, "--output", "-o", case_sensitive=False, help="text or json"),
 ) -> None:
     """Every fleet on this machine's engine (and Modal), from labels: no fleet.yaml needed."""
-    from ..fleets import list_fleets
+    from reconciler.engine.fleets import list_fleets
 
     fleets, notes = list_fleets()
     if output is LsOutput.json:
-        from ..output import LS_FORMAT_VERSION
+        from reconciler.gitops.output import LS_FORMAT_VERSION
 
         print(json.dumps({"format_version": LS_FORMAT_VERSION, "fleets": fleets, "notes": notes}, indent=2))
         return

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import FleetError
-from ..home import fleet_home, write_atomic
-from .catalogue import Rule
+from reconciler.core.errors import FleetError
+from reconciler.state.home import fleet_home, write_atomic
+from reconciler.grants.catalogue import Rule
 
 VERSION = 1
 PROXY_USER = "fleet"  # the user part of the proxy URL; the credential is the password

@@ -28,7 +28,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
-from ..errors import FleetError
+from reconciler.core.errors import FleetError
 
 GIT_SMART_HTTP = r"^/.*(/info/refs(\?.*)?|/git-upload-pack|/git-receive-pack)$"
 

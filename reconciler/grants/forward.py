@@ -55,17 +55,17 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from ..errors import FleetError
-from ..home import fleet_home, write_atomic
-from ..routing.ca import CertificateAuthority
-from ..routing.http1 import UNTIL_CLOSE, HttpError, parse_request_head, parse_response_head, request_framing, response_framing
-from . import agents as agentmap
-from . import destinations, netlog, store
-from ..routing.limits import SourceLimiter
-from .peers import Peers
-from .streams import copy_body, pipe_both
-from .catalogue import Rule, pick
-from .trust import interception_ca
+from reconciler.core.errors import FleetError
+from reconciler.state.home import fleet_home, write_atomic
+from reconciler.net.ca import CertificateAuthority
+from reconciler.net.http1 import UNTIL_CLOSE, HttpError, parse_request_head, parse_response_head, request_framing, response_framing
+from reconciler.grants import agents as agentmap
+from reconciler.grants import destinations, netlog, store
+from reconciler.net.limits import SourceLimiter
+from reconciler.grants.peers import Peers
+from reconciler.grants.streams import copy_body, pipe_both
+from reconciler.grants.catalogue import Rule, pick
+from reconciler.grants.trust import interception_ca
 
 log = logging.getLogger("fleet.grants")
 

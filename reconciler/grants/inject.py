@@ -17,12 +17,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import FleetError
-from ..model import Desired, DesiredAgent
-from . import agents as agentmap
-from . import store
-from .catalogue import rules_for
-from .trust import CONTAINER_BUNDLE, ensure_bundle
+from reconciler.core.errors import FleetError
+from reconciler.core.model import Desired, DesiredAgent
+from reconciler.grants import agents as agentmap
+from reconciler.grants import store
+from reconciler.grants.catalogue import rules_for
+from reconciler.grants.trust import CONTAINER_BUNDLE, ensure_bundle
 
 PROXY_HOST = "fleet-proxy"  # /etc/hosts entry -> host-gateway, set by the Docker provider
 NO_PROXY = ("localhost", "127.0.0.1", "::1", ".localhost", PROXY_HOST)
@@ -47,10 +47,10 @@ def proxy_env(credential: str, port: int, user_env: dict[str, str] | None = None
 def ensure_forward(timeout: float = READY_TIMEOUT) -> int:
     """Make sure the fleet proxy process runs and its forward proxy listens;
     returns the port containers reach it on."""
-    from ..routing import daemon
+    from reconciler.routing import daemon
 
     daemon.ensure_running(need=[], timeout=timeout)  # the process; no routing port needed here
-    from .forward import read_state
+    from reconciler.grants.forward import read_state
 
     deadline = time.monotonic() + timeout
     while True:

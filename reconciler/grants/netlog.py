@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..home import fleet_home
+from reconciler.state.home import fleet_home
 
 ROTATE_BYTES = 5 * 1024 * 1024
 
@@ -107,8 +107,8 @@ def show(file: Path | None, names: list[str], all_agents: bool, follow: bool = F
          poll: float = 0.3) -> None:
     """`fleet logs AGENT --network`: print the agents' request logs (and, with
     `follow`, new entries as they come)."""
-    from ..errors import FleetError
-    from ..load import did_you_mean, load
+    from reconciler.core.errors import FleetError
+    from reconciler.load.loader import did_you_mean, load
 
     desired = load(file)
     if all_agents or not names:

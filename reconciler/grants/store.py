@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import FleetError
-from ..home import fleet_home, write_atomic
+from reconciler.core.errors import FleetError
+from reconciler.state.home import fleet_home, write_atomic
 
 FORMAT = "fleet-grant/1"
 KEYRING_SERVICE = "fleet-credentials"

@@ -1,6 +1,6 @@
 """Moving bytes for the forward proxy: one message body, or both directions.
 
-A body is delimited by the framing `reconciler.routing.http1` decided for its
+A body is delimited by the framing `reconciler.net.http1` decided for its
 head (one Content-Length rule for both proxies), and never read past its end,
 so the next request on a kept-alive connection starts where it should. Chunked
 framing is checked by http1's `ChunkScanner` as it passes (the same strict rules
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import ssl
 
-from ..routing.http1 import CHUNKED, LENGTH, NONE, UNTIL_CLOSE, ChunkScanner, HttpError
+from reconciler.net.http1 import CHUNKED, LENGTH, NONE, UNTIL_CLOSE, ChunkScanner, HttpError
 
 BUF = 64 * 1024
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from ..errors import FleetError
-from ..home import fleet_home
+from reconciler.core.errors import FleetError
+from reconciler.state.home import fleet_home
 
 if TYPE_CHECKING:  # loaded when a CA is used: writing an agent's bundle needs no crypto
-    from ..routing.ca import CertificateAuthority
+    from reconciler.net.ca import CertificateAuthority
 
 CONTAINER_BUNDLE = "/etc/fleet/ca-bundle.crt"
 
@@ -39,7 +39,7 @@ def ca_dir() -> Path:
 
 def interception_ca() -> "CertificateAuthority":
     """Unconstrained (it certifies public API hosts), with its own directory."""
-    from ..routing.ca import CertificateAuthority
+    from reconciler.net.ca import CertificateAuthority
 
     return CertificateAuthority(ca_dir(), "fleet grants interception CA", permitted_names=None)
 
@@ -78,7 +78,7 @@ def _routing_ca_pem() -> bytes:
             return head + cert.read_bytes()
         except OSError:
             pass
-    from ..routing.ca import routing_ca
+    from reconciler.net.ca import routing_ca
 
     return head + routing_ca().ensure().cert_pem()
 

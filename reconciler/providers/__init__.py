@@ -6,6 +6,6 @@ imports `modal`.
 
 from __future__ import annotations
 
-from .base import Provider, get_provider
+from reconciler.providers.base import Provider, get_provider
 
 __all__ = ["Provider", "get_provider"]

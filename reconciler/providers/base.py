@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, runtime_checkable
 
-from ..model import Desired, DesiredAgent, DesiredHost, ObservedAgent, ObservedHost
+from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ObservedAgent, ObservedHost
 
 if TYPE_CHECKING:
-    from ..terminal import AttachEnd
+    from reconciler.providers.terminal import AttachEnd
 
 
 @runtime_checkable
@@ -48,8 +48,8 @@ class Provider(Protocol):
 
 
 _FACTORIES: dict[str, str] = {
-    "docker": "reconciler.providers.docker:DockerProvider",
-    "modal": "reconciler.providers.modal:ModalProvider",
+    "docker": "reconciler.providers.docker.driver:DockerProvider",
+    "modal": "reconciler.providers.modal.driver:ModalProvider",
 }
 
 _instances: dict[str, Provider] = {}

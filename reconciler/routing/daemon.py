@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from ..errors import FleetError
-from ..home import ensure_dir, fleet_home, write_atomic
-from . import limits, logcontrol
-from .table import Listen, add_listen, read_table, remove_listen
+from reconciler.core.errors import FleetError
+from reconciler.state.home import ensure_dir, fleet_home, write_atomic
+from reconciler.net import limits
+from reconciler.net import logcontrol
+from reconciler.routing.table import Listen, add_listen, read_table, remove_listen
 
 if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy runs or is shown:
-    from .proxy import ProxyConfig, ProxyServer  # `fleet apply` only starts it and waits for it
+    from reconciler.routing.proxy import ProxyConfig, ProxyServer  # `fleet apply` only starts it and waits for it
 
 log = logging.getLogger("fleet.proxy")
 
@@ -97,7 +98,7 @@ def read_state() -> dict | None:
 
 
 def wanted_listen() -> list[Listen]:
-    from .proxy import ProxyConfig
+    from reconciler.routing.proxy import ProxyConfig
 
     return read_table().listen_addresses(ProxyConfig().default_listen)
 
@@ -263,7 +264,7 @@ def agent_address() -> str | None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             return socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", b"docker0"))[20:24])  # SIOCGIFADDR
     except OSError:
-        from ..grants.forward import bridge_gateway  # else what the engine says
+        from reconciler.grants.forward import bridge_gateway  # else what the engine says
 
         return bridge_gateway()
 
@@ -388,13 +389,13 @@ def _take_lock(wait: float = 2.0) -> IO[str] | None:
 
 
 def _routing_ca():
-    from .ca import routing_ca
+    from reconciler.net.ca import routing_ca
 
     return routing_ca()
 
 
 async def _serve(config: "ProxyConfig") -> None:
-    from .proxy import ProxyServer
+    from reconciler.routing.proxy import ProxyServer
 
     last = {"state": ""}
     soft, hard = limits.raise_nofile()
@@ -417,7 +418,7 @@ async def _serve(config: "ProxyConfig") -> None:
         loop.add_signal_handler(sig, stop_event.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: server.reload(force=True))
     await server.start()
-    from ..grants.forward import ForwardProxy  # grants: the credential-injecting forward proxy
+    from reconciler.grants.forward import ForwardProxy  # grants: the credential-injecting forward proxy
 
     forward = ForwardProxy()
     await forward.start()
@@ -462,7 +463,7 @@ def run_foreground(
             logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
             logcontrol.add_rate_limit(logging.getLogger().handlers[0])
         limits.tune_malloc()
-        from .proxy import ProxyConfig
+        from reconciler.routing.proxy import ProxyConfig
 
         config = config or ProxyConfig.from_env()
         write_atomic(pid_path(), f"{os.getpid()}\n", mode=0o644)

@@ -9,7 +9,7 @@ does not. These lines, appended to /etc/hosts, make each name resolve there.
 
 from __future__ import annotations
 
-from ..model import Desired
+from reconciler.core.model import Desired
 
 WILDCARD_V4 = ("", "0.0.0.0", "*")
 WILDCARD_V6 = ("::", "[::]")

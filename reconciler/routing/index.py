@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .table import Route, RouteTable
+from reconciler.routing.table import Route, RouteTable
 
 _LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 LOCAL, FOREIGN, UNKNOWN, ROUTED = range(4)  # what a Host header names

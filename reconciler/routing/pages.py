@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import json
 
-from .index import RouteIndex, Target
+from reconciler.routing.index import RouteIndex, Target
 
 def route_listing(index: RouteIndex, port: int, scheme: str) -> list[dict]:
     out = []

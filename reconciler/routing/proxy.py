@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import FleetError
-from .ca import CertificateAuthority
-from .index import RouteIndex
-from .limits import DEFAULT_MAX_CONNECTIONS_PER_SOURCE as MAX_CONNECTIONS, DEFAULT_MAX_PENDING_PER_SOURCE as MAX_PENDING
-from .limits import MemoryTrimmer, Slot, SourceLimiter, _int_env
-from .relay import ClientConn, UpstreamPool
-from .table import Listen, RouteTable, parse_table, table_path
+from reconciler.core.errors import FleetError
+from reconciler.net.ca import CertificateAuthority
+from reconciler.routing.index import RouteIndex
+from reconciler.net.limits import DEFAULT_MAX_CONNECTIONS_PER_SOURCE as MAX_CONNECTIONS, DEFAULT_MAX_PENDING_PER_SOURCE as MAX_PENDING
+from reconciler.net.limits import MemoryTrimmer, Slot, SourceLimiter, _int_env
+from reconciler.routing.relay import ClientConn, UpstreamPool
+from reconciler.routing.table import Listen, RouteTable, parse_table, table_path
 
 log = logging.getLogger("fleet.proxy")
 

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .http1 import (
+from reconciler.net.http1 import (
     CHUNKED,
     HOP_BY_HOP,
     LENGTH,
@@ -44,12 +44,12 @@ from .http1 import (
     request_framing,
     response_framing,
 )
-from .guard import ClientGuard, describe_oserror
-from .index import FOREIGN, LOCAL, Target
-from .pages import gateway_error, index_page, not_found_page
+from reconciler.net.guard import ClientGuard, describe_oserror
+from reconciler.routing.index import FOREIGN, LOCAL, Target
+from reconciler.routing.pages import gateway_error, index_page, not_found_page
 
 if TYPE_CHECKING:
-    from .proxy import ProxyServer
+    from reconciler.routing.proxy import ProxyServer
 
 log = logging.getLogger("fleet.proxy")
 

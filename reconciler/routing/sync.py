@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import FleetError
-from ..model import Desired, Observed
-from . import table
+from reconciler.core.errors import FleetError
+from reconciler.core.model import Desired, Observed
+from reconciler.routing import table
 
 
 def observe_routes(fleet: str) -> tuple[tuple[dict[str, Any], ...] | None, bool]:
@@ -26,7 +26,7 @@ def observe_routes(fleet: str) -> tuple[tuple[dict[str, Any], ...] | None, bool]
     entry = table.read_table().fleets.get(fleet)
     if entry is None:
         return None, True
-    from .daemon import running_pid
+    from reconciler.routing.daemon import running_pid
 
     return tuple(r.model_dump() for r in entry.routes), running_pid() is not None
 
@@ -56,7 +56,7 @@ def check_proxy_port(desired: Desired) -> None:
         return
     import socket
 
-    from . import daemon
+    from reconciler.routing import daemon
 
     for listen in table.proxy_listen(desired.proxy):
         if daemon.running_pid() is not None:
@@ -68,7 +68,7 @@ def check_proxy_port(desired: Desired) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the proxy binds: TIME_WAIT is no holder
             sock.bind((listen.bind, listen.port))
         except OSError:
-            from .proxy import open_listen_socket  # its error names the port and, when known, its holder
+            from reconciler.routing.proxy import open_listen_socket  # its error names the port and, when known, its holder
 
             try:
                 open_listen_socket(listen).close()
@@ -79,14 +79,14 @@ def check_proxy_port(desired: Desired) -> None:
 
 
 def apply_routes(desired: Desired) -> str | None:
-    from ..pipeline import observe, providers_of
+    from reconciler.engine.pipeline import observe, providers_of
 
     fresh = observe(desired.fleet, providers_of(desired))
     routes = table.routes_for(desired, fresh)
     keep = [name for name in desired.agents if name not in {r.agent for r in routes}]
     if not routes and not any(a.ports for a in desired.agents.values()):
         return remove_routes(desired.fleet)
-    from . import daemon
+    from reconciler.routing import daemon
 
     written = table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
     daemon.ensure_running(need=table.proxy_listen(desired.proxy))  # this fleet's port; others' are not ours to fail on
@@ -99,7 +99,7 @@ def remove_routes(fleet: str) -> str | None:
     anything, no `fleet proxy start --port` listen address) the proxy has nothing
     left to serve and is stopped; `apply` starts it again when a fleet has ports."""
     written = table.remove_fleet(fleet)
-    from . import daemon
+    from reconciler.routing import daemon
 
     # under the proxy's start lock: an apply that writes routes meanwhile either
     # shows in the table read here, or starts the proxy again once it is stopped

@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import FleetError
-from ..home import ensure_dir, fleet_home, write_atomic
-from ..model import MODAL_ROUTER_PORT, Desired, DesiredAgent, Observed, ProxySettings
+from reconciler.core.errors import FleetError
+from reconciler.state.home import ensure_dir, fleet_home, write_atomic
+from reconciler.core.model import MODAL_ROUTER_PORT, Desired, DesiredAgent, Observed, ProxySettings
 
 VERSION = 1
 DEFAULT_PORT = 8080
@@ -377,6 +377,6 @@ def agent_urls(agent: DesiredAgent, proxy: ProxySettings) -> dict[str, str]:
 
 def url_env(agent: DesiredAgent, proxy: ProxySettings) -> dict[str, str]:
     """FLEET_URL_<SERVICE> variables for an agent (upper case, `-` to `_`)."""
-    from ..labels import env_name
+    from reconciler.core.labels import env_name
 
     return {env_name(s): u for s, u in agent_urls(agent, proxy).items()}

@@ -149,9 +149,9 @@ def test_proxy_port_held_by_another_program_is_refused_before_anything(tmp_path,
 def test_a_holder_that_publishes_ports_is_replaced_once(tmp_path, docker_client, base_image, fleet_name, fleet_home):
     """A holder made by an older fleet published its agents' ports (and its spec
     said so): the next apply replaces it once, saying why; then it is settled."""
-    from reconciler import labels as L
-    from reconciler.load import load
-    from reconciler.model import canonical_hash
+    from reconciler.core import labels as L
+    from reconciler.load.loader import load
+    from reconciler.core.model import canonical_hash
 
     path = fleet_file(tmp_path, fleet_name, base_image, free_port(), [agent_line("a", 3000)])
     old_spec = {**load(path).hosts["box"].spec(), "ports": [3000]}

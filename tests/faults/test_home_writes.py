@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import FleetError
+from reconciler.core.errors import FleetError
 from reconciler.grants import trust
 from tests.conftest import run_fleet
 
@@ -74,7 +74,7 @@ def test_ca_bundle_is_never_left_cut_short_by_a_full_disk(tmp_path, mounts, monk
 def test_only_errors_about_fleets_state_get_the_fleet_home_line(tmp_path, monkeypatch):
     import errno
 
-    from reconciler.home import unwritable_line
+    from reconciler.state.home import unwritable_line
 
     monkeypatch.setenv("FLEET_HOME", str(tmp_path / "fh"))
     inside = OSError(errno.EROFS, "Read-only file system", str(tmp_path / "fh" / "routes.json"))

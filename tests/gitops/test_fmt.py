@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.fmt import format_text
-from reconciler.load import load
+from reconciler.gitops.fmt import format_text
+from reconciler.load.loader import load
 from tests.conftest import ROOT, run_fleet
 
 MESSY = textwrap.dedent(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import output
-from reconciler.model import Desired, DesiredAgent, DesiredHost, ImageRef, Observed, ObservedAgent, ObservedHost
-from reconciler.reconcile import Options, reconcile
+from reconciler.gitops import output
+from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, Observed, ObservedAgent, ObservedHost
+from reconciler.core.reconcile import Options, reconcile
 
 from .helpers import validate_plan_output
 
@@ -106,7 +106,7 @@ def test_every_action_kind_renders_to_the_documented_schema():
 def test_mask_env_hides_every_env_value_in_json_markdown_and_text():
     from rich.console import Console
 
-    from reconciler import render
+    from reconciler.view import render
 
     desired, observed = world()
     plan = reconcile(desired, observed)

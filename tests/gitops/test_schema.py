@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler.schemajson import fleet_schema as json_schema
+from reconciler.load.schemajson import fleet_schema as json_schema
 from tests.conftest import ROOT, run_fleet
 
 SCHEMA = ROOT / "schemas" / "fleet.schema.json"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from reconciler import output
-from reconciler.statusview import status_lines, status_rows
+from reconciler.gitops import output
+from reconciler.view.status import status_lines, status_rows
 from tests.conftest import ROOT
 
 from .test_output import world

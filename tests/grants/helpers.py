@@ -13,7 +13,7 @@ from pathlib import Path
 
 from reconciler.grants.forward import ForwardConfig, ForwardProxy
 from reconciler.grants.peers import Peers
-from reconciler.routing.ca import CertificateAuthority
+from reconciler.net.ca import CertificateAuthority
 from tests.conftest import free_port  # noqa: F401  (re-exported for the grants tests)
 
 # One ref, advertised the way a git smart-HTTP server does (protocol v0).

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from reconciler.errors import FleetError
+from reconciler.core.errors import FleetError
 from reconciler.grants import store
 from reconciler.grants.catalogue import BUILTIN, hosts_of, pick, rules_for, split_host, user_rules
 
@@ -136,7 +136,7 @@ def test_a_key_in_the_keyring_is_not_replaced_by_a_key_file(fleet_home):
 
 
 def test_check_stored_lists_what_is_missing_and_how_to_set_it(fleet_home):
-    from reconciler.model import Desired, DesiredAgent, ImageRef
+    from reconciler.core.model import Desired, DesiredAgent, ImageRef
 
     img = ImageRef(ref="x")
     desired = Desired(

@@ -7,15 +7,16 @@ import subprocess
 import sys
 import textwrap
 
-from reconciler import usage
-from reconciler.load import load
-from reconciler.pipeline import providers_of
+from reconciler.state import usage
+from reconciler.load.loader import load
+from reconciler.engine.pipeline import providers_of
 
 CHECK = textwrap.dedent("""
     import sys
     from reconciler.cli import app  # every command registered
-    from reconciler import pipeline, pull, usage
-    from reconciler.load import load
+    from reconciler.engine import pipeline, pull
+    from reconciler.state import usage
+    from reconciler.load.loader import load
     desired = load(__import__("pathlib").Path(sys.argv[1]))
     assert pipeline.providers_of(desired) == ["docker"], pipeline.providers_of(desired)
     assert "modal" not in sys.modules, "modal was imported"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.model import MODAL_ROUTER_PORT
-from reconciler.providers.modal import AGENT_TAG
+from reconciler.core.model import MODAL_ROUTER_PORT
+from reconciler.providers.modal.driver import AGENT_TAG
 from tests.conftest import free_port
 from tests.modal.helpers import READER, curl, exec_text, fleet, got, sandboxes, terminate_fleet, wait_for
 
@@ -204,10 +204,10 @@ def test_a_sandbox_with_a_tunnel_per_port_is_replaced_once(fake_modal, modal_cli
     without the router) is re-created once, saying why, then left alone."""
     import modal
 
-    from reconciler import labels as L
-    from reconciler.model import canonical_hash
-    from reconciler.providers.modal import PORTS_TAG, _b64
-    from reconciler.reconcile import MIGRATE_TUNNELS
+    from reconciler.core import labels as L
+    from reconciler.core.model import canonical_hash
+    from reconciler.providers.modal.driver import PORTS_TAG, _b64
+    from reconciler.core.reconcile import MIGRATE_TUNNELS
 
     env = fake_modal.env()
     ws = tmp_path / "app"

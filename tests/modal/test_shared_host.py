@@ -14,8 +14,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from reconciler.model import MODAL_ROUTER_PORT
-from reconciler.providers.modal import AGENT_TAG
+from reconciler.core.model import MODAL_ROUTER_PORT
+from reconciler.providers.modal.driver import AGENT_TAG
 from tests.conftest import free_port
 from tests.modal.helpers import curl, exec_text, fleet, fleet_yaml, got, sandboxes, terminate_fleet, wait_for
 

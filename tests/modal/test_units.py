@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from reconciler.errors import FleetError
-from reconciler.providers import modal_sh as sh
-from reconciler.providers.modal import agent_tag, detach_sequence, parse_agent_tag
+from reconciler.core.errors import FleetError
+from reconciler.providers.modal import sh
+from reconciler.providers.modal.driver import agent_tag, detach_sequence, parse_agent_tag
 
 
 def test_agent_tags_hold_the_whole_hash_within_modal_limits():

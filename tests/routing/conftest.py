@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from reconciler.routing.ca import CertificateAuthority, routing_ca
+from reconciler.net.ca import CertificateAuthority, routing_ca
 from reconciler.routing.proxy import ProxyConfig
 
 from .helpers import Backend, ProxyThread, client_ssl, free_port

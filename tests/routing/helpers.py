@@ -17,7 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from reconciler.routing.ca import CertificateAuthority, routing_ca
+from reconciler.net.ca import CertificateAuthority, routing_ca
 from tests.conftest import free_port, wait_for  # noqa: F401  (free_port re-exported)
 from reconciler.routing.proxy import ProxyConfig, ProxyServer
 

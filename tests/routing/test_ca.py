@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from reconciler.errors import FleetError
-from reconciler.routing.ca import CertificateAuthority, NameNotPermitted, routing_ca
+from reconciler.core.errors import FleetError
+from reconciler.net.ca import CertificateAuthority, NameNotPermitted, routing_ca
 
 from .helpers import WAIT
 

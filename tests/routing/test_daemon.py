@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import reconciler.cli.routing  # noqa: F401  (registers `fleet proxy` and `fleet ca`)
 from reconciler.cli.app import app
-from reconciler.errors import FleetError
+from reconciler.core.errors import FleetError
 from reconciler.routing import daemon
 from reconciler.routing.table import Listen, Route, set_fleet_routes
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-from reconciler.load import load
+from reconciler.load.loader import load
 from reconciler.routing.hostsfile import address, hosts_lines
 from tests.conftest import run_fleet
 

@@ -8,10 +8,11 @@ import resource
 
 import pytest
 
-from reconciler.errors import FleetError
-from reconciler.routing import limits, logcontrol
-from reconciler.routing.limits import MemoryTrimmer, SourceLimiter
-from reconciler.routing.logcontrol import RateLimitFilter, SizeRotatingHandler
+from reconciler.core.errors import FleetError
+from reconciler.net import limits
+from reconciler.net import logcontrol
+from reconciler.net.limits import MemoryTrimmer, SourceLimiter
+from reconciler.net.logcontrol import RateLimitFilter, SizeRotatingHandler
 from reconciler.routing.proxy import ProxyConfig
 
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from reconciler.routing.ca import CertificateAuthority
+from reconciler.net.ca import CertificateAuthority
 from reconciler.routing.table import Listen, Route, add_listen, remove_fleet, set_fleet_routes
 
 from .helpers import (

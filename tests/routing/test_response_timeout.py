@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from reconciler.errors import FleetError
+from reconciler.core.errors import FleetError
 from reconciler.routing.proxy import ProxyConfig
 from reconciler.routing.table import Route, set_fleet_routes
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import FleetError
-from reconciler.model import (
+from reconciler.core.errors import FleetError
+from reconciler.core.model import (
     Desired,
     DesiredAgent,
     DesiredHost,

@@ -11,7 +11,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from reconciler import labels as L
+from reconciler.core import labels as L
 from reconciler.grants.forward import bridge_gateway
 from tests.conftest import cleanup_fleet, free_port, run_fleet
 from tests.grants.helpers import Upstream

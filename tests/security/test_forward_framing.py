@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from reconciler.grants.streams import copy_body
-from reconciler.routing.http1 import CHUNKED, LENGTH, HttpError, parse_request_head, request_framing
+from reconciler.net.http1 import CHUNKED, LENGTH, HttpError, parse_request_head, request_framing
 
 
 class Sink:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler import labels as L
-from reconciler.reconcile import reconcile
+from reconciler.core import labels as L
+from reconciler.core.reconcile import reconcile
 from tests.conftest import run_fleet
 from tests.unit.builders import agent, desired, host, observed, seen, seen_host
 

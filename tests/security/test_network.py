@@ -82,11 +82,11 @@ def test_two_applies_creating_the_network_at_once_both_succeed_and_it_converges_
     """Two processes ensure the same (test-only) network at the same instant:
     both succeed with a network that exists and keeps inter-container traffic
     off; once the race is over, the next ensure leaves exactly one."""
-    from reconciler.providers.docker_security import ensure_network
+    from reconciler.providers.docker.security import ensure_network
 
     name = f"fleet_agents_test{uuid.uuid4().hex[:8]}"
     code = (
-        "import docker, sys; from reconciler.providers.docker_security import ensure_network; "
+        "import docker, sys; from reconciler.providers.docker.security import ensure_network; "
         "print(ensure_network(docker.from_env().api, sys.argv[1]))"
     )
 

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from reconciler import labels as L
-from reconciler.load import load
-from reconciler.providers.docker import HOLDER_COMMAND
+from reconciler.core import labels as L
+from reconciler.load.loader import load
+from reconciler.providers.docker.driver import HOLDER_COMMAND
 from tests.conftest import run_fleet
 
 from .helpers import write

@@ -20,7 +20,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from reconciler.grants.trust import interception_ca
 from reconciler.routing import daemon
-from reconciler.routing.ca import NameNotPermitted, routing_ca
+from reconciler.net.ca import NameNotPermitted, routing_ca
 from reconciler.routing.table import Route, set_fleet_routes
 from tests.conftest import run_fleet
 from tests.routing.conftest import backends, port  # noqa: F401  (fixtures)

@@ -12,7 +12,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from reconciler.model import (
+from reconciler.core.model import (
     Desired,
     DesiredAgent,
     DesiredHost,
@@ -114,7 +114,7 @@ def seen(
     """
     made_from = a.model_copy(update=spec_changes) if spec_changes else a
     the_spec = spec if spec is not None else made_from.spec()
-    from reconciler.model import canonical_hash
+    from reconciler.core.model import canonical_hash
 
     return ObservedAgent(
         name=a.name,

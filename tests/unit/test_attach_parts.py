@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from reconciler.cli.agents import attach_outcome
-from reconciler.errors import FleetError
-from reconciler.terminal import AttachEnd, DetachScanner, parse_detach_keys
+from reconciler.core.errors import FleetError
+from reconciler.providers.terminal import AttachEnd, DetachScanner, parse_detach_keys
 
 
 def test_detach_keys_in_dockers_notation():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
-from reconciler.load import load
-from reconciler.reconcile import reconcile
+from reconciler.load.loader import load
+from reconciler.core.reconcile import reconcile
 from tests.unit.builders import agent, desired, observed, seen
 
 

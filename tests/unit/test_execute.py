@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from reconciler.errors import FleetError, ProviderError
-from reconciler.execute import Event, execute
-from reconciler.plan import Action, Plan
+from reconciler.core.errors import FleetError, ProviderError
+from reconciler.engine.execute import Event, execute
+from reconciler.core.plan import Action, Plan
 from tests.unit.builders import desired
 
 pytestmark = pytest.mark.timeout(30)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
-from reconciler.model import ImageRef
-from reconciler.reconcile import Options, reconcile, reconcile_destroy
+from reconciler.core.model import ImageRef
+from reconciler.core.reconcile import Options, reconcile, reconcile_destroy
 from tests.unit.builders import agent, desired, host, observed, seen, seen_host
 
 OLD = "fleet-demo-build:1111111111111111"
@@ -86,7 +86,7 @@ def test_images_are_part_of_the_fingerprint_only_when_there_are_some():
 
 
 def test_image_actions_render_to_the_documented_output_schema():
-    from reconciler import output
+    from reconciler.gitops import output
     from tests.gitops.helpers import validate_plan_output
 
     web = agent("web", image=NEW)

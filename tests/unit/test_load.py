@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 import reconciler.cli  # noqa: F401  (registers every command on the app)
-from reconciler import load as load_mod
+from reconciler.load import loader as load_mod
 from reconciler.cli import app
-from reconciler.errors import FleetError, ValidationFailed
-from reconciler.load import MAX_FILE_BYTES, load, validate_file
+from reconciler.core.errors import FleetError, ValidationFailed
+from reconciler.load.loader import MAX_FILE_BYTES, load, validate_file
 from reconciler.providers.base import reset_providers
 
 DATA = Path(__file__).resolve().parent.parent / "data"

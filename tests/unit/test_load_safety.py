@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.buildctx import context_hash
-from reconciler.load import load, validate_file
-from reconciler.model import WorkspaceSpec
+from reconciler.load.buildctx import context_hash
+from reconciler.load.loader import load, validate_file
+from reconciler.core.model import WorkspaceSpec
 from tests.conftest import run_fleet
 
 
@@ -215,7 +215,7 @@ def test_context_hash_of_a_large_file_takes_constant_memory(tmp_path):
 
 
 def test_an_agent_made_before_the_rule_is_replaced_once_with_a_clear_cause(tmp_path):
-    from reconciler.reconcile import _spec_cause, changed_keys
+    from reconciler.core.reconcile import _spec_cause, changed_keys
 
     path = fleet(tmp_path, "    workspace: .\n")
     spec = load(path).agents["a"].spec()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from reconciler.load import load
-from reconciler.messages import typed
+from reconciler.load.loader import load
+from reconciler.state.messages import typed
 
 ROOT = Path(__file__).resolve().parents[2]
 

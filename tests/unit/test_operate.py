@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from reconciler import operate
-from reconciler.errors import FleetError
+from reconciler.engine import operate
+from reconciler.core.errors import FleetError
 from tests.unit.builders import agent, desired, observed, seen
 
 
@@ -85,7 +85,7 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import reconciler.cli  # noqa: F401  (registers the commands)
-    from reconciler import pipeline
+    from reconciler.engine import pipeline
     from reconciler.cli.app import app
 
     (tmp_path / "fleet.yaml").write_text("fleet: boom\nagents: {a: {image: x}}\n")

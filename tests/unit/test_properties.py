@@ -18,9 +18,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.model import Desired, Observed, ObservedAgent, ObservedHost
-from reconciler.plan import Action, Plan
-from reconciler.reconcile import Options, _pick, reconcile
+from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
+from reconciler.core.plan import Action, Plan
+from reconciler.core.reconcile import Options, _pick, reconcile
 from reconciler.routing.table import routes_for
 from tests.unit.builders import agent, desired, host, seen, seen_host
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.plan import Plan
-from reconciler.reconcile import Options, changed_keys, flatten, reconcile, reconcile_destroy
+from reconciler.core.plan import Plan
+from reconciler.core.reconcile import Options, changed_keys, flatten, reconcile, reconcile_destroy
 from tests.unit.builders import agent, by_id, desired, host, observed, ops, seen, seen_host, settled
 
 
@@ -357,8 +357,8 @@ def test_port_set_change_keeps_a_modal_host_its_router_reaches_every_port():
 
 
 def test_modal_host_with_a_tunnel_per_port_is_replaced_once_with_a_clear_cause():
-    from reconciler.model import canonical_hash
-    from reconciler.reconcile import MIGRATE_TUNNELS
+    from reconciler.core.model import canonical_hash
+    from reconciler.core.reconcile import MIGRATE_TUNNELS
 
     d = desired(host("box", provider="modal"), agent("impl", host="box", provider="modal", ports={"web": 3000}))
     old_spec = {k: v for k, v in d.hosts["box"].spec().items() if k != "router"}

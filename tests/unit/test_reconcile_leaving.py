@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.model import ImageRef
-from reconciler.reconcile import reconcile
+from reconciler.core.model import ImageRef
+from reconciler.core.reconcile import reconcile
 from reconciler.routing.table import routes_for
 from tests.unit.builders import agent, by_id, desired, host, observed, seen, seen_host, settled
 
@@ -55,7 +55,7 @@ def test_routes_of_gone_agents_are_out_of_date_and_kept_ones_are_not():
 
 
 def test_routes_to_a_modal_host_go_through_its_router_tunnel_with_the_inner_port():
-    from reconciler.model import MODAL_ROUTER_PORT
+    from reconciler.core.model import MODAL_ROUTER_PORT
 
     m = dict(host="box", provider="modal")
     d = desired(host("box", provider="modal"), agent("impl", ports={"web": 3000, "api": 8080}, **m))

@@ -4,7 +4,7 @@ agents join and leave them (with or without ports) without replacing them."""
 
 from __future__ import annotations
 
-from reconciler.reconcile import MIGRATE_PUBLISHED, reconcile
+from reconciler.core.reconcile import MIGRATE_PUBLISHED, reconcile
 from reconciler.routing.table import routes_for
 from tests.unit.builders import agent, by_id, desired, host, observed, ops, seen, seen_host, settled
 
@@ -125,7 +125,7 @@ def test_private_agents_keep_their_published_port_as_target():
 def test_a_holder_that_publishes_ports_is_replaced_once_with_a_clear_cause():
     d = desired(host("box"), agent("impl", host="box", ports={"web": 3000}))
     old_spec = {**d.hosts["box"].spec(), "ports": [3000]}
-    from reconciler.model import canonical_hash
+    from reconciler.core.model import canonical_hash
 
     h = seen_host(d.hosts["box"]).model_copy(update={"spec": old_spec, "spec_hash": canonical_hash(old_spec), "ports": {3000: 40000}})
     plan = reconcile(d, observed(h, seen(d.agents["impl"], host_id=h.id)))

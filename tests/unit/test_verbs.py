@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.errors import FleetError
-from reconciler.reconcile import mass_destroy, reconcile
-from reconciler.verbs import plan_verb
+from reconciler.core.errors import FleetError
+from reconciler.core.reconcile import mass_destroy, reconcile
+from reconciler.engine.verbs import plan_verb
 from tests.unit.builders import agent, desired, host, ops, seen, seen_host, settled
 
 
@@ -47,7 +47,7 @@ def test_found_running_again_it_is_not_called_stopped():
 
 
 def test_replace_flag_and_a_re_created_host_win_over_the_stop():
-    from reconciler.reconcile import Options
+    from reconciler.core.reconcile import Options
 
     box = host("box")
     impl = agent("impl", host="box")

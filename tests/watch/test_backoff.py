@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.backoff import Backoff, token_of, without
-from reconciler.model import Desired, DesiredAgent, DesiredHost, ImageRef
-from reconciler.plan import Action, Plan
-from reconciler.triggers import Trigger, Waker
-from reconciler.watch import why
+from reconciler.core.backoff import Backoff, token_of, without
+from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef
+from reconciler.core.plan import Action, Plan
+from reconciler.watch.triggers import Trigger, Waker
+from reconciler.watch.loop import why
 
 
 def desired(tz: str = "UTC", message: str | None = None) -> Desired:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from reconciler.triggers import FileWatch, Trigger, Waker
+from reconciler.watch.triggers import FileWatch, Trigger, Waker
 
 
 def wait_file_trigger(waker: Waker, timeout: float = 10.0) -> list[Trigger]:

@@ -1,0 +1,4 @@
+"""The Docker provider: the driver, images, security settings, engine events.
+
+Part of layer 7 (`providers`). May import: `core`, `state`, `load`, `net`.
+"""

@@ -1,0 +1,5 @@
+"""Local state under `$FLEET_HOME`: the home folder, the apply lock, usage,
+first-message and stop records, local workspace copies and worktrees.
+
+Layer 2. May import: `core`. Never a provider, the network or the CLI.
+"""
