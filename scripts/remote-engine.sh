@@ -6,6 +6,7 @@
 #   scripts/remote-engine.sh status NAME  # key=value lines; exit 0 when up
 #   scripts/remote-engine.sh down NAME    # removes all of it (keeps the image cache)
 #   scripts/remote-engine.sh down --purge NAME  # also the engine's data root and keys
+#   scripts/remote-engine.sh deps         # only install openssh-server/-client when missing
 #
 # What `up` makes (see /work/shared/REMOTE.md for why each step is so):
 # - netns fleet-remote-NAME, veth fr-NAME (this side, 10.231.X.Y+1/30) <-> eth0
@@ -29,13 +30,15 @@
 # openssh-server/openssh-client with apt-get when missing.
 set -euo pipefail
 
-usage() { echo "usage: $0 up|down [--purge]|status NAME" >&2; exit 2; }
+usage() { echo "usage: $0 up|down [--purge]|status NAME, or $0 deps" >&2; exit 2; }
 die() { echo "remote-engine: $*" >&2; exit 1; }
 
 cmd=${1:-}; shift || true
+if [ "$cmd" = deps ]; then set -- deps; fi  # no NAME: only the tools
 purge=0
 if [ "${1:-}" = --purge ]; then purge=1; shift; fi
 NAME=${1:-}
+[ "$cmd" = deps ] && NAME=deps
 [ -n "$cmd" ] && [ -n "$NAME" ] || usage
 [[ $NAME =~ ^[a-z][a-z0-9-]{0,11}$ ]] || die "NAME must be 1-12 of a-z 0-9 - starting with a letter (it names a network interface): '$NAME'"
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, a second dockerd)"
@@ -69,9 +72,12 @@ pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 ensure_ssh() {
   if [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ssh-keygen >/dev/null; then return; fi
   command -v apt-get >/dev/null || die "sshd/ssh missing and no apt-get: install OpenSSH server and client"
-  echo "remote-engine: installing openssh-server openssh-client" >&2
-  apt-get update -qq >&2 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >&2
+  echo "remote-engine: installing openssh-server openssh-client (log: /var/log/fleet-remote-apt.log)" >&2
+  apt-get update -qq >/var/log/fleet-remote-apt.log 2>&1 || true
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >>/var/log/fleet-remote-apt.log 2>&1; then
+    tail -n 20 /var/log/fleet-remote-apt.log >&2
+    die "apt-get install openssh-server openssh-client failed"
+  fi
 }
 
 net_up() {
@@ -241,13 +247,16 @@ down() {
   with_config_lock; config_remove
   rm -rf "$RUN"
   rmdir /run/fleet-remote 2>/dev/null || true
-  if [ "$purge" = 1 ]; then
-    rm -rf "$LIB"
-    rmdir /var/lib/fleet-remote 2>/dev/null || true
+  if [ "$purge" = 1 ] && [ -d "$LIB" ]; then
+    # renamed at once, deleted in the background (a data root takes a while to delete)
+    local trash; trash=$(mktemp -d /var/lib/fleet-remote/.deleting-XXXXXX)
+    mv "$LIB" "$trash/"
+    setsid rm -rf "$trash" </dev/null >/dev/null 2>&1 &
   fi
 }
 
 case $cmd in
+  deps) ensure_ssh ;;
   up)
     ensure_ssh
     net_up
