@@ -161,6 +161,30 @@ def test_nothing_listening_is_a_clear_error(remote_engine):
         EngineConnection(missing).open()
 
 
+@pytest.mark.timeout(60)
+def test_a_frozen_remote_ends_the_connection_and_it_comes_back(remote_engine):
+    """sshd stopped dead (SIGSTOP): the call waiting on it fails once ssh's keepalive
+    gives up (interval x count), not after the 120 s read timeout; then it recovers."""
+    conn = connect(remote_engine, keepalive=(1, 2), connect_timeout=3).open()
+    sshd = [int(p) for p in subprocess.run(["ip", "netns", "pids", remote_engine.netns], capture_output=True,
+                                           text=True).stdout.split() if Path(f"/proc/{p}/comm").read_text().strip() == "sshd"]
+    assert sshd
+    try:
+        for pid in sshd:
+            os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(EngineUnreachable, match=f"engine {remote_engine.name} unreachable: the ssh connection to {remote_engine.name} dropped"):
+            conn.api.containers()
+        print(f"frozen remote reported after {time.monotonic() - started:.1f}s")
+    finally:
+        for pid in sshd:
+            os.kill(pid, signal.SIGCONT)
+    assert is_the_remote(conn.api, remote_engine)
+    assert conn.connects == 3  # the first; the retry while frozen (failed); the one now
+    assert len([p for p in ssh_children() if p == conn.ssh_pid]) == 1
+    conn.close()
+
+
 @pytest.mark.timeout(90)
 def test_a_stopped_remote_engine_is_a_clear_error_then_comes_back(remote_engine):
     """The last test of this file on purpose: it stops the session's remote engine

@@ -164,8 +164,13 @@ class _EngineAPI(docker.APIClient):
         except (requests.exceptions.ReadTimeout, EngineUnreachable):
             raise  # the engine answered the connection; a slow call is the caller's to judge
         except (requests.exceptions.ConnectionError, OSError) as exc:
+            conn._settle()
             if conn.dropped() and method.upper() in ("GET", "HEAD"):
-                conn._ensure()  # reconnect, and retry a read once
+                try:
+                    conn._ensure()  # reconnect, and retry a read once
+                except EngineUnreachable as failed:
+                    raise EngineUnreachable(conn.name, f"the ssh connection to {conn.address.host} dropped; "
+                                                       f"reconnecting: {failed.reason}") from None
                 try:
                     return super().request(method, url, *args, **kwargs)
                 except (requests.exceptions.ConnectionError, OSError) as again:
@@ -177,13 +182,17 @@ class EngineConnection:
     """One connection to one engine for the life of a command (see the module doc)."""
 
     def __init__(self, address: EngineAddress, *, name: str | None = None, timeout: float = 120,
-                 connect_timeout: float = 10, max_pool_size: int = 10, ssh: str = "ssh") -> None:
+                 connect_timeout: float = 10, max_pool_size: int = 10, ssh: str = "ssh",
+                 keepalive: tuple[int, int] = (5, 3)) -> None:
         self.address = address
         self.name = name or address.value
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_pool_size = max_pool_size
         self.ssh = ssh
+        # ssh's ServerAliveInterval and -CountMax: a server silent for interval*count seconds
+        # (frozen, cut off) ends ssh, and the calls waiting on it fail then
+        self.keepalive = keepalive
         self.connects = 0  # ssh processes started so far (1 + reconnects)
         self._lock = threading.RLock()
         self._proc: subprocess.Popen | None = None
@@ -302,7 +311,7 @@ class EngineConnection:
             self.ssh, "-N", "-T",
             "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={max(1, int(self.connect_timeout))}",
-            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+            "-o", f"ServerAliveInterval={self.keepalive[0]}", "-o", f"ServerAliveCountMax={self.keepalive[1]}",
             "-o", "StreamLocalBindUnlink=yes", "-o", "StreamLocalBindMask=0177",
             "-o", "ControlMaster=no", "-o", "ControlPath=none",  # this process owns its forward
             "-L", f"{sock}:{REMOTE_SOCKET}",
@@ -341,6 +350,15 @@ class EngineConnection:
                 proc.wait(3)
         if self._dir is not None:
             (self._dir / "docker.sock").unlink(missing_ok=True)
+
+    def _settle(self) -> None:
+        """After a failed call: give an ssh that is exiting a moment to be seen as gone."""
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
 
     def _ssh_said(self) -> str:
         """The last meaningful line ssh wrote since it was started."""
