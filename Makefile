@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BASE_IMAGE ?= fleet-base:bookworm
 
-.PHONY: install engine base-image remote-engine remote-engine-down demo demo-down test test-unit test-slow bench schema clean
+.PHONY: install engine base-image remote-engine remote-engine-down remote-engine-deps demo demo-down test test-unit test-slow bench schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ remote-engine: engine base-image
 
 remote-engine-down:
 	@bash scripts/remote-engine.sh down $(REMOTE_ENGINE)
+
+remote-engine-deps:  # only openssh-server/-client (apt-get), for tests/remote on a fresh machine
+	@bash scripts/remote-engine.sh deps
 
 demo: install base-image
 	docker build -q -t fleet-demo:latest examples/demo-image >/dev/null

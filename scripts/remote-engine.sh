@@ -16,7 +16,9 @@
 #   /run/fleet-remote/NAME/exec, pidfile /run/fleet-remote/NAME/docker.pid, data root
 #   /var/lib/fleet-remote/NAME/docker. Its binary is a symlink named
 #   fleet-remoted so that `pkill -x dockerd` / `pgrep -x dockerd` (which restart or
-#   count the machine's own engine) never hit or count it;
+#   count the machine's own engine) never hit or count it; containerd namespaces of
+#   its own, in case it shares a system containerd (/run/containerd) with the
+#   machine's engine, as on hosts where containerd runs as a service;
 # - $FLEET_BASE_IMAGE (fleet-base:bookworm) loaded into it when missing;
 # - an sshd listening on the namespace side, in a mount namespace of its own
 #   where /run is a fresh tmpfs and /var/run/docker.sock leads to the second
@@ -109,7 +111,9 @@ engine_up() {
   # setsid: not in the caller's process group (a test runner's Ctrl-C does not reach it)
   setsid nsenter --net=/var/run/netns/"$NS" "$LIB/fleet-remoted" \
     --host "$DOCKER_HOST_URL" --data-root "$LIB/docker" --exec-root "$RUN/exec" \
-    --pidfile "$RUN/docker.pid" >>"$LIB/dockerd.log" 2>&1 </dev/null &
+    --pidfile "$RUN/docker.pid" \
+    --containerd-namespace "fleet-remote-$NAME" --containerd-plugins-namespace "fleet-remote-$NAME-plugins" \
+    >>"$LIB/dockerd.log" 2>&1 </dev/null &
   for _ in $(seq 1 120); do engine_answers && return; sleep 0.5; done
   tail -n 20 "$LIB/dockerd.log" >&2 || true
   die "the second dockerd did not answer within 60 s (log: $LIB/dockerd.log)"
