@@ -67,6 +67,24 @@ def test_a_killed_ssh_is_replaced_on_the_next_call(remote_engine):
         assert [p for p in ssh_children() if p == conn.ssh_pid] == [conn.ssh_pid]
 
 
+def test_a_connection_opened_in_a_worker_thread_outlives_the_thread(remote_engine):
+    """ssh dies with the process (parent-death signal), not with the pool thread that
+    happened to open the connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    conn = connect(remote_engine)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(conn.open).result()
+    pid = conn.ssh_pid  # the worker thread has ended
+    time.sleep(0.3)
+    try:
+        assert pid is not None and alive(pid)
+        assert is_the_remote(conn.api, remote_engine)
+        assert conn.connects == 1 and conn.ssh_pid == pid
+    finally:
+        conn.close()
+
+
 def test_close_leaves_no_ssh_and_no_socket(remote_engine):
     conn = connect(remote_engine).open()
     pid, sock = conn.ssh_pid, conn.socket_path

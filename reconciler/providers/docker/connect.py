@@ -93,8 +93,12 @@ def _pdeathsig() -> Callable[[], None] | None:
     except (OSError, AttributeError):
         return None
 
+    parent = os.getpid()
+
     def preexec() -> None:
         prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before that: nobody to signal us
+            os._exit(1)
 
     return preexec
 
