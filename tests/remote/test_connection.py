@@ -173,6 +173,12 @@ def test_nothing_listening_is_a_clear_error(remote_engine):
     assert isinstance(err.value, EngineUnavailable) and isinstance(err.value, FleetError)
     assert err.value.lines() == [str(err.value)]
     conn.close()
+    # the remote's address without the alias: its host key is unknown there, and ssh
+    # in batch mode refuses at once instead of asking
+    unknown = parse_engine(f"ssh://root@{remote_engine.remote_ip}")
+    assert not isinstance(unknown, str)
+    with pytest.raises(EngineUnreachable, match=r"unreachable: ssh: Host key verification failed"):
+        EngineConnection(unknown, connect_timeout=5).open()
     missing = parse_engine("unix:///run/no-such-engine.sock")
     assert not isinstance(missing, str)
     with pytest.raises(EngineUnreachable, match=r"engine unix:///run/no-such-engine.sock unreachable: no socket at"):
