@@ -177,8 +177,13 @@ def test_nothing_listening_is_a_clear_error(remote_engine):
     # in batch mode refuses at once instead of asking
     unknown = parse_engine(f"ssh://root@{remote_engine.remote_ip}")
     assert not isinstance(unknown, str)
+    refused = EngineConnection(unknown, connect_timeout=5)
     with pytest.raises(EngineUnreachable, match=r"unreachable: ssh: Host key verification failed"):
-        EngineConnection(unknown, connect_timeout=5).open()
+        refused.open()
+    assert refused.ssh_pid is None
+    left = refused.socket_path
+    refused.close()
+    assert left is not None and not left.parent.exists()
     missing = parse_engine("unix:///run/no-such-engine.sock")
     assert not isinstance(missing, str)
     with pytest.raises(EngineUnreachable, match=r"engine unix:///run/no-such-engine.sock unreachable: no socket at"):
@@ -190,6 +195,7 @@ def test_a_frozen_remote_ends_the_connection_and_it_comes_back(remote_engine):
     """sshd stopped dead (SIGSTOP): the call waiting on it fails once ssh's keepalive
     gives up (interval x count), not after the 120 s read timeout; then it recovers."""
     conn = connect(remote_engine, keepalive=(1, 2), connect_timeout=3).open()
+    client = conn.client
     sshd = [int(p) for p in subprocess.run(["ip", "netns", "pids", remote_engine.netns], capture_output=True,
                                            text=True).stdout.split() if Path(f"/proc/{p}/comm").read_text().strip() == "sshd"]
     assert sshd
@@ -203,7 +209,8 @@ def test_a_frozen_remote_ends_the_connection_and_it_comes_back(remote_engine):
     finally:
         for pid in sshd:
             os.kill(pid, signal.SIGCONT)
-    assert is_the_remote(conn.api, remote_engine)
+    assert client.containers.list() is not None  # the client taken before the drop works again
+    assert client.api is conn.api and is_the_remote(conn.api, remote_engine)
     assert conn.connects == 3  # the first; the retry while frozen (failed); the one now
     assert len([p for p in ssh_children() if p == conn.ssh_pid]) == 1
     conn.close()
@@ -225,7 +232,8 @@ def test_a_stopped_remote_engine_is_a_clear_error_then_comes_back(remote_engine)
         msg = str(err.value)
         assert msg.startswith(f"engine {remote_engine.name} unreachable: the Docker engine behind ssh {remote_engine.name} does not answer"), msg
         with pytest.raises(EngineUnreachable, match=f"engine {remote_engine.name} unreachable"):
-            connect(remote_engine, connect_timeout=5).open()
+            with connect(remote_engine, connect_timeout=5):
+                pass
         print(f"unreachable reported after {time.monotonic() - started:.2f}s")
     finally:
         r = remote_engine.script("up", remote_engine.name)

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ class EngineUnreachable(EngineUnavailable, requests.exceptions.ConnectionError):
         super().__init__(f"engine {engine} unreachable: {reason}")
 
 
-_open: "weakref.WeakSet[EngineConnection]" = weakref.WeakSet()
+_open: "set[EngineConnection]" = set()  # those with an ssh or a directory: closed at exit
 _signal_installed = False
 
 
@@ -240,13 +239,10 @@ class EngineConnection:
         """End ssh, remove its socket and directory, close the client (idempotent)."""
         with self._lock:
             self._closed = True
-            _open.discard(self)
             self._stop_ssh()
             if self._api is not None:
                 self._api.close()
-            if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = None
+            self._release_dir()
 
     def __enter__(self) -> "EngineConnection":
         return self.open()
@@ -259,14 +255,25 @@ class EngineConnection:
         with self._lock:
             if self._closed:
                 raise EngineUnreachable(self.name, "the connection was closed")
-            if self.address.scheme == "ssh":
-                if self._proc is None or self._proc.poll() is not None:
-                    self._start_ssh()
-                elif self._api is not None:
-                    return
-            if self._api is None:
-                self._api = self._make_api()
-                self._handshake()
+            # the directory (so the socket path, and the client on it) stays the same for the
+            # connection's life, across reconnects; close() (or the exit) removes it
+            self._connect()
+
+    def _release_dir(self) -> None:
+        _open.discard(self)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _connect(self) -> None:
+        if self.address.scheme == "ssh":
+            if self._proc is None or self._proc.poll() is not None:
+                self._start_ssh()
+            elif self._api is not None:
+                return
+        if self._api is None:
+            self._api = self._make_api()
+            self._handshake()
 
     def _make_api(self) -> _EngineAPI:
         tls: Any = False
