@@ -170,13 +170,20 @@ sshd_up() {
   die "sshd did not start (log: $LIB/sshd.log)"
 }
 
-with_config_lock() { mkdir -p "$HOME_DIR/.ssh"; chmod 700 "$HOME_DIR/.ssh"; exec 9>"$HOME_DIR/.ssh/.fleet-remote.lock"; flock 9; }
+with_config_lock() {  # one writer of ~/.ssh/config at a time (engines of several names)
+  mkdir -p "$HOME_DIR/.ssh"; chmod 700 "$HOME_DIR/.ssh"
+  exec 9>"$(if [ -d /run/lock ]; then echo /run/lock; else echo /tmp; fi)/fleet-remote-ssh-config.lock"; flock 9
+}
+
+write_config() {  # through the file (a symlinked ~/.ssh/config stays a symlink), under the lock
+  if [ -f "$SSH_CONFIG" ]; then cat "$1" >"$SSH_CONFIG"; rm -f "$1"; else chmod 600 "$1"; mv "$1" "$SSH_CONFIG"; fi
+}
 
 config_remove() {
   [ -f "$SSH_CONFIG" ] || return 0
   local tmp; tmp=$(mktemp "$SSH_CONFIG.XXXXXX")
   awk -v b="$MARK_BEGIN" -v e="$MARK_END" '$0==b{skip=1;next} $0==e{skip=0;next} !skip' "$SSH_CONFIG" >"$tmp"
-  chmod 600 "$tmp"; mv "$tmp" "$SSH_CONFIG"
+  write_config "$tmp"
 }
 
 config_up() {
@@ -197,7 +204,7 @@ config_up() {
     echo "$MARK_END"
     [ -f "$SSH_CONFIG" ] && cat "$SSH_CONFIG"
   } >"$tmp"
-  chmod 600 "$tmp"; mv "$tmp" "$SSH_CONFIG"
+  write_config "$tmp"
 }
 
 bridge_ip() { nsrun ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' | cut -d/ -f1; }
