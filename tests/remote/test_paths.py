@@ -38,26 +38,40 @@ class _Hello(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_remote_container_reaches_this_machine_through_a_reverse_forward(remote_engine, base_image):
+@pytest.mark.parametrize("network", ["bridge", "icc-off"])
+def test_a_remote_container_reaches_this_machine_through_a_reverse_forward(remote_engine, base_image, network):
+    """On the default bridge (docker0), and on a bridge network like fleet's shared
+    `fleet_agents` (inter-container traffic off): the forward listens on that
+    network's gateway, which its containers reach and the remote's network does not."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    bridge = remote_engine.bridge_ip
     client = remote_engine.docker()
+    net = None
     try:
-        with ssh_forward(remote_engine.name, "-R", f"{bridge}:{port}:127.0.0.1:{port}",
-                         ready=lambda: listening_in_netns(remote_engine.netns, f"{bridge}:{port}")):
+        if network == "bridge":
+            gateway, run_on = remote_engine.bridge_ip, "bridge"
+        else:
+            net = client.networks.create("fleet-paths-" + uuid.uuid4().hex[:8], driver="bridge",
+                                         options={"com.docker.network.bridge.enable_icc": "false"},
+                                         labels={LABEL: "reverse"})
+            net.reload()
+            gateway, run_on = net.attrs["IPAM"]["Config"][0]["Gateway"], net.name
+        with ssh_forward(remote_engine.name, "-R", f"{gateway}:{port}:127.0.0.1:{port}",
+                         ready=lambda: listening_in_netns(remote_engine.netns, f"{gateway}:{port}")):
             # (-w: a final newline, without which the engine here drops the last partial line of output)
             out = client.containers.run(
-                base_image, ["curl", "-sS", "--max-time", "10", "-w", "\\n", f"http://{bridge}:{port}/grant"], stderr=True,
-                remove=True, labels={LABEL: "reverse"},
+                base_image, ["curl", "-sS", "--max-time", "10", "-w", "\\n", f"http://{gateway}:{port}/grant"],
+                stderr=True, remove=True, labels={LABEL: "reverse"}, network=run_on,
             )
             assert out.decode().strip() == "hello from this machine /grant"
-            # bound to the bridge only, not to the remote's outside address
+            # bound to the gateway only, not to the remote's outside address
             assert not listening_in_netns(remote_engine.netns, f"{remote_engine.remote_ip}:{port}")
             assert not listening_in_netns(remote_engine.netns, f"0.0.0.0:{port}")
     finally:
         server.shutdown()
+        if net is not None:
+            net.remove()
         client.close()
 
 
