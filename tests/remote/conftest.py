@@ -54,8 +54,10 @@ def _fields(text: str) -> dict[str, str]:
 def start(name: str) -> RemoteEngine:
     r = subprocess.run(["bash", str(SCRIPT), "up", name], capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
-        pytest.fail(f"the remote engine {name} did not start (scripts/remote-engine.sh up {name}):\n{r.stdout}{r.stderr}",
-                    pytrace=False)
+        # whatever came up is taken down again, then every test using it errors with the reason
+        d = subprocess.run(["bash", str(SCRIPT), "down", "--purge", name], capture_output=True, text=True, timeout=180)
+        pytest.fail(f"the remote engine {name} did not start (scripts/remote-engine.sh up {name}):\n{r.stdout}{r.stderr}"
+                    + (f"\n(and `down --purge {name}` failed: {d.stderr})" if d.returncode else ""), pytrace=False)
     f = _fields(r.stdout)
     return RemoteEngine(name=name, netns=f["netns"], host_ip=f["host_ip"], remote_ip=f["remote_ip"],
                         bridge_ip=f["bridge_ip"], docker_host=f["docker_host"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import BASE_IMAGE
 from tests.remote.conftest import leftovers, start
 
 pytestmark = pytest.mark.docker
@@ -47,7 +48,7 @@ def test_a_full_up_and_down_cycle_leaves_nothing(tmp_path):
     name = f"rc{os.getpid() % 1000000}"
     engine = start(name)
     try:
-        assert engine.docker().containers.run("fleet-base:bookworm", ["true"], remove=True) == b""
+        assert engine.docker().containers.run(BASE_IMAGE, ["true"], remove=True) == b""
         assert subprocess.run(["ssh", name, "true"], timeout=30).returncode == 0
     finally:
         for _ in range(2):  # twice: down is idempotent
