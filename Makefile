@@ -45,13 +45,13 @@ demo: install base-image
 demo-down: install
 	$(BIN)/fleet destroy --yes fleet.yaml
 
-test: install base-image
+test: install base-image remote-engine-deps
 	$(BIN)/python -m pytest -q
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m 'not docker and not slow'
 
-test-slow: install base-image
+test-slow: install base-image remote-engine-deps
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install engine
