@@ -45,6 +45,10 @@ class Pausable(asyncio.Protocol):
     def __init__(self) -> None:
         self.paused_for: set[str] = set()
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # subclasses set it themselves
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
     def pause(self, reason: str) -> None:
         if not self.paused_for and self.transport is not None:
             self.transport.pause_reading()
