@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 
 from reconciler.net.guard import describe_oserror
 from reconciler.net.http1 import NONE
@@ -25,7 +26,8 @@ class Connecting(ClientBase):
         up = self.idle_up
         if up is not None:
             self.idle_up = None
-            if up.target.key == ex.target.key and up.usable():
+            t = up.transport  # inline (the hot path): up.usable()
+            if up.target.key == ex.target.key and not up.closed and t is not None and not t.is_closing():
                 up.reused = True
                 up.got_bytes = False
                 up.target = ex.target
@@ -85,8 +87,8 @@ class Connecting(ClientBase):
             self.resume("connect")
         else:
             up.transport.write(ex.head_bytes)
-        if ex.request_done:
-            self.arm_response()
+        if ex.request_done:  # inline (the hot path): self.arm_response()
+            self.deadline = time.monotonic() + self.cfg.response_timeout
 
     def upstream_lost(self, up: UpstreamConn, exc: Exception | None) -> None:
         """The target closed before the response was complete."""
