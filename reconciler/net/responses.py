@@ -5,6 +5,7 @@
   page, a 407, an index), with Content-Length, and `Connection: close` when the
   connection ends after it. Header names and values are checked: nothing a
   caller passes can split the head.
+- `keeps_alive(version, tokens)`: whether a message leaves its connection open.
 - Hop-by-hop rewriting: `HOP_BY_HOP` (headers that describe one connection),
   `connection_named(tokens)` (the extra headers a `Connection` header names, never
   the framing ones), `header_dropper`/`dropper` (one C-level regex substitution
@@ -66,6 +67,15 @@ def local_response(
         if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
             raise ValueError(f"refusing to send a malformed header line {line[:80]!r}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data
+
+
+def keeps_alive(version: bytes, connection: AbstractSet[bytes]) -> bool:
+    """Whether a message of HTTP `version` (b"1.0", b"1.1") with these Connection
+    tokens (lower case) leaves its connection open: HTTP/1.1 unless `close`,
+    HTTP/1.0 only with `keep-alive` (RFC 9112 section 9.3)."""
+    if version == b"1.0":
+        return b"keep-alive" in connection
+    return b"close" not in connection
 
 
 def connection_named(tokens: AbstractSet[bytes], already: AbstractSet[bytes] = HOP_BY_HOP) -> frozenset[bytes]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from reconciler.net.http1 import LENGTH, NONE, Head, HttpError, parse_request_head, request_framing
+from reconciler.net.responses import keeps_alive
 from reconciler.routing.conn import ClientBase
 from reconciler.routing.exchange import BODY, CLOSED, HEAD, TUNNEL, WAIT, Exchange
 from reconciler.routing.index import FOREIGN, LOCAL
@@ -134,12 +135,9 @@ class RequestSide(ClientBase):
 
     def _dispatch(self, head: Head) -> None:
         self.trusted()
-        self.client_version = version = head.version
+        self.client_version = head.version
         conn_tokens = head.connection
-        if version == b"1.0":
-            self.keep_alive = b"keep-alive" in conn_tokens
-        else:
-            self.keep_alive = b"close" not in conn_tokens
+        self.keep_alive = keeps_alive(head.version, conn_tokens)
         target = head.target
         hosts = head.get_all(b"host")
         if len(hosts) > 1:

@@ -13,6 +13,7 @@ from reconciler.net.responses import (
     drop_headers,
     dropper,
     header_dropper,
+    keeps_alive,
     local_response,
     reason,
     rewrite_head,
@@ -126,3 +127,9 @@ def test_rewrite_head_drops_adds_and_replaces_the_first_line():
     assert rewrite_head(raw, set()) == raw + b"\r\n\r\n"
     with pytest.raises(ValueError):
         rewrite_head(raw, set(), [("Authorization", "token\r\nX-Injected: 1")])
+
+
+def test_keeps_alive():
+    assert keeps_alive(b"1.1", set()) and keeps_alive(b"1.1", {b"keep-alive"})
+    assert not keeps_alive(b"1.1", {b"close"}) and not keeps_alive(b"1.1", {b"keep-alive", b"close"})
+    assert not keeps_alive(b"1.0", set()) and keeps_alive(b"1.0", {b"keep-alive"})
