@@ -107,15 +107,20 @@ def _host_destroy(ctx: Context, a: HostDestroy) -> Outcome:
 # ---------------------------------------------------------------- agents
 
 
+def _made_agent(made: object) -> Outcome:
+    """create_agent returns an Outcome (or just the new container's id)."""
+    return Outcome(id=made) if isinstance(made, str) else as_outcome(made)
+
+
 @handles(AgentCreate)
 def _agent_create(ctx: Context, a: AgentCreate) -> Outcome:
-    return as_outcome(ctx.provider_of(a.provider).create_agent(ctx.desired, a.desired_agent))
+    return _made_agent(ctx.provider_of(a.provider).create_agent(ctx.desired, a.desired_agent))
 
 
 @handles(AgentReplace)
 def _agent_replace(ctx: Context, a: AgentReplace) -> Outcome:
     ctx.provider_of(a.observed_agent.provider).destroy_agent(ctx.fleet, a.observed_agent)
-    return as_outcome(ctx.provider_of(a.provider).create_agent(ctx.desired, a.desired_agent))
+    return _made_agent(ctx.provider_of(a.provider).create_agent(ctx.desired, a.desired_agent))
 
 
 @handles(AgentStart)

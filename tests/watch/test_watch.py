@@ -5,6 +5,7 @@ is bounded, and what is checked is what happened, in which order."""
 from __future__ import annotations
 
 import functools
+import json
 import signal
 import textwrap
 from pathlib import Path
@@ -56,12 +57,15 @@ def running(client, fleet: str, name: str, not_id: str | None = None):
     return c if c.status == "running" else None
 
 
-def test_an_edit_is_applied_and_destroys_are_shown_first(tmp_path, docker_client, base_image, fleet_name, watcher):
+def test_an_edit_is_applied_and_destroys_are_shown_first(tmp_path, docker_client, base_image, fleet_name, watcher,
+                                                         fleet_home):
     extra = """  worker:
             command: ["sleep", "infinity"]"""
     path = write(tmp_path / "fleet.yaml", spec(fleet_name, base_image, extra=extra))
     w = watcher(path)
     w.wait_for(r"watching fleet\.yaml for fleet " + fleet_name)
+    # a pass applies through the pipeline, with its bookkeeping (the providers the fleet uses)
+    assert json.loads((fleet_home / "fleets" / f"{fleet_name}.json").read_text()) == {"providers": ["docker"]}
     before = agents(docker_client, fleet_name)
     assert set(before) == {"web", "worker"}
     web_id = before["web"].id
