@@ -17,7 +17,7 @@ from reconciler.engine.execute import Event, Result, execute
 from reconciler.load.loader import load
 from reconciler.core.model import Desired, Observed
 from reconciler.core.plan import Plan
-from reconciler.providers.base import get_provider
+from reconciler.providers.base import get_provider, images_of
 from reconciler.core.reconcile import Options, reconcile, reconcile_destroy
 
 
@@ -43,9 +43,7 @@ def observe(fleet: str, providers: list[str]) -> Observed:
         h, a = provider.observe(fleet)
         hosts.extend(h)
         agents.extend(a)
-        seen = getattr(provider, "observe_warnings", None)  # e.g. docker: copies carrying fleet's labels
-        if seen is not None:
-            warnings.extend(seen(fleet))
+        warnings.extend(provider.observe_warnings(fleet))  # e.g. docker: copies carrying fleet's labels
     delivered = messages.states(fleet)
     agents = [
         a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
@@ -59,8 +57,8 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     from reconciler.routing.sync import observe_routes
 
     routes, proxy_running = observe_routes(fleet)
-    look = getattr(get_provider("docker"), "observe_images", None) if "docker" in providers else None
-    images = look(fleet) if look is not None else ()
+    look = images_of(get_provider("docker")) if "docker" in providers else None
+    images = look.observe_images(fleet) if look is not None else ()
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
         warnings=tuple(warnings),
