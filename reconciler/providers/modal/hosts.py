@@ -169,9 +169,11 @@ class ModalHosts(ModalSession):
         sandbox is left alone (ProviderError), so no work is lost."""
         modal = _modal()
         resource = f"host {host.name}"
-        sb = self._sandbox(host.id, resource)
+        if host.id in self._ended:
+            return None  # terminated by this process
         with self._errors(resource, host.name):
             try:
+                sb = self._existing(host.id)
                 tags = self._owned_tags(sb, fleet, resource)
             except (modal.exception.NotFoundError, modal.exception.ConflictError):
                 return None
@@ -197,12 +199,13 @@ class ModalHosts(ModalSession):
         return local.snapshots(fleet)
 
     def terminate_host(self, fleet: str, host: ObservedHost) -> None:
-        """Terminate the host's sandbox, saving nothing; one that has ended is gone already."""
+        """Terminate the host's sandbox, saving nothing; one that has ended or is
+        gone is fine (idempotent)."""
         modal = _modal()
         resource = f"host {host.name}"
-        sb = self._sandbox(host.id, resource)
         with self._errors(resource, host.name):
             try:
+                sb = self._existing(host.id)
                 self._owned_tags(sb, fleet, resource)
                 sb.terminate()
             except (modal.exception.NotFoundError, modal.exception.ConflictError):

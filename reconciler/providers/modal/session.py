@@ -156,6 +156,12 @@ class ModalSession:
         self._handles[sandbox_id] = sb
         return sb
 
+    def _existing(self, sandbox_id: str) -> Any:
+        """The sandbox's handle; modal's NotFoundError when it is gone (the caller decides)."""
+        if sandbox_id not in self._handles:
+            self._handles[sandbox_id] = _modal().Sandbox.from_id(sandbox_id, client=self.client)
+        return self._handles[sandbox_id]
+
     def _host_sandbox(self, fleet: str, host: str, opts: ModalOptions | None, resource: str) -> Any:
         sid = self._by_name.get((fleet, host))
         if sid is not None:
