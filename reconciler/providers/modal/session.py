@@ -35,6 +35,7 @@ def _modal():
 
     return modal
 
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     return text.splitlines()[0][:300]
@@ -230,7 +231,7 @@ class ModalSession:
             raise ProviderError(resource, f"its supervisor did not start in the sandbox ({why})")
 
     def _ensure_router(self, sb: Any, resource: str, required: bool, fresh: bool = False) -> None:
-        """Start the host's port router unless it runs (modal_router.py). Without
+        """Start the host's port router unless it runs (router.py). Without
         python3 in the image a host still works, but only for agents without ports."""
         code, out, err = self._run(sb, router.ensure_argv(fresh), stdin=router.ROUTER.encode(), timeout=60)
         if code == 127 and not required:
@@ -262,6 +263,7 @@ class ModalSession:
             else:
                 tags[key] = value
             sb.set_tags(tags)
+
     def _agent_entry(self, tags: dict[str, str], agent: str, resource: str) -> tuple[str, str, str]:
         value = tags.get(AGENT_TAG + agent)
         if value is None:
