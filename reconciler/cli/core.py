@@ -408,11 +408,10 @@ def destroy(
 
             stops.purge(desired.fleet)
         if purge_workspaces:
-            from reconciler.providers.base import get_provider
-
+            from reconciler.engine import volumes as engine_volumes
             from reconciler.state import workspaces
 
-            for vol in get_provider("docker").remove_volumes(desired.fleet):
+            for vol in engine_volumes.purge(desired.fleet):
                 out.print(f"  - removed volume {vol}")
             for path in workspaces.purge(desired.fleet):
                 out.print(f"  - removed workspace {path} (--purge-workspaces)")

@@ -12,8 +12,7 @@ import os
 from collections import Counter
 from typing import Any, Iterable
 
-from reconciler.core import labels as L
-from reconciler.core.errors import EngineUnavailable, FleetError
+from reconciler.core.errors import FleetError
 from reconciler.state.home import fleet_home
 
 
@@ -40,22 +39,11 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def docker_records() -> list[dict[str, Any]]:
     """Every fleet-labelled container of the engine: one list call."""
-    from reconciler.providers.base import get_provider
+    from reconciler.providers.base import get_provider, inventory_of
 
-    api = get_provider("docker").api  # type: ignore[attr-defined]
-    try:
-        rows = api.containers(all=True, filters={"label": L.PROJECT})
-    except Exception as exc:
-        raise EngineUnavailable(f"cannot list containers: {str(exc).splitlines()[0][:200]}") from None
-    out = []
-    for c in rows:
-        lab = c.get("Labels") or {}
-        fleet, kind = lab.get(L.PROJECT), lab.get(L.KIND)
-        if not fleet or kind not in ("host", "agent"):
-            continue
-        out.append({"fleet": fleet, "kind": kind, "name": lab.get(L.AGENT) or lab.get(L.HOST) or "?",
-                    "state": c.get("State") or "unknown", "provider": "docker"})
-    return out
+    inventory = inventory_of(get_provider("docker"))
+    assert inventory is not None  # the Docker provider declares "inventory"
+    return inventory.inventory()
 
 
 def modal_records() -> tuple[list[dict[str, Any]], list[str]]:

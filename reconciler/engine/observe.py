@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
-from reconciler.providers.base import get_provider
+from reconciler.providers.base import get_provider, images_of
 from reconciler.state import messages, stops, usage
 
 
@@ -33,9 +33,7 @@ def observe(fleet: str, providers: list[str]) -> Observed:
         h, a = provider.observe(fleet)
         hosts.extend(h)
         agents.extend(a)
-        seen = getattr(provider, "observe_warnings", None)  # e.g. docker: copies carrying fleet's labels
-        if seen is not None:
-            warnings.extend(seen(fleet))
+        warnings.extend(provider.observe_warnings(fleet))  # e.g. docker: copies carrying fleet's labels
     delivered = messages.states(fleet)
     agents = [
         a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
@@ -49,8 +47,8 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     from reconciler.routing.sync import observe_routes
 
     routes, proxy_running = observe_routes(fleet)
-    look = getattr(get_provider("docker"), "observe_images", None) if "docker" in providers else None
-    images = look(fleet) if look is not None else ()
+    look = images_of(get_provider("docker")) if "docker" in providers else None
+    images = look.observe_images(fleet) if look is not None else ()
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
         warnings=tuple(warnings),

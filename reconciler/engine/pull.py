@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from reconciler.core.errors import FleetError, ProviderError
+from reconciler.core.errors import FleetError
 from reconciler.core.model import ObservedAgent
-from reconciler.providers.base import get_provider
+from reconciler.providers.base import archive_of, get_provider
 
 WORKDIR = "/workspace"
 
@@ -56,22 +56,10 @@ class _ChunkReader(io.RawIOBase):
 
 def _archive(fleet: str, agent: ObservedAgent) -> tuple[Iterable[bytes], str]:
     """A tar stream of the agent's /workspace and the prefix its members carry."""
-    if agent.provider == "docker":
-        from docker.errors import APIError, NotFound
-
-        api = get_provider("docker").api  # type: ignore[attr-defined]
-        try:
-            stream, _ = api.get_archive(agent.id, WORKDIR)
-        except NotFound:
-            raise ProviderError(f"agent {agent.name}", f"has no {WORKDIR} (or its container is gone)") from None
-        except APIError as exc:
-            raise ProviderError(f"agent {agent.name}", (exc.explanation or str(exc)).strip()) from None
-        return stream, "workspace"
-    provider = get_provider(agent.provider)
-    archive = getattr(provider, "archive", None)
+    archive = archive_of(get_provider(agent.provider))
     if archive is None:
         raise FleetError(f"agent {agent.name}: pulling files is not available on provider {agent.provider}")
-    return archive(fleet, agent, WORKDIR), "."
+    return archive.archive(fleet, agent, WORKDIR)
 
 
 def pull(fleet: str, agent: ObservedAgent, dest: Path, protect: tuple[Path, ...] = ()) -> Pulled:

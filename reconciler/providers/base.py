@@ -3,40 +3,98 @@
 Observation is one cheap listing per provider; every mutating method does exactly
 one thing to one resource and is idempotent where it can be (destroying what is
 already gone is not an error). No method decides anything about the fleet.
+
+Beyond the `Provider` protocol every provider implements, a provider declares
+what else it can do in `capabilities` (a frozenset of the names below). Callers
+check the declaration through the typed accessors at the end of this module
+(`images_of(p)`, `archive_of(p)`, ...), never with `getattr`/`hasattr`:
+
+- "images"    (`Images`):    images fleet builds: observe, build, pull, remove (docker)
+- "network"   (`Network`):   the shared agents network, created once (docker)
+- "volumes"   (`Volumes`):   the named workspace volumes of shared hosts: list, remove (docker)
+- "events"    (`Events`):    a stream of changes to the fleet's resources, for the watch loop (docker)
+- "archive"   (`Archive`):   a tar stream of a path in an agent (`fleet pull`) (docker, modal)
+- "snapshots" (`Snapshots`): filesystem snapshots of hosts: take one, list the newest (modal)
+- "inventory" (`Inventory`): every fleet's resources on this provider, for `fleet ls` (docker)
+
+Composite methods (`create_host`, `destroy_host`, `create_agent` without
+extras, `destroy_agent`) still do what the executor expects of them today; each
+is written as calls to the single-purpose methods, so the executor can call
+those one by one, as plan actions, instead.
+
+Layer `providers`: imports only `core`, `state`, `load`, `net` (the one marked
+exception is providers/docker/legacy.py, to go when the executor passes extras).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, cast, runtime_checkable
 
-from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ObservedAgent, ObservedHost
+from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
 from reconciler.core.outcome import Outcome
 
 if TYPE_CHECKING:
     from reconciler.providers.terminal import AttachEnd
 
+IMAGES = "images"
+NETWORK = "network"
+VOLUMES = "volumes"
+EVENTS = "events"
+ARCHIVE = "archive"
+SNAPSHOTS = "snapshots"
+INVENTORY = "inventory"
+CAPABILITIES = frozenset({IMAGES, NETWORK, VOLUMES, EVENTS, ARCHIVE, SNAPSHOTS, INVENTORY})
+
+
+@dataclass(frozen=True)
+class AgentExtras:
+    """What the engine adds to an agent's container, decided outside the provider
+    (grant proxy settings, fleet URLs inside the agent): environment, binds
+    (host path -> {"bind": container path, "mode": "ro"|"rw"}), and a hook run
+    with the new container's id after it is created and before it starts (the
+    grant credential is bound to that container). Binds are Docker only."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    binds: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    on_created: Callable[[str], None] | None = None
+
 
 @runtime_checkable
 class Provider(Protocol):
     name: str
+    capabilities: frozenset[str]
 
     # observe
     def observe(self, fleet: str) -> tuple[list[ObservedHost], list[ObservedAgent]]: ...
+    def observe_warnings(self, fleet: str) -> list[str]:
+        """What the last observe of `fleet` saw and left alone (for the user)."""
+        ...
 
     # hosts (shared hosts only: a private agent is its own host)
     # create/start return what they made (id, published ports, address, tunnel
-    # URLs, a note: the route action reads them), destroy a note for the user, or None
-    def create_host(self, desired: Desired, host: DesiredHost) -> Outcome | None: ...
+    # URLs, a note: the route action reads them); destroy a note for the user, or None.
+    # `restore`: the snapshot id to start from, resolved at plan time (modal);
+    # None with `restore: latest` in the spec still resolves it here (old path)
+    def create_host(self, desired: Desired, host: DesiredHost, restore: str | None = None) -> Outcome | None: ...
     def start_host(self, fleet: str, host: ObservedHost) -> Outcome | None: ...
+    # composite: snapshot (providers with "snapshots") then terminate_host
     def destroy_host(self, fleet: str, host: ObservedHost) -> str | None: ...
+    # single purpose: the host's resource goes, nothing is saved first
+    def terminate_host(self, fleet: str, host: ObservedHost) -> None: ...
 
     # agents
-    def create_agent(self, desired: Desired, agent: DesiredAgent) -> Outcome | None: ...
+    # `extras` None: the provider asks the engine's adapter itself (old path, docker);
+    # returns what was created (its id: container id; modal: sandbox:agent:generation)
+    def create_agent(self, desired: Desired, agent: DesiredAgent, extras: AgentExtras | None = None) -> Outcome | None: ...
     def start_agent(self, fleet: str, agent: ObservedAgent) -> Outcome | None: ...
     def restart_agent(self, fleet: str, agent: ObservedAgent) -> Outcome | None: ...
     def stop_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
+    # composite (docker: also revokes the agent's grant credential and hosts file, old path)
     def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
+    # single purpose: the agent's container/process goes
+    def remove_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
 
     # working with running agents
     def send_message(self, fleet: str, agent: DesiredAgent, text: str) -> str: ...
@@ -46,7 +104,141 @@ class Provider(Protocol):
     def exec(self, fleet: str, agent: ObservedAgent, cmd: list[str], workdir: str | None = None,
              env: dict[str, str] | None = None, interactive: bool = False, tty: bool = False) -> int: ...
     def attach(self, fleet: str, agent: ObservedAgent, detach_keys: str, replay: int = 24) -> AttachEnd: ...
-    def details(self, fleet: str, agents: list[ObservedAgent]) -> dict[str, dict]: ...
+    def details(self, fleet: str, agents: list[ObservedAgent]) -> dict[str, dict[str, Any]]: ...
+
+
+# ---------------------------------------------------------------------- capabilities
+
+
+class Images(Protocol):
+    """"images": the images fleet builds (`build:`), found by label."""
+
+    def observe_images(self, fleet: str) -> tuple[str, ...]:
+        """The fleet's built images: tags, or ids of images left untagged."""
+        ...
+
+    def build_image(self, fleet: str, image: ImageRef, resource: str) -> None:
+        """Build `image` (it has `build:`) and tag it `image.ref`, labelled as the
+        fleet's. Idempotent: an existing `image.ref` is not built again."""
+        ...
+
+    def pull_image(self, fleet: str, image: ImageRef, resource: str) -> None:
+        """Pull `image.ref` unless it exists locally."""
+        ...
+
+    def ensure_image(self, fleet: str, image: ImageRef, resource: str) -> None:
+        """Composite: `image.ref` exists afterwards (built or pulled)."""
+        ...
+
+    def remove_image(self, fleet: str, ref: str) -> str | None:
+        """Remove one tag; a note when it is kept (still in use), None otherwise."""
+        ...
+
+
+class Network(Protocol):
+    """"network": the shared network agents and holders join (inter-container traffic off)."""
+
+    def ensure_network(self) -> str:
+        """The network's id, created when missing (idempotent)."""
+        ...
+
+
+class Volumes(Protocol):
+    """"volumes": named workspace volumes of shared hosts without a workspace directory."""
+
+    def observe_volumes(self, fleet: str) -> tuple[str, ...]:
+        """The fleet's workspace volumes (by label and exact name)."""
+        ...
+
+    def remove_volume(self, fleet: str, name: str) -> bool:
+        """Remove one of the fleet's volumes; False when it was gone already.
+        Refuses a volume that is not the fleet's."""
+        ...
+
+
+class EventStream(Protocol):
+    def close(self) -> None: ...
+
+
+class Events(Protocol):
+    """"events": changes to the fleet's resources as they happen (the watch loop)."""
+
+    def follow_events(self, fleet: str, on_event: Callable[[str, str], None]) -> EventStream:
+        """Follow events in a thread until closed: `on_event(kind, detail)` with
+        kind "change" (a resource changed: re-observe) or "engine" (the stream
+        was lost or is back)."""
+        ...
+
+
+class Archive(Protocol):
+    """"archive": a tar stream of a directory in an agent."""
+
+    def archive(self, fleet: str, agent: ObservedAgent, path: str) -> tuple[Iterable[bytes], str]:
+        """(tar chunks, the prefix its members carry: "." or the path's last part)."""
+        ...
+
+
+class Snapshots(Protocol):
+    """"snapshots": filesystem snapshots of shared hosts (`restore: latest`)."""
+
+    def snapshot_host(self, fleet: str, host: ObservedHost) -> str | None:
+        """Snapshot the host's filesystem and record it locally; its id, or None
+        when there is nothing to save (the host is gone or was never set up)."""
+        ...
+
+    def observe_snapshots(self, fleet: str) -> dict[str, str]:
+        """Host name -> id of its newest recorded snapshot (what `restore:
+        latest` starts from), so a plan can name the id it will restore."""
+        ...
+
+
+class Inventory(Protocol):
+    """"inventory": resources of every fleet on this provider (`fleet ls`)."""
+
+    def inventory(self) -> list[dict[str, str]]:
+        """One row per host/agent: fleet, kind, name, state, provider."""
+        ...
+
+
+def has(provider: Provider, capability: str) -> bool:
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown provider capability {capability!r}")
+    return capability in provider.capabilities
+
+
+def _cap(provider: Provider, capability: str) -> Any:
+    return provider if has(provider, capability) else None
+
+
+def images_of(provider: Provider) -> Images | None:
+    return cast("Images | None", _cap(provider, IMAGES))
+
+
+def network_of(provider: Provider) -> Network | None:
+    return cast("Network | None", _cap(provider, NETWORK))
+
+
+def volumes_of(provider: Provider) -> Volumes | None:
+    return cast("Volumes | None", _cap(provider, VOLUMES))
+
+
+def events_of(provider: Provider) -> Events | None:
+    return cast("Events | None", _cap(provider, EVENTS))
+
+
+def archive_of(provider: Provider) -> Archive | None:
+    return cast("Archive | None", _cap(provider, ARCHIVE))
+
+
+def snapshots_of(provider: Provider) -> Snapshots | None:
+    return cast("Snapshots | None", _cap(provider, SNAPSHOTS))
+
+
+def inventory_of(provider: Provider) -> Inventory | None:
+    return cast("Inventory | None", _cap(provider, INVENTORY))
+
+
+# ---------------------------------------------------------------------- registry
 
 
 _FACTORIES: dict[str, str] = {
@@ -63,6 +255,7 @@ def get_provider(name: str, factory: Callable[[], Provider] | None = None) -> Pr
         if factory is None:
             mod, _, cls = _FACTORIES[name].partition(":")
             factory = getattr(importlib.import_module(mod), cls)
+            assert factory is not None
         _instances[name] = factory()
     return _instances[name]
 

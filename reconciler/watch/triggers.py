@@ -1,4 +1,4 @@
-"""What wakes the watch loop: file saves, Docker events, signals and timers.
+"""What wakes the watch loop: file saves, provider events, signals and timers.
 
 The loop itself runs on the main thread and sleeps in one place, `Waker.wait`.
 Every source of change pokes the waker from its own thread (or from a signal
@@ -22,10 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal
 
 Source = Literal["file", "docker", "engine", "signal", "warn", "timer", "input", "confirm"]
-
-# Docker container events after which the fleet may no longer match the file,
-# and how the loop names them.
-WATCHED_EVENTS = {"die": "exited", "destroy": "removed", "stop": "stopped", "kill": "killed", "oom": "out of memory", "pause": "paused"}
+_EVENT_SOURCES: dict[str, Source] = {"docker": "docker"}  # provider -> how its resource events are named
 
 # watchfiles timing, in ms: a change is reported once no further change came for
 # STEP ms; a burst of saves is grouped over at most DEBOUNCE ms.
@@ -139,66 +136,24 @@ class FileWatch:
             self._ctx_stop.set()
 
 
-class DockerEvents:
-    """Follows Docker's event stream for this fleet's containers in a thread.
+class ProviderEvents:
+    """Pokes the loop with the fleet's resource events, from every provider that
+    declares the "events" capability (through the engine: providers/docker/events.py
+    follows Docker's stream and reconnects when the engine comes back)."""
 
-    When the engine goes away the stream ends; the thread reconnects with a
-    growing delay (up to 2 s) and pokes the loop when it is back, so the loop
-    re-observes at once instead of waiting for its next resync."""
+    def __init__(self, fleet: str, poke: Callable[[Trigger], None], providers: Iterable[str] = ("docker",)):
+        from reconciler.engine import follow as events
 
-    def __init__(self, fleet: str, poke: Callable[[Trigger], None]):
         self.fleet = fleet
         self._poke = poke
-        self._stop = threading.Event()
-        self._stream = None
-        self._thread = threading.Thread(target=self._run, name="fleet-docker-events", daemon=True)
-        self._thread.start()
+        self._followers = events.follow(fleet, self._report, providers)
 
-    def _run(self) -> None:
-        import docker
-
-        delay, lost = 0.25, False
-        while not self._stop.is_set():
-            client = None
-            try:
-                client = docker.from_env(timeout=10)
-                self._stream = client.events(
-                    filters={"label": f"dev.fleet.project={self.fleet}", "type": "container"}, decode=True
-                )
-                if lost:
-                    self._poke(Trigger("engine", "Docker events reconnected"))
-                lost, delay = False, 0.25
-                for ev in self._stream:
-                    if self._stop.is_set():
-                        return
-                    action = ev.get("Action") or ev.get("status") or ""
-                    if action in WATCHED_EVENTS:
-                        attrs = (ev.get("Actor") or {}).get("Attributes") or {}
-                        who = attrs.get("dev.fleet.agent") or attrs.get("dev.fleet.host") or attrs.get("name", "?")
-                        kind = attrs.get("dev.fleet.kind", "container")
-                        code = f" {attrs['exitCode']}" if action == "die" and "exitCode" in attrs else ""
-                        self._poke(Trigger("docker", f"{kind} {who} {WATCHED_EVENTS[action]}{code}"))
-            except Exception:
-                pass
-            finally:
-                if client is not None:
-                    try:
-                        client.close()
-                    except Exception:
-                        pass
-            if self._stop.is_set():
-                return
-            if not lost:
-                lost = True
-                self._poke(Trigger("engine", "Docker event stream lost"))
-            self._stop.wait(delay)
-            delay = min(delay * 2, 2.0)
+    def _report(self, provider: str, kind: str, detail: str) -> None:
+        source: Source = _EVENT_SOURCES.get(provider, "engine") if kind == "change" else "engine"
+        self._poke(Trigger(source, detail))
 
     def close(self) -> None:
-        self._stop.set()
-        stream = self._stream
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                pass
+        self._followers.close()
+
+
+DockerEvents = ProviderEvents  # the name watch/loop.py uses

@@ -71,3 +71,34 @@ def test_build_contexts_are_watched_recursively_and_retargeted(setup, tmp_path):
     assert quiet(waker, 0.3)
     (ctx / "src" / "app.py").write_text("print(2)\n")
     assert quiet(waker)
+
+
+def test_docker_event_lines():
+    from reconciler.providers.docker.events import describe
+
+    attrs = {"dev.fleet.kind": "agent", "dev.fleet.agent": "a1", "exitCode": "3", "name": "fleet_x_a1"}
+    assert describe({"Action": "die", "Actor": {"Attributes": attrs}}) == "agent a1 exited 3"
+    assert describe({"status": "oom", "Actor": {"Attributes": {"name": "c"}}}) == "container c out of memory"
+    assert describe({"Action": "start", "Actor": {"Attributes": attrs}}) is None  # not a change that needs a re-plan
+
+
+@pytest.mark.docker
+def test_provider_events_wake_the_loop(fleet_name, base_image, docker_client):
+    """A fleet container exiting reaches the loop as a "docker" trigger, through
+    the engine and the provider's declared "events" capability."""
+    from reconciler.watch.triggers import ProviderEvents
+
+    waker = Waker()
+    events = ProviderEvents(fleet_name, waker.poke)
+    try:
+        time.sleep(0.5)  # the stream is open
+        labels = {"dev.fleet.project": fleet_name, "dev.fleet.kind": "agent", "dev.fleet.agent": "quick"}
+        docker_client.containers.run(base_image, ["sh", "-c", "exit 3"], labels=labels, detach=True)
+        deadline = time.monotonic() + 15
+        seen: list[Trigger] = []
+        while time.monotonic() < deadline and Trigger("docker", "agent quick exited 3") not in seen:
+            seen += waker.wait(deadline - time.monotonic())
+        assert Trigger("docker", "agent quick exited 3") in seen, seen
+    finally:
+        events.close()
+        waker.close()

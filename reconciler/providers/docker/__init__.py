@@ -1,4 +1,7 @@
-"""The Docker provider: the driver, images, security settings, engine events.
+"""The Docker provider: driver (lifecycle, capabilities), session (client,
+errors), observe, images, ops (logs, exec, attach, messages, archives), events,
+security (hardening, the shared network, workspace volumes), and legacy (the
+marked adapter to the engine, until the executor passes extras itself).
 
 Part of layer 7 (`providers`). May import: `core`, `state`, `load`, `net`.
 """

@@ -1,5 +1,8 @@
-"""The Modal provider: the driver, the in-sandbox port router, shell helpers,
-local Modal state. `modal` is imported only when a Modal host is used.
+"""The Modal provider: driver (observation, agents, capabilities), session
+(client, errors, sandbox plumbing), hosts (sandboxes, uploads, snapshots), io
+(input, logs, exec, attach, archives), tags, the in-sandbox port router and
+shell helpers, local Modal state. `modal` is imported only when a Modal host
+is used.
 
 Part of layer 7 (`providers`). May import: `core`, `state`, `load`, `net`.
 """

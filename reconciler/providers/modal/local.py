@@ -129,6 +129,20 @@ def latest_snapshot(fleet: str, host: str) -> dict[str, Any] | None:
     return data if data.get("image_id") else None
 
 
+def snapshots(fleet: str) -> dict[str, str]:
+    """Host name -> image id of its newest recorded snapshot."""
+    out: dict[str, str] = {}
+    try:
+        files = sorted((fleet_home() / "snapshots" / fleet).glob("*.json"))
+    except OSError:
+        return out
+    for path in files:
+        data = _read(path)
+        if data.get("image_id"):
+            out[path.stem] = str(data["image_id"])
+    return out
+
+
 def record_snapshot(fleet: str, host: str, image_id: str, sandbox_id: str, app: str) -> Path:
     """Keep the newest snapshot first, the ones before it in `previous`."""
     path = snapshot_path(fleet, host)

@@ -13,7 +13,7 @@ same port (their header, identical, is passed along).
 
 The router forwards only to ports that agents on this host declare: each
 agent's `/run/fleet/<agent>/ports` (written when the agent is prepared, removed
-with it, see modal_sh.prepare), read again for every connection, so joins and
+with it, see sh.prepare), read again for every connection, so joins and
 leaves need no signal. Anything else gets 403: the tunnel is public, it must
 not open the sandbox's loopback. A request without the header gets 400.
 

@@ -204,7 +204,7 @@ def prepare(agent: str, command: tuple[str, ...] | None, restart: str, env: dict
     """The script (fed to `sh -s` on stdin) that makes an agent ready to start:
     stops an earlier supervisor of the same agent, resets its directory, installs
     the supervisor and writes the agent's config and its declared ports (the
-    host's port router forwards to these only, modal_router.py)."""
+    host's port router forwards to these only, router.py)."""
     words = shlex.join(command) if command else "/bin/sh"
     env = {"TERM": "xterm-256color", **env}
     lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
