@@ -30,10 +30,12 @@ from urllib.parse import urlsplit
 
 from reconciler.net.http1 import (
     CHUNKED,
+    HEADER_LINES,
     HOP_BY_HOP,
     LENGTH,
     NONE,
     REASONS,
+    TARGET_CHARS,
     UNTIL_CLOSE,
     ChunkScanner,
     Head,
@@ -75,8 +77,8 @@ _HOST_LINE = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
 # more) are handled by one regex match and a few byte scans each. Anything
 # else (bodies, chunked, upgrades, HTTP/1.0, several Connection tokens, 1xx,
 # HEAD ...) falls through to the general path, which handles every case.
-_HDRS = rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*)*)"
-_FAST_REQUEST = re.compile(rb"(GET|DELETE|OPTIONS) (/[^ \x00-\x1f\x7f]*) HTTP/1\.1" + _HDRS)
+_HDRS = b"(" + HEADER_LINES + b")"  # http1's rules for a header section
+_FAST_REQUEST = re.compile(rb"(GET|DELETE|OPTIONS) (/" + TARGET_CHARS + rb"*) HTTP/1\.1" + _HDRS)
 _FAST_RESPONSE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9](?: [^\x00-\x08\x0a-\x1f\x7f]*)?)" + _HDRS)
 
 
