@@ -12,7 +12,9 @@ and llhttp, the parser of Node.js, through httptools):
 - lines end with CRLF, in heads, chunk lines and trailers; a bare CR or LF, or
   a NUL, anywhere in them is an error (h11 accepts a bare LF: llhttp does not);
 - request line `token SP target SP HTTP/1.0|1.1`, one space each (h11; llhttp
-  accepts two); the method is any token (h11; llhttp knows a fixed list);
+  accepts two); the method is any token (h11; llhttp knows a fixed list); the
+  target in origin, absolute, asterisk or (CONNECT) authority form (llhttp;
+  h11 takes any visible characters);
 - header lines `token ":" value`: no whitespace before the colon, no obs-fold
   continuation lines (h11 unfolds them, llhttp refuses: refused), values of
   HTAB, SP, visible ASCII and obs-text only (h11 accepts other controls:
@@ -197,8 +199,22 @@ def parse_request_head(raw: bytes) -> Head:
     mt = _REQUEST_LINE.fullmatch(raw, 0, eol)
     if mt is None:
         raise HttpError(400, f"malformed request line {raw[:min(eol, 80)]!r}")
+    target = mt.group(2)
+    if target[:1] != b"/" and not _other_form(mt.group(1), target):
+        raise HttpError(400, f"malformed request target {target[:80]!r}")
     _check_headers(raw, eol, 400)
-    return Head(raw, eol, mt.group(3), method=mt.group(1), target=mt.group(2))
+    return Head(raw, eol, mt.group(3), method=mt.group(1), target=target)
+
+
+_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def _other_form(method: bytes, target: bytes) -> bool:
+    """A request target that is not origin-form: `*`, absolute-form, or
+    authority-form for CONNECT (RFC 9112 section 3.2)."""
+    if method == b"CONNECT":
+        return True
+    return target == b"*" or _ABSOLUTE.match(target) is not None
 
 
 def parse_response_head(raw: bytes) -> Head:
