@@ -25,7 +25,8 @@ by case below):
   smuggling pair, refused); chunk extensions (h11 skips anything after `;`,
   bare CR included); whitespace after a chunk size; sizes of 2**64 or more;
   empty lines before the request line are skipped (RFC 9112 section 2.2; h11
-  refuses them).
+  refuses them); the request target must be in origin, absolute, asterisk or
+  (CONNECT) authority form (h11 takes any visible characters).
 - h11 on: repeated identical Content-Length values (RFC 9110 section 8.6;
   llhttp refuses any repetition); any token as a method (llhttp knows a fixed
   list; a proxy passes WebDAV, lower case and new methods on); two spaces in
@@ -34,7 +35,9 @@ by case below):
   Transfer-Encoding other than exactly `chunked` (501; llhttp accepts
   `gzip, chunked`); chunk sizes of more than 20 digits.
 - neither: HTTP versions other than 1.0 and 1.1 are refused (a proxy for
-  HTTP/1 has nothing to do with `HTTP/2.0` or `HTTP/0.9` request lines).
+  HTTP/1 has nothing to do with `HTTP/2.0` or `HTTP/0.9` request lines);
+  chunk extensions with an empty name or value (`;;a`, `;a=`, `;=b`), which
+  llhttp accepts, are refused (RFC 9112 section 7.1.1 grammar).
 """
 
 from __future__ import annotations
@@ -171,9 +174,17 @@ def h11_over_llhttp(data: bytes) -> bool:
 
 
 def fleet_only(data: bytes) -> bool:
-    """Inputs fleet refuses although both references accept them."""
+    """Inputs fleet refuses although both references accept them: request
+    lines of other HTTP versions, and chunk extensions with an empty name or
+    value (`;;a`, `;a=`, `;=b`: llhttp takes them, RFC 9112 section 7.1.1
+    does not)."""
     m = _REQUEST_LINE.match(data)
-    return m is not None and m.group(2) not in (b"1.0", b"1.1")
+    if m is not None and m.group(2) not in (b"1.0", b"1.1"):
+        return True
+    for ext in re.findall(rb"(?:^|\r\n)[0-9A-Fa-f]+(;[^\r\n]*)\r\n", _head_and_body(data)[1]):
+        if re.search(rb";;|;=|=;|=$", ext):
+            return True
+    return False
 
 
 def check(data: bytes) -> tuple[Verdict, Verdict, Verdict]:
@@ -239,6 +250,10 @@ DIVERGENCES = [
     (T + b"000000000000000000005\r\nhello\r\n0\r\n\r\n", False, True, False),  # 21 digits: h11
     (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", True, True, False),  # neither: HTTP/1 only
     (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", True, True, False),
+    (T + b"5;;a\r\nhello\r\n0\r\n\r\n", True, True, False),  # empty extension name: RFC 9112
+    (T + b"5;a=\r\nhello\r\n0\r\n\r\n", True, True, False),
+    (T + b"5;=b\r\nhello\r\n0\r\n\r\n", True, True, False),
+    (b"OPTIONS ;/ HTTP/1.1\r\nHost: a\r\n\r\n", True, False, False),  # target form: llhttp
 ]
 
 
