@@ -33,14 +33,17 @@ class Client:
 
 
 async def _body_failed(body: asyncio.Task, reading: asyncio.Future) -> BaseException | None:
-    """Wait for the response head to start arriving or the request body copy
-    to fail, whichever comes first; the failure, if that came first."""
+    """Wait for the response head or for the request body copy to fail on the
+    client's side (malformed framing, or the body cut short), whichever comes
+    first; that failure, if it came first. (A failure writing upstream is left
+    to the response: an upstream may answer early, 413, and close.)"""
     if body.done():
         return None
     await asyncio.wait({body, reading}, return_when=asyncio.FIRST_COMPLETED)
     if reading.done() or body.cancelled():
         return None
-    return body.exception()
+    exc = body.exception()
+    return exc if isinstance(exc, (HttpError, asyncio.IncompleteReadError)) else None
 
 
 async def exchange(c: Client, head: Head, kind: int, length: int, out_head: bytes,

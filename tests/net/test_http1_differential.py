@@ -52,7 +52,7 @@ from reconciler.net.http1 import skip_empty_lines
 from tests.net.parsers import Verdict, fleet, h11_verdict, llhttp_verdict
 
 FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=20000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=5000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Methods llhttp knows (a subset: the ones generated).
 METHODS = [b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"PROPFIND"]
@@ -216,6 +216,7 @@ def test_mutated_requests_fleet_agrees(data):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @SLOW
 @given(mutated())
 def test_mutated_requests_fleet_agrees_many(data):
