@@ -296,3 +296,23 @@ def test_a_well_formed_chunked_request_after_the_checks_still_passes(world):
     answer = _through(world, world.cred_gh, request, "api.github.com")
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert world.up.requests[-1]["body_len"] == 5
+
+
+
+def test_a_request_body_cut_short_gets_400_without_waiting_for_the_upstream(world):
+    import socket
+
+    auth = base64.b64encode(f"fleet:{world.cred_gh}".encode()).decode()
+    sock = socket.create_connection(("127.0.0.1", world.port), timeout=10)  # far below the idle timeout (75 s)
+    sock.sendall(f"POST http://plain.test/echo/a HTTP/1.1\r\nHost: plain.test\r\nProxy-Authorization: Basic {auth}\r\n"
+                 f"Content-Length: 100\r\n\r\nonly this much".encode())
+    sock.shutdown(socket.SHUT_WR)  # the client is done: the body is 86 bytes short
+    answer = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        answer += data
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"cut short" in answer, answer[:200]
+    assert world.plain.requests == []
