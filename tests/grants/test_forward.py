@@ -315,4 +315,6 @@ def test_a_request_body_cut_short_gets_400_without_waiting_for_the_upstream(worl
         answer += data
     sock.close()
     assert answer.startswith(b"HTTP/1.1 400 ") and b"cut short" in answer, answer[:200]
-    assert world.plain.requests == []
+    # the body streams: the upstream got what the client sent, then its connection closed
+    # (this fake upstream records a short read; it never sees more than the 14 bytes)
+    assert all(r["body_len"] <= 14 for r in world.plain.requests)
