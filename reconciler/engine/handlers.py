@@ -32,6 +32,7 @@ from reconciler.core.plan import (
 )
 from reconciler.core.routes import routes_to_write
 from reconciler.engine.state import Context
+from reconciler.providers.base import images_of
 
 A = TypeVar("A", bound=ActionBase)
 Handler = Callable[[Context, Any], Outcome]
@@ -189,5 +190,7 @@ def _routes(ctx: Context, a: RouteUpdate) -> Outcome:
 
 @handles(ImageDestroy)
 def _image_destroy(ctx: Context, a: ImageDestroy) -> Outcome:
-    images: Any = ctx.provider_of(a.provider)  # remove_image: docker only, not in the Provider protocol yet
+    images = images_of(ctx.provider_of(a.provider))  # the "images" capability (docker)
+    if images is None:
+        raise FleetError(f"provider {a.provider} keeps no built images")
     return Outcome(note=images.remove_image(ctx.fleet, a.name))

@@ -4,5 +4,10 @@
 `catalogue` says which hosts get which header, `agents` maps each agent's proxy
 credential to what it may use, `inject` prepares an agent's container, and
 `forward` is the TLS-intercepting forward proxy (hosted by the fleet proxy
-process) that sets the headers on the way out.
+process) that sets the headers on the way out; its parts, by subject, are
+`forward_config`, `forward_wire` (local answers, head rewriting),
+`forward_access` (credentials, owners, secrets), `forward_upstream`,
+`forward_exchange` (one request), `forward_connect` (CONNECT, interception),
+`forward_requests` (one client connection) and `streams` (body copies on
+`reconciler.net.http1`).
 """

@@ -1,19 +1,59 @@
-"""Just enough HTTP/1.1 parsing for a reverse proxy, strict where smuggling lurks.
+"""The one HTTP/1.1 parser and framer of both proxies, strict where smuggling lurks.
 
-Request and response heads are parsed into a small structure; message bodies are
-never parsed, only delimited (`Content-Length`, or chunked framing scanned by
-`ChunkScanner` and passed through byte for byte), so streams flow unbuffered.
+Used by the routing relay (its hot path: heads kept as bytes, C-level scans)
+and by the grants forward proxy. Heads are parsed into a small `Head`; bodies
+are delimited, never re-encoded: `request_framing`/`response_framing` decide
+the framing, `Body` (or, for chunked framing alone, `ChunkScanner`) finds where
+a body ends as bytes arrive, optionally collecting its payload.
+
+The rules (each checked by tests/net/test_http1_differential.py against h11
+and llhttp, the parser of Node.js, through httptools):
+
+- lines end with CRLF, in heads, chunk lines and trailers; a bare CR or LF, or
+  a NUL, anywhere in them is an error (h11 accepts a bare LF: llhttp does not);
+- request line `token SP target SP HTTP/1.0|1.1`, one space each (h11; llhttp
+  accepts two); the method is any token (h11; llhttp knows a fixed list); the
+  target in origin, absolute, asterisk or (CONNECT) authority form (llhttp;
+  h11 takes any visible characters);
+- header lines `token ":" value`: no whitespace before the colon, no obs-fold
+  continuation lines (h11 unfolds them, llhttp refuses: refused), values of
+  HTAB, SP, visible ASCII and obs-text only (h11 accepts other controls:
+  llhttp does not);
+- one Content-Length rule: decimal digits, at most 20 of them and below
+  2**64; repeated lines or comma lists of the *same* value are one value
+  (RFC 9110 section 8.6, as h11; llhttp refuses any repetition); different
+  values are refused;
+- Transfer-Encoding in a request: exactly one such line, `chunked` (any
+  case), else 501 (h11); with Content-Length as well: refused (llhttp; h11
+  lets chunked win);
+- chunk sizes: 1 to 20 hex digits (h11) below 2**64 (llhttp), directly
+  followed by the extensions, if any, and CRLF (no whitespace: llhttp);
+  extensions `;name[=token|quoted-string]` (llhttp; h11 skips anything after
+  `;`); the CRLF after each chunk's data is required; trailer lines follow the
+  header-line rules.
 """
 
 from __future__ import annotations
 
 import re
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^ \x00-\x1f\x7f]+) HTTP/(1\.[01])")
+_TOKEN_CHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKEN = re.compile(_TOKEN_CHARS + rb"+")
+# Field values: HTAB, SP, VCHAR, obs-text (no other control character).
+VALUE_CHARS = rb"[\t\x20-\x7e\x80-\xff]"
+# A request target: visible ASCII only (both reference parsers refuse obs-text there).
+TARGET_CHARS = rb"[\x21-\x7e]"
+# The header section of a head: every line preceded by CRLF (see `Head.block`).
+HEADER_LINES = rb"(?:\r\n" + _TOKEN_CHARS + rb"+:" + VALUE_CHARS + rb"*)*"
+_FIELD_LINE = re.compile(_TOKEN_CHARS + rb"+:" + VALUE_CHARS + rb"*")
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN_CHARS + rb"+) (" + TARGET_CHARS + rb"+) HTTP/(1\.[01])")
 _STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
+_DIGITS = re.compile(rb"[0-9]{1,20}")
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,20})(?:;" + _TOKEN_CHARS + rb"+(?:=(?:" + _TOKEN_CHARS + rb"+|" + _QUOTED + rb"))?)*\r\n"
+)
+MAX_SIZE = 2**64 - 1  # the largest Content-Length or chunk size
 
 # Headers that describe one connection, never forwarded as they are.
 HOP_BY_HOP = frozenset(
@@ -135,9 +175,8 @@ _KEYS = {
     for n in (b"host", b"connection", b"content-length", b"transfer-encoding", b"upgrade", b"accept", b"x-forwarded-for")
 }
 
-# One C-level pass validates a whole header section: token names, a colon
-# right after the name, no CR, LF or NUL inside a line.
-_HEADERS = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*)*")
+# One C-level pass validates a whole header section.
+_HEADERS = re.compile(HEADER_LINES)
 
 
 def _check_headers(raw: bytes, start: int, status: int) -> None:
@@ -149,7 +188,7 @@ def _check_headers(raw: bytes, start: int, status: int) -> None:
             raise HttpError(status, "obsolete header line folding is not accepted")
         if not sep or _TOKEN.fullmatch(name) is None:
             raise HttpError(status, f"malformed header line {line[:80]!r}")
-    raise HttpError(status, "bare CR or LF, or NUL, in the message head")
+    raise HttpError(status, "bare CR or LF, NUL or another control character in the message head")
 
 
 def parse_request_head(raw: bytes) -> Head:
@@ -160,11 +199,26 @@ def parse_request_head(raw: bytes) -> Head:
     mt = _REQUEST_LINE.fullmatch(raw, 0, eol)
     if mt is None:
         raise HttpError(400, f"malformed request line {raw[:min(eol, 80)]!r}")
+    target = mt.group(2)
+    if target[:1] != b"/" and not _other_form(mt.group(1), target):
+        raise HttpError(400, f"malformed request target {target[:80]!r}")
     _check_headers(raw, eol, 400)
-    return Head(raw, eol, mt.group(3), method=mt.group(1), target=mt.group(2))
+    return Head(raw, eol, mt.group(3), method=mt.group(1), target=target)
+
+
+_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def _other_form(method: bytes, target: bytes) -> bool:
+    """A request target that is not origin-form: `*`, absolute-form, or
+    authority-form for CONNECT (RFC 9112 section 3.2)."""
+    if method == b"CONNECT":
+        return True
+    return target == b"*" or _ABSOLUTE.match(target) is not None
 
 
 def parse_response_head(raw: bytes) -> Head:
+    """Parse a response head (without the final CRLFCRLF); errors are 502."""
     eol = raw.find(b"\r\n")
     if eol < 0:
         eol = len(raw)
@@ -173,6 +227,23 @@ def parse_response_head(raw: bytes) -> Head:
         raise HttpError(502, f"malformed status line {raw[:min(eol, 80)]!r}")
     _check_headers(raw, eol, 502)
     return Head(raw, eol, mt.group(1), status=int(mt.group(2)))
+
+
+def skip_empty_lines(buf: bytes | bytearray, i: int = 0) -> int:
+    """Index of the first byte after the empty lines (CRLF pairs only) that
+    may precede a request line (RFC 9112 section 2.2)."""
+    while buf.startswith(b"\r\n", i):
+        i += 2
+    return i
+
+
+def request_host(head: Head) -> bytes | None:
+    """The request's one Host value, None without one; more than one is 400
+    (RFC 9112 section 3.2)."""
+    hosts = head.get_all(b"host")
+    if len(hosts) > 1:
+        raise HttpError(400, "more than one Host header")
+    return hosts[0] if hosts else None
 
 
 def header_dropper(names: frozenset[bytes] | set[bytes]) -> re.Pattern[bytes]:
@@ -193,9 +264,8 @@ def request_framing(head: Head) -> tuple[int, int]:
     if te:
         if cl:
             raise HttpError(400, "both Transfer-Encoding and Content-Length")
-        codings = [t.strip().lower() for v in te for t in v.split(b",") if t.strip()]
-        if codings != [b"chunked"]:
-            raise HttpError(501, "only Transfer-Encoding: chunked is supported")
+        if len(te) != 1 or te[0].lower() != b"chunked":
+            raise HttpError(501, "only one Transfer-Encoding: chunked is supported")
         return CHUNKED, 0
     if cl:
         n = _content_length(cl, 400, "invalid Content-Length")
@@ -208,10 +278,11 @@ def _content_length(values: list[bytes], status: int, message: str) -> int:
     value (RFC 9110 section 8.6); anything else is refused with `status`."""
     if len(values) == 1 and values[0].isdigit() and len(values[0]) < 19:
         return int(values[0])  # the common case, without splitting
-    distinct = {v.strip() for v in b",".join(values).split(b",")}
-    if len(distinct) != 1 or not _DIGITS.fullmatch(next(iter(distinct))):
+    distinct = {v.strip(b" \t") for v in b",".join(values).split(b",")}
+    text = next(iter(distinct))
+    if len(distinct) != 1 or not _DIGITS.fullmatch(text) or int(text) > MAX_SIZE:
         raise HttpError(status, message)
-    return int(next(iter(distinct)))
+    return int(text)
 
 
 def response_framing(head: Head, method: bytes) -> tuple[int, int]:
@@ -240,7 +311,8 @@ class ChunkScanner:
 
     `feed(data, i)` scans `data` from index `i` and returns the index just past
     the end of the message, or -1 when the message goes on. Raises HttpError on
-    malformed framing.
+    malformed framing, before returning: a caller forwards only what was
+    scanned. With `out`, the chunks' payload is appended to it as well.
     """
 
     __slots__ = ("state", "remaining", "line")
@@ -250,16 +322,32 @@ class ChunkScanner:
         self.remaining = 0
         self.line = bytearray()
 
-    def feed(self, data: bytes, i: int = 0) -> int:
+    def feed(self, data: bytes, i: int = 0, out: list[bytes] | None = None) -> int:
         n = len(data)
         while i < n:
             st = self.state
             if st == _DATA:
                 take = min(self.remaining, n - i)
+                if out is not None:
+                    out.append(data[i : i + take])
                 i += take
                 self.remaining -= take
                 if not self.remaining:
                     self.state = _DATA_END
+                continue
+            if st == _DATA_END:  # exactly CRLF, nothing else, after a chunk's data
+                if not self.line and data.startswith(b"\r\n", i):
+                    i += 2
+                    self.state = _SIZE
+                    continue
+                piece = data[i : i + 2 - len(self.line)]
+                self.line += piece
+                i += len(piece)
+                if not b"\r\n".startswith(self.line):
+                    raise HttpError(400, "chunk data not followed by CRLF")
+                if len(self.line) == 2:
+                    self.line.clear()
+                    self.state = _SIZE
                 continue
             j = data.find(b"\n", i)
             if j < 0:
@@ -276,25 +364,79 @@ class ChunkScanner:
             i = j + 1
             if len(line) > MAX_CHUNK_LINE:
                 raise HttpError(400, "chunk line too long")
-            if not line.endswith(b"\r\n"):
-                raise HttpError(400, "chunk line not ended by CRLF")
-            line = line[:-2]
             if st == _SIZE:
-                size_part = line.split(b";", 1)[0].rstrip(b" \t")
-                if not _HEX.fullmatch(size_part):
-                    raise HttpError(400, f"invalid chunk size {size_part[:20]!r}")
-                size = int(size_part, 16)
+                m = _CHUNK_LINE.fullmatch(line)
+                if m is None:
+                    raise HttpError(400, f"invalid chunk size line {line[:40]!r}")
+                size = int(m.group(1), 16)
+                if size > MAX_SIZE:
+                    raise HttpError(400, "chunk size too large")
                 if size:
                     self.state = _DATA
                     self.remaining = size
                 else:
                     self.state = _TRAILER
-            elif st == _DATA_END:
-                if line:
-                    raise HttpError(400, "chunk data longer than its size")
+            elif line == b"\r\n":  # the empty line ending the trailer section
                 self.state = _SIZE
-            else:  # trailer section: ends with an empty line
-                if not line:
-                    self.state = _SIZE
-                    return i
+                return i
+            elif not line.endswith(b"\r\n") or _FIELD_LINE.fullmatch(line, 0, len(line) - 2) is None:
+                raise HttpError(400, f"malformed trailer line {line[:80]!r}")
         return -1
+
+
+class Body:
+    """One message body's framing, fed bytes as they arrive.
+
+    `feed(data, i)` returns the index just past the body's end in `data`, or
+    -1 when all of `data[i:]` belongs to the body and more is due; `out`, when
+    given, collects the payload (chunked framing removed). `wanted()` says how
+    many bytes may be read next without reading past the body (0: a line, so
+    read up to LF). `eof()` raises when the body is cut short. Errors are
+    HttpError, raised before the offending bytes are returned as body bytes.
+    """
+
+    __slots__ = ("kind", "remaining", "scanner", "done")
+
+    def __init__(self, kind: int, length: int = 0) -> None:
+        self.kind = kind
+        self.remaining = length if kind == LENGTH else 0
+        self.scanner = ChunkScanner() if kind == CHUNKED else None
+        self.done = kind == NONE or (kind == LENGTH and not length)
+
+    def feed(self, data: bytes, i: int = 0, out: list[bytes] | None = None) -> int:
+        if self.done:
+            return i
+        kind = self.kind
+        if kind == LENGTH:
+            avail = len(data) - i
+            if avail < self.remaining:
+                self.remaining -= avail
+                if out is not None:
+                    out.append(data[i:])
+                return -1
+            end = i + self.remaining
+            if out is not None:
+                out.append(data[i:end])
+            self.remaining = 0
+            self.done = True
+            return end
+        if kind == CHUNKED:
+            assert self.scanner is not None
+            end = self.scanner.feed(data, i, out)
+            self.done = end >= 0
+            return end
+        if out is not None:  # until close
+            out.append(data[i:])
+        return -1
+
+    def wanted(self) -> int:
+        if self.kind == LENGTH:
+            return self.remaining
+        if self.kind == CHUNKED:
+            assert self.scanner is not None
+            return self.scanner.remaining
+        return -1  # until close: anything
+
+    def eof(self) -> None:
+        if not self.done and self.kind != UNTIL_CLOSE:
+            raise HttpError(400, "connection closed in the middle of a message body")

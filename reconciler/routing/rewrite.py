@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from reconciler.net.http1 import Head
+from reconciler.net.http1 import HEADER_LINES, TARGET_CHARS, Head
 from reconciler.net.responses import HOP_BY_HOP, connection_named, drop_headers, header_dropper
 from reconciler.routing.index import Target
 
@@ -30,8 +30,8 @@ _HOST_LINE = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
 # The fast paths are one regex match and a few byte scans each. Anything else
 # (bodies, chunked, upgrades, HTTP/1.0, several Connection tokens, 1xx, HEAD
 # ...) falls through to the general path, which handles every case.
-_HDRS = rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*)*)"
-FAST_REQUEST = re.compile(rb"(GET|DELETE|OPTIONS) (/[^ \x00-\x1f\x7f]*) HTTP/1\.1" + _HDRS)
+_HDRS = b"(" + HEADER_LINES + b")"  # http1's rules for a header section
+FAST_REQUEST = re.compile(rb"(GET|DELETE|OPTIONS) (/" + TARGET_CHARS + rb"*) HTTP/1\.1" + _HDRS)
 FAST_RESPONSE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9](?: [^\x00-\x08\x0a-\x1f\x7f]*)?)" + _HDRS)
 
 CLOSE_TAIL = b"\r\nConnection: close\r\n\r\n"

@@ -215,3 +215,106 @@ def test_per_source_cap_on_unauthenticated_connections(tmp_path, fleet_home, mon
             s.close()
         proxy.stop()
         up.stop()
+
+
+# -- smuggling through the real proxy -----------------------------------------------------------
+
+
+def _through(w, cred: str, request: bytes, tls_host: str | None) -> bytes:
+    """Send raw `request` through the proxy (inside an intercepted CONNECT to
+    `tls_host`, or as a plain http request) and return all it answers."""
+    import socket
+    import ssl
+
+    sock = socket.create_connection(("127.0.0.1", w.port), timeout=10)
+    auth = base64.b64encode(f"fleet:{cred}".encode()).decode()
+    try:
+        if tls_host is not None:
+            sock.sendall(f"CONNECT {tls_host}:443 HTTP/1.1\r\nHost: {tls_host}:443\r\n"
+                         f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += sock.recv(4096)
+            assert got.startswith(b"HTTP/1.1 200"), got
+            sock = ssl.create_default_context(cafile=w.bundle).wrap_socket(sock, server_hostname=tls_host)
+        else:
+            request = request.replace(b"\r\n", f"\r\nProxy-Authorization: Basic {auth}\r\n".encode(), 1)
+        sock.sendall(request)
+        out = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (ConnectionError, OSError):
+                break
+            if not data:
+                break
+            out += data
+        return out
+    finally:
+        sock.close()
+
+
+SMUGGLED = b"GET /echo/smuggled HTTP/1.1\r\nHost: api.github.com\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_bytes, why", [
+    (b"POST /echo/a HTTP/1.1\r\nHost: api.github.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n" + SMUGGLED, "Content-Length with Transfer-Encoding"),
+    (b"POST /echo/a HTTP/1.1\r\nHost: api.github.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"5\r\nhello\r\n0\n\r\n" + SMUGGLED, "a bare LF ending the last chunk"),
+    (b"POST /echo/a HTTP/1.1\r\nHost: api.github.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"5\r\nhelloXX0\r\n\r\n" + SMUGGLED, "no CRLF after a chunk's data"),
+    (b"POST /echo/a HTTP/1.1\r\nHost: api.github.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"5\nhello\r\n0\r\n\r\n" + SMUGGLED, "a bare LF after a chunk size"),
+    (b"POST /echo/a HTTP/1.1\r\nHost: api.github.com\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\n"
+     b"abcd" + SMUGGLED, "two Content-Lengths"),
+    (b"POST /echo/a HTTP/1.1\r\nHost: api.github.com\r\nTransfer-Encoding: chunked\r\n Transfer-Encoding: x\r\n\r\n"
+     b"0\r\n\r\n" + SMUGGLED, "obs-fold"),
+])
+def test_smuggling_attempts_get_400_and_nothing_reaches_the_upstream(world, request_bytes, why):
+    answer = _through(world, world.cred_gh, request_bytes, "api.github.com")
+    assert answer.startswith(b"HTTP/1.1 400 "), (why, answer[:200])
+    assert answer.count(b"HTTP/1.1 ") == 1, why  # one answer, the connection closed after it
+    time.sleep(0.3)
+    assert world.up.requests == [], why  # no request, smuggled or not, was completed upstream
+
+
+def test_smuggling_in_plain_http_gets_400_before_any_upstream(world):
+    request = (b"POST http://plain.test/echo/a HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 4\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED)
+    answer = _through(world, world.cred_gh, request, None)
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1, answer[:200]
+    time.sleep(0.3)
+    assert world.plain.requests == []
+    log = wait_log("f1", "coder")
+    assert log[-1]["status"] == 400 and "Transfer-Encoding" in log[-1]["error"]
+
+
+def test_a_well_formed_chunked_request_after_the_checks_still_passes(world):
+    request = (b"POST /echo/a HTTP/1.1\r\nHost: api.github.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+               b"5;x=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
+    answer = _through(world, world.cred_gh, request, "api.github.com")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert world.up.requests[-1]["body_len"] == 5
+
+
+
+def test_a_request_body_cut_short_gets_400_without_waiting_for_the_upstream(world):
+    import socket
+
+    auth = base64.b64encode(f"fleet:{world.cred_gh}".encode()).decode()
+    sock = socket.create_connection(("127.0.0.1", world.port), timeout=10)  # far below the idle timeout (75 s)
+    sock.sendall(f"POST http://plain.test/echo/a HTTP/1.1\r\nHost: plain.test\r\nProxy-Authorization: Basic {auth}\r\n"
+                 f"Content-Length: 100\r\n\r\nonly this much".encode())
+    sock.shutdown(socket.SHUT_WR)  # the client is done: the body is 86 bytes short
+    answer = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        answer += data
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"cut short" in answer, answer[:200]
+    # the body streams: the upstream got what the client sent, then its connection closed
+    # (this fake upstream records a short read; it never sees more than the 14 bytes)
+    assert all(r["body_len"] <= 14 for r in world.plain.requests)

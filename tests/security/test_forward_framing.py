@@ -98,3 +98,23 @@ def test_content_length_one_rule():
                 b"Content-Length: 5\r\nTransfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked"):
         with pytest.raises(HttpError):
             request_framing(parse_request_head(b"POST / HTTP/1.1\r\nHost: a\r\n" + bad))
+
+
+def test_read_head_skips_crlf_empty_lines_only():
+    from reconciler.grants.forward_wire import Answer, read_head
+
+    async def head(data: bytes):
+        r = asyncio.StreamReader()
+        r.feed_data(data)
+        r.feed_eof()
+        return await read_head(r, 5)
+
+    assert asyncio.run(head(b"\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")) == b"GET / HTTP/1.1\r\nHost: a"
+    bare = asyncio.run(head(b"\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+    assert bare is not None and bare.startswith(b"\n")  # not skipped: the parser refuses it
+    with pytest.raises(HttpError):
+        parse_request_head(bare)
+    assert asyncio.run(head(b"\r\n")) is None  # a clean end
+    with pytest.raises(Answer):
+        asyncio.run(head(b"GET / HT"))  # cut in the middle of a head
+
