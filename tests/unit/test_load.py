@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 import reconciler.cli  # noqa: F401  (registers every command on the app)
-from reconciler.load import loader as load_mod
+from reconciler.load import yamldoc
 from reconciler.cli import app
 from reconciler.core.errors import FleetError, ValidationFailed
 from reconciler.load.loader import MAX_FILE_BYTES, load, validate_file
@@ -204,7 +204,7 @@ def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path, opening, closin
 
 
 def test_too_many_values_are_refused_while_parsing(tmp_path, monkeypatch):
-    monkeypatch.setattr(load_mod, "MAX_NODES", 500)
+    monkeypatch.setattr(yamldoc, "MAX_NODES", 500)
     p = only_problem(write(tmp_path, "fleet: wide\nx:\n" + "- a\n" * 2000))
     assert "more than 500 values" in p.message
 
