@@ -21,11 +21,6 @@ are the fleet and resource names themselves, so the map is injective.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
-
-if TYPE_CHECKING:
-    from reconciler.core.model import ProxySettings
-
 PREFIX = "dev.fleet."
 PROJECT = PREFIX + "project"
 KIND = PREFIX + "kind"
@@ -114,11 +109,3 @@ def project_filter(fleet: str) -> str:
 def env_name(service: str) -> str:
     """FLEET_URL_<SERVICE>: upper case, '-' to '_'."""
     return "FLEET_URL_" + service.upper().replace("-", "_")
-
-
-def service_urls(agent: str, services: Iterable[str], proxy: ProxySettings) -> dict[str, str]:
-    """service -> the agent's public URL through the proxy, e.g.
-    `https://web.dark-mode.localhost:8080` (http when proxy TLS is off).
-    These are the values of FLEET_URL_<SERVICE> and what status shows."""
-    scheme = "https" if proxy.tls else "http"
-    return {s: f"{scheme}://{s}.{agent}.localhost:{proxy.port}" for s in sorted(services)}

@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reconciler.core.errors import FleetError
-from reconciler.core.labels import service_urls  # the URL scheme is core's: load puts it in FLEET_URL_*
 from reconciler.state.home import ensure_dir, fleet_home, write_atomic
 from reconciler.core.model import MODAL_ROUTER_PORT, Desired, DesiredAgent, Observed, ProxySettings
 
@@ -362,6 +361,14 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
             out.append(Route(agent=oa.name, service=service, container_port=cport, target=target, tls=tls,
                              inner_port=inner))
     return out
+
+
+def service_urls(agent: str, services: Iterable[str], proxy: ProxySettings) -> dict[str, str]:
+    """service -> the agent's public URL through the proxy, e.g.
+    `https://web.dark-mode.localhost:8080` (http when proxy TLS is off).
+    These are the values of FLEET_URL_<SERVICE> and what status shows."""
+    scheme = "https" if proxy.tls else "http"
+    return {s: f"{scheme}://{s}.{agent}.localhost:{proxy.port}" for s in sorted(services)}
 
 
 def agent_urls(agent: DesiredAgent, proxy: ProxySettings) -> dict[str, str]:

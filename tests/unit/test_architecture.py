@@ -40,6 +40,7 @@ KNOWN: set[str] = {
     'layer: reconciler.core.reconcile imports reconciler.routing.table',
     'layer: reconciler.engine.pipeline imports reconciler.view.render',
     'layer: reconciler.grants.inject imports reconciler.routing.daemon',
+    'layer: reconciler.load.resolve imports reconciler.routing.table',
     'layer: reconciler.providers.docker.driver imports reconciler.engine.agentnet',
     'layer: reconciler.routing.sync imports reconciler.engine.pipeline',
     'layer: reconciler.view.render imports reconciler.gitops.output',
