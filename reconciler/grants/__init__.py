@@ -5,4 +5,9 @@
 credential to what it may use, `inject` prepares an agent's container, and
 `forward` is the TLS-intercepting forward proxy (hosted by the fleet proxy
 process) that sets the headers on the way out.
+
+Layer 5. May import: `core`, `state`, `load`, `net`. Never `routing` or any
+layer above it: the fleet proxy process (`routing.daemon`) hosts the forward
+proxy and imports it, not the reverse; making sure that process runs is the
+engine's part of an action.
 """
