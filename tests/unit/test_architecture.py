@@ -118,14 +118,19 @@ def test_known_entries_are_well_formed():
 
 
 def test_known_only_shrinks():
-    found = {"size: m 510": "m has 510 lines", "layer: a imports b": "a.py:3: ...", "size: n 700": "n has 700 lines"}
-    known = {"size: m 520", "layer: a imports b", "cycle: x -> y", "size: n 650"}
+    found = {
+        "size: m 510": "m has 510 lines", "layer: a imports b": "a.py:3: ...", "size: n 700": "n has 700 lines",
+        "cycle: p -> q": "p and q", "cycle: s -> t": "s and t",
+    }
+    known = {"size: m 520", "layer: a imports b", "cycle: x -> y", "size: n 650", "cycle: p -> q -> r"}
     report = "\n".join(differences(found, known, ("size:", "layer:", "cycle:")))
-    assert "better: KNOWN has 520, now 510: replace the KNOWN entry with 'size: m 510'" in report
-    assert "worse than KNOWN (650 before): size: n 700" in report
+    assert "better than KNOWN: replace 'size: m 520'\n      with 'size: m 510'" in report
+    assert "worse than KNOWN ('size: n 650'): size: n 700" in report
+    assert "better than KNOWN: replace 'cycle: p -> q -> r'\n      with 'cycle: p -> q'" in report
+    assert "  + cycle: s -> t\n      s and t" in report
     assert "'cycle: x -> y' no longer occurs: delete it" in report
     assert "layer: a imports b" not in report
-    assert differences(found, set(found), ("size:", "layer:")) == []
+    assert differences(found, set(found), ("size:", "layer:", "cycle:")) == []
     assert differences(found, set(), ("core:",)) == []
 
 

@@ -459,3 +459,14 @@ def test_modal_app_names_follow_modals_rule(tmp_path):
     assert "must be a Modal app name" in problems[0].message
     ok = text.replace("'my app!'", "team.app_1")
     assert validate_file(write(tmp_path, ok, "ok.yaml"))[1] == []
+
+
+def test_loader_keeps_the_names_other_layers_import():
+    """loader.py was split by subject (yamldoc, problems, checks, resolve); the
+    names engine, grants, gitops and the CLI import from it stay there."""
+    from reconciler.load import loader
+
+    for name in ("load", "validate_file", "read_document", "default_file", "did_you_mean", "concrete_types",
+                 "context_hash", "MAX_FILE_BYTES", "resolve"):
+        assert callable(getattr(loader, name)) or name == "MAX_FILE_BYTES", name
+    assert loader.did_you_mean("evn", ["env", "image"]) == "; did you mean 'env'?"
