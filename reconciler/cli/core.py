@@ -26,7 +26,7 @@ from reconciler.view import render
 from reconciler.gitops import savedplan
 from reconciler.core import targeting
 from reconciler.core.errors import FleetError, display_path
-from reconciler.engine.execute import Event
+from reconciler.engine.events import Event
 from reconciler.load.loader import default_file, load, read_document, validate_file
 from reconciler.state.lock import fleet_lock
 from reconciler.core.reconcile import Options
@@ -332,7 +332,7 @@ def status(
     if watch:
         _watch_status(desired)
         return
-    rows = pipeline.status_rows(desired)
+    rows = render.fleet_status_rows(desired)
     if output is Output.json:
         print(machine.status_json(desired, rows))
         return
@@ -354,7 +354,7 @@ def _watch_status(desired) -> None:
 
     out = console()
     def table():
-        return render.status_table(pipeline.status_rows(desired), out.width if out.is_terminal else None)
+        return render.status_table(render.fleet_status_rows(desired), out.width if out.is_terminal else None)
 
     with Live(table(), console=out, auto_refresh=False) as live:
         try:

@@ -16,7 +16,7 @@ from typing import Literal
 from reconciler.core.errors import FleetError
 from reconciler.load.loader import did_you_mean
 from reconciler.core.model import Desired, DesiredAgent, Observed, ObservedAgent
-from reconciler.core.plan import Action, Plan
+from reconciler.core.plan import Action, AgentRestart, AgentStart, AgentStop, HostStart, Plan, RouteUpdate
 from reconciler.core.reconcile import HOST_NOUN
 
 Verb = Literal["stop", "start", "restart"]
@@ -69,33 +69,35 @@ def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str]
     hosts = {h.name: h for h in sorted(observed.hosts, key=lambda h: h.state == "running")}
     host_starts: dict[str, str] = {}
     for spec, obs in select(desired, observed, verb, names, all_agents):
-        common = dict(id=f"agent:{spec.name}", kind="agent", name=spec.name, host=spec.host, provider=obs.provider,
-                      desired_agent=spec, observed_agent=obs)
+        aid, name, on, provider = f"agent:{spec.name}", spec.name, spec.host, obs.provider
         up = obs.state in UP
         if verb == "stop":
             if up:
-                actions.append(Action(op="stop", cause="fleet stop", **common))
+                actions.append(AgentStop(id=aid, name=name, host=on, provider=provider, cause="fleet stop",
+                                         desired_agent=spec, observed_agent=obs))
             continue
         deps: tuple[str, ...] = ()
         holder = hosts.get(spec.host) if spec.host else None
         if not up and holder is not None and holder.state != "running":
             if holder.name not in host_starts:
-                act = Action(id=f"host:{holder.name}", op="start", kind="host", name=holder.name, provider=holder.provider,
-                             cause=f"{HOST_NOUN[holder.provider]} {holder.state}", observed_host=holder,
-                             desired_host=desired.hosts.get(holder.name))
+                act = HostStart(id=f"host:{holder.name}", name=holder.name, provider=holder.provider,
+                                cause=f"{HOST_NOUN[holder.provider]} {holder.state}", observed_host=holder,
+                                desired_host=desired.hosts.get(holder.name))
                 actions.append(act)
                 host_starts[holder.name] = act.id
             deps = (host_starts[holder.name],)
         if verb == "restart" and up:
-            actions.append(Action(op="restart", cause="fleet restart", **common))
+            actions.append(AgentRestart(id=aid, name=name, host=on, provider=provider, cause="fleet restart",
+                                        desired_agent=spec, observed_agent=obs))
         elif not up:
-            actions.append(Action(op="start", cause=f"fleet {verb}", depends_on=deps, **common))
+            actions.append(AgentStart(id=aid, name=name, host=on, provider=provider, cause=f"fleet {verb}",
+                                      depends_on=deps, desired_agent=spec, observed_agent=obs))
     # a (re)started private agent gets new published ports, a restarted holder may get a new
     # bridge address: their routes follow in the same command, as after an apply
     moved = tuple(a.id for a in actions if a.op in ("start", "restart") and (
         a.kind == "host" or (a.desired_agent is not None and a.desired_agent.host is None and a.desired_agent.ports)))
     if moved and any(a.ports for a in desired.agents.values()):
         whose = ", ".join(a.id.replace("agent:", "").replace("host:", "host ") for a in actions if a.id in moved)
-        actions.append(Action(id="route:routes", op="route", kind="route", name="routes",
-                              cause=f"routes of {whose} ({'started' if verb == 'start' else 'restarted'})", depends_on=moved))
+        actions.append(RouteUpdate(cause=f"routes of {whose} ({'started' if verb == 'start' else 'restarted'})",
+                                   depends_on=moved))
     return Plan(fleet=desired.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())

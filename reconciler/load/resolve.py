@@ -23,12 +23,10 @@ from reconciler.core.model import (
     ProxySettings,
     WorkspaceSpec,
 )
+from reconciler.core.routes import service_urls
 from reconciler.load import pathrules
 from reconciler.load.buildctx import context_hash
 from reconciler.load.spec import FleetFile, WorkspaceMap
-# known layer breach (KNOWN in tests/unit/test_architecture.py): the URL scheme moves to
-# core (core.routes.service_urls) with the typed routes; import it from there then
-from reconciler.routing.table import service_urls
 
 
 def _image(fleet: str, base: Path, image: str | None, build: Any) -> ImageRef:

@@ -82,7 +82,7 @@ def status_rows(
 ) -> list[dict[str, Any]]:
     """One row of data per agent. `details` (provider facts per container id:
     restarts, exit code, start time) and `messages` (first-message delivery
-    records) are optional extras gathered by `pipeline.status_rows`.
+    records) are optional extras gathered by `engine.observe.status_facts`.
 
     state: what the provider reports (running, exited, created, restarting,
     paused, dead) or "missing" (no container); outdated: its spec differs from
