@@ -1,6 +1,10 @@
 """The `fleet` command line. Thin: parse arguments, call one function, render.
 
 Each command group lives in its own module and registers itself on `app` here.
+
+Layer 12, the top (only `reconciler/__main__.py` is above it). May import every
+layer, but reaches providers only through `engine` (the types in
+`providers.base` and the terminal bridge `providers.terminal` are fine).
 """
 
 from __future__ import annotations

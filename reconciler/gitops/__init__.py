@@ -1,5 +1,5 @@
 """GitOps: saved plans, machine-readable output (JSON), `fleet fmt`.
 
-Layer 10. May import everything below it: `core`, `state`, `load`, `routing`,
-`engine`, `view`. Never drives a provider except through `engine`.
+Layer 10. May import: `core` to `view` (all the layers below). Never `watch` or
+`cli`; reaches a provider only through `engine` (no driver, no `get_provider`).
 """

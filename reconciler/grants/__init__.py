@@ -10,4 +10,9 @@ process) that sets the headers on the way out; its parts, by subject, are
 `forward_exchange` (one request), `forward_connect` (CONNECT, interception),
 `forward_requests` (one client connection) and `streams` (body copies on
 `reconciler.net.http1`).
+
+Layer 5. May import: `core`, `state`, `load`, `net`. Never `routing` or any
+layer above it: the fleet proxy process (`routing.daemon`) hosts the forward
+proxy and imports it, not the reverse; making sure that process runs is the
+engine's part of an action.
 """

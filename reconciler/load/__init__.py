@@ -1,5 +1,12 @@
-"""Load: fleet.yaml as written (`spec`) to the resolved `Desired` (`loader`),
-with hints, path rules, build-context hashing and the generated JSON Schema.
+"""Load: fleet.yaml to the validated, fully resolved `Desired`.
 
-Layer 3. May import: `core`, `state`. Never a provider, the network or the CLI.
+`loader` is the entry point (`load`, `validate_file`); `yamldoc` reads the YAML
+keeping every value's line and column; `spec` is the file's schema; `problems`
+and `checks` say what is wrong, `hints` words common slips better; `resolve`
+makes `Desired`. Around them: `pathrules` (which directories may be workspaces
+or build contexts), `buildctx` (build-context hashing) and `schemajson` (the
+generated JSON Schema).
+
+Layer 3. May import: `core`, `state`. Never `net` or any layer above it: nothing
+here talks to Docker, Modal or the network.
 """

@@ -2,7 +2,8 @@
 off a known one ('evn' for 'env'), and an agent setting indented as an agent
 name (`ports:` one level too far left becomes an agent called `ports`).
 
-Pure functions over the parsed document; load.py calls them.
+Pure functions over the parsed document; `loader.validate_file` and
+`problems.did_you_mean` call them.
 """
 
 from __future__ import annotations

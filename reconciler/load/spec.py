@@ -1,7 +1,7 @@
 """The schema of fleet.yaml (version 1), as pydantic models.
 
-These models describe the file as written; `load.py` turns them into the resolved
-`Desired` of `model.py`. The JSON Schema in `schemas/fleet.schema.json` is generated
+These models describe the file as written; `resolve.py` turns them into the resolved
+`Desired` of `core/model.py`. The JSON Schema in `schemas/fleet.schema.json` is generated
 from `FleetFile` (see `schemajson.py`), so editors check what `fleet validate` checks.
 """
 

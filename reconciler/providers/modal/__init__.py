@@ -4,5 +4,6 @@
 shell helpers, local Modal state. `modal` is imported only when a Modal host
 is used.
 
-Part of layer 7 (`providers`). May import: `core`, `state`, `load`, `net`.
+Part of layer 7 (`providers`): may import what `providers` may, never `engine`
+or above. Imported only by `providers` and `engine`.
 """
