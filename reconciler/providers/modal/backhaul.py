@@ -180,10 +180,10 @@ class Session:
             if len(self.streams) >= self.limits.max_streams:
                 self._send(p.encode(p.RST, f.sid, b"too many connections"))
                 return
-            st = _Stream(f.sid)
-            self.streams[f.sid] = st
+            new = _Stream(f.sid)
+            self.streams[f.sid] = new
             self.opened += 1
-            st.task = asyncio.ensure_future(self._serve(st))
+            new.task = asyncio.ensure_future(self._serve(new))
             return
         st = self.streams.get(f.sid)
         if st is None:
