@@ -25,6 +25,7 @@ PORT = 3128  # in the sandbox
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802
         self._answer(f"hello from this machine: {self.command} {self.path}\n".encode())

@@ -61,6 +61,19 @@ def test_shape_rules(wire, problem):
         p.Decoder().feed(wire)
 
 
+def test_the_relay_script_speaks_the_same_constants():
+    """The relay is a second implementation of the spec (it cannot import this module)."""
+    import re
+
+    from reconciler.providers.modal.backhaul_relay import RELAY
+
+    consts = dict(re.findall(r"^([A-Z_]+) = (.+)$", RELAY, re.M))
+    for name in ("MAGIC", "MAX_PAYLOAD", "INITIAL_WINDOW", "MAX_WINDOW"):
+        assert eval(consts[name]) == getattr(p, name), name  # noqa: S307 - our own literal
+    assert "HELLO, OPEN, DATA, WINDOW, FIN, RST, PING, PONG = range(1, 9)" in RELAY
+    assert consts["HEADER"] == 'struct.Struct(">BII")'
+
+
 def test_window_increment_reads_back():
     (f,) = p.Decoder().feed(p.window(5, 123456))
     assert (f.type, f.sid, p.increment(f)) == (p.WINDOW, 5, 123456)
@@ -141,7 +154,9 @@ def sink():
     ([HELLO, p.encode(p.DATA, 5, b"x")], "never opened"),
     ([HELLO, p.encode(p.OPEN, 1), p.encode(p.FIN, 1), p.encode(p.FIN, 1)], "second FIN"),
     ([HELLO, p.encode(p.OPEN, 1), p.encode(p.FIN, 1), p.encode(p.DATA, 1, b"x")], "DATA after FIN"),
-    ([HELLO, p.encode(p.OPEN, 1)] + [p.encode(p.DATA, 1, b"x" * p.MAX_PAYLOAD)] * 5, "beyond the window"),
+    # in one read, so nothing of it can be consumed (and credited back) in between
+    ([HELLO, p.encode(p.OPEN, 1) + p.encode(p.DATA, 1, b"x" * p.MAX_PAYLOAD) * (p.INITIAL_WINDOW // p.MAX_PAYLOAD + 1)],
+     "beyond the window"),
     ([HELLO, p.encode(p.OPEN, 1)] + [p.window(1, 1 << 29)] * 3, "window over"),
     ([HELLO, p.HEADER.pack(p.DATA, 1, 0xFFFFFFFF)], "over 65536"),
     ([HELLO + b"\0\0"], "the exec ended"),  # a torn frame, then the end

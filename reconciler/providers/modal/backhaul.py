@@ -50,7 +50,7 @@ Opener = Callable[[list[str]], Awaitable[ExecChannel]]
 
 @dataclass(frozen=True)
 class Limits:
-    max_streams: int = 256  # concurrent connections per session; more get RST
+    max_streams: int = 64  # concurrent connections per session (more get RST): held bytes <= 64 windows
     ping_interval: float = 5.0
     dead_after: float = 20.0  # silence (no frame) after which a session is dropped
     hello_timeout: float = 60.0  # from exec start to the relay listening
