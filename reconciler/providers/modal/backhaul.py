@@ -75,9 +75,10 @@ class Session:
     """One exec's worth of multiplexed connections. `run()` returns why it ended."""
 
     def __init__(self, channel: ExecChannel, upstream: tuple[str, int], limits: Limits = Limits(),
-                 on_hello: Callable[[], None] | None = None) -> None:
+                 on_hello: Callable[[], None] | None = None, source: str | None = None) -> None:
         self.channel = channel
         self.upstream = upstream
+        self.source = source
         self.limits = limits
         self.on_hello = on_hello
         self.streams: dict[int, _Stream] = {}
@@ -214,7 +215,8 @@ class Session:
 
     async def _serve(self, st: _Stream) -> None:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.upstream), self.limits.connect_timeout)
+            dial = asyncio.open_connection(*self.upstream, local_addr=(self.source, 0) if self.source else None)
+            reader, writer = await asyncio.wait_for(dial, self.limits.connect_timeout)
         except (OSError, asyncio.TimeoutError) as e:
             self._reset(st, f"cannot reach the upstream: {e}")
             return
@@ -315,13 +317,20 @@ class Backhaul:
     starts it again after a backoff: `backoff[0]` seconds doubling up to
     `backoff[1]`, back to the start after a session that stayed up `healthy`
     seconds. `up` is set while a relay listens. Cancel `run()` to stop.
+
+    `source`: the local address upstream connections are made from (any
+    127.0.0.0/8 address on Linux), so the upstream can tell one sandbox's
+    connections from another's: the grants proxy binds a credential to the
+    address its caller connects from.
     """
 
     def __init__(self, opener: Opener, upstream: tuple[str, int], port: int, *,
                  pidfile: str | None = None, idle: float = IDLE, limits: Limits = Limits(),
-                 backoff: tuple[float, float] = (0.5, 30.0), healthy: float = 30.0) -> None:
+                 backoff: tuple[float, float] = (0.5, 30.0), healthy: float = 30.0,
+                 source: str | None = None) -> None:
         self.opener = opener
         self.upstream = upstream
+        self.source = source
         self.port = port
         self.argv = relay_argv(port, pidfile or f"/tmp/fleet-backhaul-{port}.pid", idle)
         self.limits = limits
@@ -348,7 +357,7 @@ class Backhaul:
                 self._ended(f"cannot start the relay: {type(e).__name__}: {e}")
             else:
                 self.starts += 1
-                self.session = Session(channel, self.upstream, self.limits, on_hello=self.up.set)
+                self.session = Session(channel, self.upstream, self.limits, on_hello=self.up.set, source=self.source)
                 try:
                     self._ended(await self.session.run())
                 finally:
