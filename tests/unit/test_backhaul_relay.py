@@ -247,3 +247,88 @@ async def stop(task: asyncio.Task[None]) -> None:
 async def _wait(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.05)
+
+
+def test_an_abort_at_either_end_reaches_the_other_and_frees_the_stream():
+    closed = asyncio.Queue()
+
+    async def hold(reader, writer):
+        writer.write(b"ready")
+        await writer.drain()
+        try:
+            while await reader.read(65536):
+                pass
+            closed.put_nowait("eof")
+        except ConnectionError:
+            closed.put_nowait("reset")
+        if writer.transport.get_extra_info("peername") and not writer.is_closing():
+            writer.transport.abort()
+
+    async def go() -> None:
+        async with relay(hold) as (bh, port, _):
+            # the client in the sandbox aborts mid-stream: the upstream connection ends
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            assert await r.readexactly(5) == b"ready"
+            w.write(os.urandom(100_000))
+            await w.drain()
+            w.transport.abort()
+            assert await asyncio.wait_for(closed.get(), 10) in ("eof", "reset")
+            await asyncio.wait_for(_wait(lambda: bh.session is not None and not bh.session.streams), 10)
+
+            # the upstream aborts: the client's connection ends
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            assert await r.readexactly(5) == b"ready"
+            w.write_eof()  # upstream sees EOF and aborts its side
+            assert await asyncio.wait_for(closed.get(), 10) == "eof"
+            with contextlib.suppress(ConnectionError):
+                assert await asyncio.wait_for(r.read(-1), 10) == b""
+            await asyncio.wait_for(_wait(lambda: bh.session is not None and not bh.session.streams), 10)
+            assert bh.starts == 1
+    run(go())
+
+
+def test_the_relay_exits_when_the_local_side_goes_silent():
+    from reconciler.providers.modal.backhaul_relay import relay_argv
+
+    async def go() -> None:
+        port = free_port()
+        pidfile = f"/tmp/fleet-backhaul-test-{port}.pid"
+        channel = await subprocess_opener()(relay_argv(port, pidfile, idle=1.0))
+        try:
+            assert p.Decoder().feed(await asyncio.wait_for(channel.read(), 10)) == [p.Frame(p.HELLO, 0, p.MAGIC)]
+            # no PING, no anything: it gives up within its idle limit (+ its 1 s tick)
+            assert await asyncio.wait_for(channel.read(), 10) == b""
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            await channel.close()
+            with contextlib.suppress(OSError):
+                os.unlink(pidfile)
+    run(go())
+
+
+@pytest.mark.slow
+def test_soak_many_streams_with_aborts():
+    """300 streams, 64 at a time, random sizes; every fifth client aborts halfway."""
+    import random
+
+    async def go() -> None:
+        async with relay() as (bh, port, _):
+            rnd = random.Random(7)
+            sem = asyncio.Semaphore(60)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    body = os.urandom(rnd.choice([1, 500, 70_000, 1_500_000]))
+                    if i % 5:
+                        assert await roundtrip(port, body) == body
+                        return
+                    r, w = await asyncio.open_connection("127.0.0.1", port)
+                    w.write(body)
+                    await r.read(1)
+                    w.transport.abort()
+
+            await asyncio.gather(*(one(i) for i in range(300)))
+            await asyncio.wait_for(_wait(lambda: bh.session is not None and not bh.session.streams), 20)
+            assert bh.starts == 1 and bh.session.opened == 300
+    asyncio.run(asyncio.wait_for(go(), 300))
