@@ -138,4 +138,9 @@ def test_a_terminated_sandbox_ends_the_session_and_retries_back_off(fake_modal, 
             assert any("cannot start the relay" in why for why in bh.ended[1:]), bh.ended
             assert len(bh.ended) < 10, bh.ended  # backed off, not a hot loop
 
+        # an owner that knows a gone sandbox is for good: run() returns
+        bh = Backhaul(modal_opener(sb), local_server, PORT, give_up=lambda e: type(e).__name__ == "NotFoundError")
+        await asyncio.wait_for(bh.run(), 30)
+        assert bh.starts == 0 and "NotFoundError" in (bh.last_error or "")
+
     asyncio.run(asyncio.wait_for(go(), 120))

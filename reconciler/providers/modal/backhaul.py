@@ -321,14 +321,17 @@ class Backhaul:
     `source`: the local address upstream connections are made from (any
     127.0.0.0/8 address on Linux), so the upstream can tell one sandbox's
     connections from another's: the grants proxy binds a credential to the
-    address its caller connects from.
+    address its caller connects from. `give_up(error)`: when true for an error
+    starting the exec (the sandbox is gone: modal's NotFoundError), `run()`
+    returns instead of retrying.
     """
 
     def __init__(self, opener: Opener, upstream: tuple[str, int], port: int, *,
                  pidfile: str | None = None, idle: float = IDLE, limits: Limits = Limits(),
                  backoff: tuple[float, float] = (0.5, 30.0), healthy: float = 30.0,
-                 source: str | None = None) -> None:
+                 source: str | None = None, give_up: Callable[[Exception], bool] | None = None) -> None:
         self.opener = opener
+        self.give_up = give_up
         self.upstream = upstream
         self.source = source
         self.port = port
@@ -355,6 +358,8 @@ class Backhaul:
                 raise
             except Exception as e:  # noqa: BLE001 - the sandbox is gone, the SDK failed: retry later
                 self._ended(f"cannot start the relay: {type(e).__name__}: {e}")
+                if self.give_up is not None and self.give_up(e):
+                    return
             else:
                 self.starts += 1
                 self.session = Session(channel, self.upstream, self.limits, on_hello=self.up.set, source=self.source)
