@@ -50,12 +50,12 @@ def handles_errors(fn: F) -> F:
         except OSError as exc:  # a read-only or full $FLEET_HOME: one line, whatever the command
             from reconciler.state.home import unwritable_line
 
-            line = unwritable_line(exc)
+            said = unwritable_line(exc)
             if os.environ.get("FLEET_DEBUG"):
                 raise
-            if line is None:
+            if said is None:
                 _unexpected(exc)
-            console(stderr=True).print(line, markup=False)
+            console(stderr=True).print(said, markup=False)
             raise typer.Exit(1)
         except Exception as exc:  # a bug or an unwrapped engine error: one line, not a traceback
             if os.environ.get("FLEET_DEBUG"):

@@ -15,10 +15,13 @@ import typer
 from rich.text import Text
 from typer.core import TyperCommand
 
+_USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError,)
 try:  # recent typer vendors its own click; its usage errors are not click's
     from typer._click.exceptions import UsageError as _TyperUsageError
+
+    _USAGE_ERRORS += (_TyperUsageError,)
 except ImportError:  # pragma: no cover - older typer uses click itself
-    _TyperUsageError = click.UsageError
+    pass
 
 from reconciler.gitops import output as machine
 from reconciler.engine import pipeline
@@ -26,11 +29,14 @@ from reconciler.view import render
 from reconciler.gitops import savedplan
 from reconciler.core import targeting
 from reconciler.core.errors import FleetError, display_path
+from reconciler.core.model import Desired
 from reconciler.engine.execute import Event
+from reconciler.engine.status import gather as gather_status
 from reconciler.load.loader import default_file, load, read_document, validate_file
 from reconciler.state.lock import fleet_lock
 from reconciler.core.reconcile import Options
 from reconciler.load.schemajson import fleet_schema as json_schema
+from reconciler.view.status import StatusRow, status_lines, status_rows
 from reconciler.cli.app import app, console, handles_errors
 
 FileArg = typer.Argument(None, help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)
@@ -66,9 +72,9 @@ class ExitCodeCommand(TyperCommand):
         detailed = "--exit-code" in args
         try:
             return super().parse_args(ctx, args)
-        except (click.UsageError, _TyperUsageError) as exc:
-            if detailed:
-                exc.exit_code = 1
+        except _USAGE_ERRORS as exc:
+            if detailed:  # click declares exit_code a class variable; this one error exits 1
+                setattr(exc, "exit_code", 1)
             raise
 
 
@@ -332,7 +338,7 @@ def status(
     if watch:
         _watch_status(desired)
         return
-    rows = pipeline.status_rows(desired)
+    rows = _status_rows(desired)
     if output is Output.json:
         print(machine.status_json(desired, rows))
         return
@@ -344,17 +350,22 @@ def status(
         out.print(f"fleet {desired.fleet} has no agents")
         return
     # piped: every cell in full, one line per agent; a terminal: fitted to its width
-    out.print(render.status_table(rows, out.width if out.is_terminal else None), crop=False)
+    out.print(status_lines(rows, out.width if out.is_terminal else None), crop=False)
 
 
-def _watch_status(desired) -> None:
+def _status_rows(desired: Desired) -> list[StatusRow]:
+    facts = gather_status(desired)
+    return status_rows(desired, facts.observed, facts.details, facts.messages)
+
+
+def _watch_status(desired: Desired) -> None:
     import time
 
     from rich.live import Live
 
     out = console()
     def table():
-        return render.status_table(pipeline.status_rows(desired), out.width if out.is_terminal else None)
+        return status_lines(_status_rows(desired), out.width if out.is_terminal else None)
 
     with Live(table(), console=out, auto_refresh=False) as live:
         try:
@@ -408,21 +419,19 @@ def destroy(
 
             stops.purge(desired.fleet)
         if purge_workspaces:
-            from reconciler.providers.base import get_provider
-
+            from reconciler.engine.fleets import purge_volumes
             from reconciler.state import workspaces
 
-            for vol in get_provider("docker").remove_volumes(desired.fleet):
+            for vol in purge_volumes(desired.fleet):
                 out.print(f"  - removed volume {vol}")
             for path in workspaces.purge(desired.fleet):
                 out.print(f"  - removed workspace {path} (--purge-workspaces)")
 
 
-def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: Optional[str]):
+def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: Optional[str]) -> Desired:
     """The fleet to destroy: from its file, or with --fleet NAME from labels alone."""
     if fleet_name is None:
         return load(_path(file, file_opt))
-    from reconciler.core.model import Desired
     import re
 
     from reconciler.load.spec import DNS_LABEL

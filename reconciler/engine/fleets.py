@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from reconciler.core import labels as L
 from reconciler.core.errors import EngineUnavailable, FleetError
 from reconciler.state.home import fleet_home
+
+if TYPE_CHECKING:
+    from reconciler.providers.docker.driver import DockerProvider
 
 
 def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -38,11 +41,26 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _docker() -> DockerProvider:
+    """The Docker provider itself, for what only Docker has (one list call over
+    every fleet, volumes); imported here so commands that never use Docker never load it."""
+    from reconciler.providers.base import get_provider
+    from reconciler.providers.docker.driver import DockerProvider
+
+    provider = get_provider("docker")
+    if not isinstance(provider, DockerProvider):
+        raise FleetError(f"the docker provider is a {type(provider).__name__}, which cannot do this")
+    return provider
+
+
+def purge_volumes(fleet: str) -> list[str]:
+    """Remove the fleet's Docker volumes (`fleet destroy --purge-workspaces`); their names."""
+    return _docker().remove_volumes(fleet)
+
+
 def docker_records() -> list[dict[str, Any]]:
     """Every fleet-labelled container of the engine: one list call."""
-    from reconciler.providers.base import get_provider
-
-    api = get_provider("docker").api  # type: ignore[attr-defined]
+    api = _docker().api
     try:
         rows = api.containers(all=True, filters={"label": L.PROJECT})
     except Exception as exc:

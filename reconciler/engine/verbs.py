@@ -29,7 +29,7 @@ def _best(found: list[ObservedAgent]) -> ObservedAgent:
 
 def select(desired: Desired, observed: Observed, verb: Verb, names: list[str], all_agents: bool
            ) -> list[tuple[DesiredAgent, ObservedAgent]]:
-    """The (spec, container) pairs a verb acts on; one error listing every bad name."""
+    """The (desired agent, its container) pairs a verb acts on; one error listing every bad name."""
     if all_agents and names:
         raise FleetError(f"fleet {verb}: give agent names or --all, not both")
     if not all_agents and not names:
@@ -46,20 +46,26 @@ def select(desired: Desired, observed: Observed, verb: Verb, names: list[str], a
     picked = []
     known = ", ".join(sorted(desired.agents)) or "none"
     for name in dict.fromkeys(names):
-        spec = desired.agents.get(name)
-        if spec is None:
+        want = desired.agents.get(name)
+        if want is None:
             where = " (a host, not an agent)" if name in desired.hosts else ""
             problems.append(f"no agent '{name}'{where} in fleet {desired.fleet} (agents: {known}){did_you_mean(name, desired.agents)}")
-        elif not spec.enabled:
+        elif not want.enabled:
             problems.append(f"agent '{name}' is disabled (enabled: false in {desired.file.name}); "
                             f"set enabled: true there to run it")
         elif name not in by_name:
             problems.append(f"agent '{name}' has no container yet; run `fleet apply` first")
         else:
-            picked.append((spec, _best(by_name[name])))
+            picked.append((want, _best(by_name[name])))
     if problems:
         raise FleetError("\n".join(f"fleet {verb}: {p}" for p in problems))
     return picked
+
+
+def _agent_action(op: Literal["stop", "start", "restart"], cause: str, want: DesiredAgent, obs: ObservedAgent,
+                  depends_on: tuple[str, ...] = ()) -> Action:
+    return Action(id=f"agent:{want.name}", op=op, kind="agent", name=want.name, host=want.host, provider=obs.provider,
+                  cause=cause, depends_on=depends_on, desired_agent=want, observed_agent=obs)
 
 
 def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str], all_agents: bool = False) -> Plan:
@@ -68,16 +74,14 @@ def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str]
     actions: list[Action] = []
     hosts = {h.name: h for h in sorted(observed.hosts, key=lambda h: h.state == "running")}
     host_starts: dict[str, str] = {}
-    for spec, obs in select(desired, observed, verb, names, all_agents):
-        common = dict(id=f"agent:{spec.name}", kind="agent", name=spec.name, host=spec.host, provider=obs.provider,
-                      desired_agent=spec, observed_agent=obs)
+    for want, obs in select(desired, observed, verb, names, all_agents):
         up = obs.state in UP
         if verb == "stop":
             if up:
-                actions.append(Action(op="stop", cause="fleet stop", **common))
+                actions.append(_agent_action("stop", "fleet stop", want, obs))
             continue
         deps: tuple[str, ...] = ()
-        holder = hosts.get(spec.host) if spec.host else None
+        holder = hosts.get(want.host) if want.host else None
         if not up and holder is not None and holder.state != "running":
             if holder.name not in host_starts:
                 act = Action(id=f"host:{holder.name}", op="start", kind="host", name=holder.name, provider=holder.provider,
@@ -87,9 +91,9 @@ def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str]
                 host_starts[holder.name] = act.id
             deps = (host_starts[holder.name],)
         if verb == "restart" and up:
-            actions.append(Action(op="restart", cause="fleet restart", **common))
+            actions.append(_agent_action("restart", "fleet restart", want, obs))
         elif not up:
-            actions.append(Action(op="start", cause=f"fleet {verb}", depends_on=deps, **common))
+            actions.append(_agent_action("start", f"fleet {verb}", want, obs, deps))
     # a (re)started private agent gets new published ports, a restarted holder may get a new
     # bridge address: their routes follow in the same command, as after an apply
     moved = tuple(a.id for a in actions if a.op in ("start", "restart") and (

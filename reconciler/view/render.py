@@ -15,7 +15,7 @@ from reconciler.engine.execute import Result
 from reconciler.core.model import Desired
 from reconciler.gitops.output import VALIDATE_FORMAT_VERSION as FORMAT_VERSION  # noqa: F401  (`fleet validate -o json`)
 from reconciler.core.plan import Action, Plan
-from reconciler.view.status import agent_ports, state_text, status_rows, status_lines  # noqa: F401  (status lives there)
+from reconciler.view.status import StatusRow, agent_ports, state_text, status_rows, status_lines  # noqa: F401  (status lives there)
 
 SYMBOL = {
     "create": ("+", "green"),
@@ -186,7 +186,7 @@ def event_line(kind: str, action: Action, error: str | None = None) -> str:
 # The rows are data (statusview.py); this is their text form for `fleet status`.
 
 
-def status_table(rows: list[dict[str, Any]], width: int | None = None) -> Text:
+def status_table(rows: list[StatusRow], width: int | None = None) -> Text:
     """Plain columns, never truncated: `width` None when piped, the terminal's
     width otherwise (low-value columns dropped to fit, never the URLs)."""
     return status_lines(rows, width)
