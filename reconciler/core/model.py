@@ -2,7 +2,15 @@
 
 `load` produces a `Desired`, providers' `observe` produce `ObservedHost`/`ObservedAgent`
 records gathered into an `Observed`, and `reconcile` turns the pair into a `Plan`
-(see `plan.py`). Every model here is frozen: a stage never edits what it was given.
+(see `plan.py`). Every model here is frozen at every depth (mappings are
+`FrozenDict`, sequences tuples; see `frozen.py`): a stage never edits what it was given.
+
+"spec" means one thing in the code: the record of a resource whose change
+replaces it. `DesiredHost.spec()` / `DesiredAgent.spec()` build it, `spec_hash`
+is its canonical sha256, providers stamp both on what they create (labels
+`dev.fleet.spec`, `dev.fleet.spec-hash`) and read them back as
+`ObservedHost.spec` / `ObservedAgent.spec`. What fleet.yaml says is the
+"fleet file" (its schema: `load/spec.py`); a `DesiredAgent` is "the desired agent".
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ def canonical_hash(data: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class BuildSpec(Frozen):
+class ImageBuild(Frozen):
     """A Dockerfile build; `context_hash` covers every file of the context."""
 
     context: Path
@@ -64,7 +72,7 @@ class ImageRef(Frozen):
     """
 
     ref: str
-    build: BuildSpec | None = None
+    build: ImageBuild | None = None
 
 
 class ModalOptions(Frozen):
@@ -78,7 +86,7 @@ class ModalOptions(Frozen):
     restore: Literal["latest"] | None = None
 
 
-class WorkspaceSpec(Frozen):
+class Workspace(Frozen):
     """A host directory mounted at /workspace. `mode` decides what is mounted."""
 
     path: Path
@@ -102,7 +110,7 @@ class DesiredHost(Frozen):
     name: str
     provider: Provider = "docker"
     image: ImageRef
-    workspace: WorkspaceSpec | None = None
+    workspace: Workspace | None = None
     env: FrozenMap[str, str] = Field(default_factory=FrozenDict)
     ports: tuple[int, ...] = ()  # union of its agents' container ports, sorted
     modal: ModalOptions | None = None
@@ -146,7 +154,7 @@ class DesiredAgent(Frozen):
     host: str | None = None  # None: a private host (the agent's own container)
     provider: Provider = "docker"
     image: ImageRef
-    workspace: WorkspaceSpec | None = None  # private hosts only
+    workspace: Workspace | None = None  # private hosts only
     command: tuple[str, ...] | None = None
     message: str | None = None
     env: FrozenMap[str, str] = Field(default_factory=FrozenDict)  # user env, merged
@@ -301,3 +309,9 @@ class Observed(Frozen):
                 **({"images": sorted(self.images)} if self.images else {}),
             }
         )
+
+
+# Former names of Workspace and ImageBuild ("spec" now means only what `.spec()`
+# returns), kept while load/loader.py and engine/execute.py still use them.
+WorkspaceSpec = Workspace
+BuildSpec = ImageBuild

@@ -9,7 +9,8 @@ Reviews stay clean when every file orders its keys the same way. Two passes:
    would move it to the wrong key). Blank lines stay where they were.
 
 Canonical order: top level `fleet, version, defaults, proxy, grants, hosts,
-agents`; inside a section, the field order of its pydantic model (spec.py). Names
+agents`; inside a section, the field order of its model in the fleet.yaml schema
+(load/spec.py). Names
 under `hosts:`, `agents:`, `env:`, `ports:` keep the order the user chose.
 
 Formatting never changes meaning: the result is checked to load to the same data,

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from reconciler.core.frozen import FrozenDict, FrozenList, freeze, thaw
 from reconciler.core.model import (
-    BuildSpec,
+    ImageBuild,
     Desired,
     DesiredAgent,
     DesiredHost,
@@ -25,13 +25,13 @@ from reconciler.core.model import (
     ObservedAgent,
     ObservedHost,
     ProxySettings,
-    WorkspaceSpec,
+    Workspace,
 )
 
 
 def sample() -> tuple[Desired, Observed]:
-    ws = WorkspaceSpec(path=Path("/srv/app"), mode="worktree", branch="b1", read_only=("deploy/fleet.yaml",))
-    build = BuildSpec(context=Path("/srv/app"), dockerfile="Dockerfile", args={"A": "1"}, context_hash="h")
+    ws = Workspace(path=Path("/srv/app"), mode="worktree", branch="b1", read_only=("deploy/fleet.yaml",))
+    build = ImageBuild(context=Path("/srv/app"), dockerfile="Dockerfile", args={"A": "1"}, context_hash="h")
     web = DesiredAgent(
         name="web", image=ImageRef(ref="fleet-demo-web:abc", build=build), workspace=ws, command=("npm", "start"),
         message="hi", env={"TZ": "UTC", "B": "2"}, ports={"web": 3000, "api": 8080}, grants=("github", "mine"),
