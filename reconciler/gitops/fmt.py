@@ -10,8 +10,8 @@ Reviews stay clean when every file orders its keys the same way. Two passes:
 
 Canonical order: top level `fleet, version, defaults, proxy, grants, hosts,
 agents`; inside a section, the field order of its model in the fleet.yaml schema
-(load/spec.py). Names
-under `hosts:`, `agents:`, `env:`, `ports:` keep the order the user chose.
+(load/spec.py). Names under `hosts:`, `agents:`, `env:`, `ports:` keep the order
+the user chose.
 
 Formatting never changes meaning: the result is checked to load to the same data,
 and the passes repeat until the text no longer changes (so fmt is idempotent).
