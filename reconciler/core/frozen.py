@@ -40,7 +40,7 @@ class FrozenDict(dict[K, V]):
     def __delitem__(self, key: K) -> NoReturn:
         _refuse(self)
 
-    def __ior__(self, other: Any) -> NoReturn:  # type: ignore[misc,override]  # dict's |= returns Self; this one never returns
+    def __ior__(self, other: Any) -> NoReturn:  # type: ignore[misc]  # dict's |= returns Self; this one never returns
         _refuse(self)
 
     def clear(self) -> NoReturn:
@@ -75,16 +75,16 @@ class FrozenList(list[T]):
 
     __slots__ = ()
 
-    def __setitem__(self, *args: Any) -> NoReturn:  # type: ignore[override]
+    def __setitem__(self, *args: Any) -> NoReturn:
         _refuse(self)
 
-    def __delitem__(self, *args: Any) -> NoReturn:  # type: ignore[override]
+    def __delitem__(self, *args: Any) -> NoReturn:
         _refuse(self)
 
-    def __iadd__(self, other: Iterable[T]) -> NoReturn:  # type: ignore[misc,override]
+    def __iadd__(self, other: Iterable[T]) -> NoReturn:  # type: ignore[misc,override]  # list's += returns Self
         _refuse(self)
 
-    def __imul__(self, n: Any) -> NoReturn:  # type: ignore[misc,override]
+    def __imul__(self, n: Any) -> NoReturn:  # type: ignore[misc]  # list's *= returns Self
         _refuse(self)
 
     def append(self, item: T) -> NoReturn:
@@ -111,7 +111,7 @@ class FrozenList(list[T]):
     def reverse(self) -> NoReturn:
         _refuse(self)
 
-    def __hash__(self) -> int:  # type: ignore[override]
+    def __hash__(self) -> int:  # type: ignore[override]  # list is unhashable; a frozen one is not
         return hash(tuple(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
