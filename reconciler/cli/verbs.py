@@ -104,7 +104,8 @@ def ls(
     if output is LsOutput.json:
         from reconciler.gitops.output import LS_FORMAT_VERSION
 
-        print(json.dumps({"format_version": LS_FORMAT_VERSION, "fleets": fleets, "notes": notes}, indent=2))
+        print(json.dumps({"format_version": LS_FORMAT_VERSION, "fleets": [f.as_json() for f in fleets], "notes": notes},
+                         indent=2))
         return
     out = console()
     err = console(stderr=True)
@@ -117,6 +118,6 @@ def ls(
     for col in ("FLEET", "AGENTS", "RUNNING", "STATES", "HOSTS", "PROVIDERS"):
         table.add_column(col)
     for f in fleets:
-        states = ", ".join(f"{n} {s}" for s, n in f["states"].items()) or "-"
-        table.add_row(f["fleet"], str(f["agents"]), str(f["running"]), states, str(f["hosts"]), ",".join(f["providers"]))
+        states = ", ".join(f"{n} {s}" for s, n in f.states.items()) or "-"
+        table.add_row(f.fleet, str(f.agents), str(f.running), states, str(f.hosts), ",".join(f.providers))
     out.print(table)
