@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BASE_IMAGE ?= fleet-base:bookworm
 
-.PHONY: install engine base-image demo demo-down test test-unit test-slow bench schema clean
+.PHONY: install engine base-image remote-engine remote-engine-down remote-engine-deps demo demo-down test test-unit test-slow bench schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,19 @@ engine:
 base-image: engine
 	@FLEET_BASE_IMAGE=$(BASE_IMAGE) bash scripts/build-base-image.sh
 
+# A second Docker engine behind sshd in a network namespace, reachable as
+# `ssh $(REMOTE_ENGINE)` (scripts/remote-engine.sh; root). tests/remote start and stop
+# one of their own; this one is for trying fleet against a "remote machine" by hand.
+REMOTE_ENGINE ?= fleet-remote
+remote-engine: engine base-image
+	@bash scripts/remote-engine.sh up $(REMOTE_ENGINE)
+
+remote-engine-down:
+	@bash scripts/remote-engine.sh down $(REMOTE_ENGINE)
+
+remote-engine-deps:  # only openssh-server/-client (apt-get), for tests/remote on a fresh machine
+	@bash scripts/remote-engine.sh deps
+
 demo: install base-image
 	docker build -q -t fleet-demo:latest examples/demo-image >/dev/null
 	$(BIN)/fleet apply --yes fleet.yaml
@@ -32,13 +45,13 @@ demo: install base-image
 demo-down: install
 	$(BIN)/fleet destroy --yes fleet.yaml
 
-test: install base-image
+test: install base-image remote-engine-deps
 	$(BIN)/python -m pytest -q
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m 'not docker and not slow'
 
-test-slow: install base-image
+test-slow: install base-image remote-engine-deps
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install engine

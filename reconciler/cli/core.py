@@ -30,13 +30,11 @@ from reconciler.gitops import savedplan
 from reconciler.core import targeting
 from reconciler.core.errors import FleetError, display_path
 from reconciler.core.model import Desired
-from reconciler.engine.execute import Event
-from reconciler.engine.status import gather as gather_status
+from reconciler.engine.events import Event
 from reconciler.load.loader import default_file, load, read_document, validate_file
 from reconciler.state.lock import fleet_lock
 from reconciler.core.reconcile import Options
 from reconciler.load.schemajson import fleet_schema as json_schema
-from reconciler.view.status import StatusRow, status_lines, status_rows
 from reconciler.cli.app import app, console, handles_errors
 
 FileArg = typer.Argument(None, help="fleet.yaml to use (default ./fleet.yaml, or $FLEET_FILE).", show_default=False)
@@ -338,7 +336,7 @@ def status(
     if watch:
         _watch_status(desired)
         return
-    rows = _status_rows(desired)
+    rows = render.fleet_status_rows(desired)
     if output is Output.json:
         print(machine.status_json(desired, rows))
         return
@@ -350,12 +348,7 @@ def status(
         out.print(f"fleet {desired.fleet} has no agents")
         return
     # piped: every cell in full, one line per agent; a terminal: fitted to its width
-    out.print(status_lines(rows, out.width if out.is_terminal else None), crop=False)
-
-
-def _status_rows(desired: Desired) -> list[StatusRow]:
-    facts = gather_status(desired)
-    return status_rows(desired, facts.observed, facts.details, facts.messages)
+    out.print(render.status_table(rows, out.width if out.is_terminal else None), crop=False)
 
 
 def _watch_status(desired: Desired) -> None:
@@ -365,7 +358,7 @@ def _watch_status(desired: Desired) -> None:
 
     out = console()
     def table():
-        return status_lines(_status_rows(desired), out.width if out.is_terminal else None)
+        return render.status_table(render.fleet_status_rows(desired), out.width if out.is_terminal else None)
 
     with Live(table(), console=out, auto_refresh=False) as live:
         try:

@@ -1,51 +1,47 @@
 """The plan: an ordered graph of actions, each with its resource and a human cause.
 
 `reconcile` builds it, `execute` walks it, renderers show it. An action holds the
-desired and/or observed record it needs, so execution makes no decision of its own.
+desired and/or observed record it needs, so execution makes no decision of its own
+(the action classes are in actions.py).
+
+`FORMAT_VERSION` is the version of the plan's JSON contract: `fleet diff -o json`
+(kind fleet-diff) and saved plans (`fleet plan -o FILE`, kind fleet-plan) both
+carry it; it changes only when a field changes meaning or goes.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Literal
 
 from pydantic import Field
 
-from reconciler.core.model import DesiredAgent, DesiredHost, Frozen, ObservedAgent, ObservedHost
+from reconciler.core.actions import (
+    ACTION_TYPES,
+    DISRUPTIVE,
+    Action,
+    ActionBase,
+    AgentCreate,
+    AgentDestroy,
+    AgentReplace,
+    AgentRestart,
+    AgentStart,
+    AgentStop,
+    Change,
+    HostCreate,
+    HostDestroy,
+    HostReplace,
+    HostStart,
+    ImageDestroy,
+    Kind,
+    MessageSend,
+    Op,
+    RouteSpec,
+    RouteUpdate,
+    parse_action,
+)
+from reconciler.core.model import Frozen
 
-Op = Literal["create", "join", "restart", "replace", "start", "stop", "destroy", "route", "message"]
-Kind = Literal["host", "agent", "route", "image"]
-
-# Ops that change or remove something running: apply asks before these on a TTY.
-DISRUPTIVE: frozenset[str] = frozenset({"replace", "destroy", "restart", "stop"})
-
-
-class Change(Frozen):
-    key: str  # dotted key path, e.g. "env.TZ"
-    before: Any = None
-    after: Any = None
-
-
-class Action(Frozen):
-    id: str
-    op: Op
-    kind: Kind
-    name: str
-    host: str | None = None
-    provider: str = "docker"
-    cause: str
-    changes: tuple[Change, ...] = ()
-    depends_on: tuple[str, ...] = ()
-    desired_host: DesiredHost | None = None
-    desired_agent: DesiredAgent | None = None
-    observed_host: ObservedHost | None = None
-    observed_agent: ObservedAgent | None = None
-    route: dict[str, Any] | None = None  # route actions: the route entry
-
-    @property
-    def disruptive(self) -> bool:
-        # removing an unused built image stops nothing
-        return self.op in DISRUPTIVE and self.kind != "image"
+FORMAT_VERSION = 1
 
 
 class Plan(Frozen):
@@ -71,6 +67,7 @@ class Plan(Frozen):
             return f"fleet {self.fleet} is up to date"
         c = self.counts()
         order = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message"]
+        order += sorted(op for op in c if op not in order)  # ops added later go last
         parts = [f"{c[op]} to {op}" for op in order if c.get(op) and op != "message"]
         if c.get("message"):
             parts.append(f"{c['message']} first message{'s' if c['message'] != 1 else ''} to send")
@@ -90,4 +87,9 @@ class Plan(Frozen):
         return any(a.disruptive for a in self.actions)
 
 
-__all__ = ["Action", "Change", "Plan", "Op", "Kind", "DISRUPTIVE", "Field"]
+__all__ = [
+    "ACTION_TYPES", "Action", "ActionBase", "AgentCreate", "AgentDestroy", "AgentReplace", "AgentRestart",
+    "AgentStart", "AgentStop", "Change", "DISRUPTIVE", "FORMAT_VERSION", "Field", "HostCreate", "HostDestroy",
+    "HostReplace", "HostStart", "ImageDestroy", "Kind", "MessageSend", "Op", "Plan", "RouteSpec", "RouteUpdate",
+    "parse_action",
+]

@@ -16,7 +16,7 @@ from typing import Literal
 from reconciler.core.errors import FleetError
 from reconciler.load.loader import did_you_mean
 from reconciler.core.model import Desired, DesiredAgent, Observed, ObservedAgent
-from reconciler.core.plan import Action, Plan
+from reconciler.core.plan import Action, AgentRestart, AgentStart, AgentStop, HostStart, Plan, RouteUpdate
 from reconciler.core.reconcile import HOST_NOUN
 
 Verb = Literal["stop", "start", "restart"]
@@ -62,12 +62,6 @@ def select(desired: Desired, observed: Observed, verb: Verb, names: list[str], a
     return picked
 
 
-def _agent_action(op: Literal["stop", "start", "restart"], cause: str, want: DesiredAgent, obs: ObservedAgent,
-                  depends_on: tuple[str, ...] = ()) -> Action:
-    return Action(id=f"agent:{want.name}", op=op, kind="agent", name=want.name, host=want.host, provider=obs.provider,
-                  cause=cause, depends_on=depends_on, desired_agent=want, observed_agent=obs)
-
-
 def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str], all_agents: bool = False) -> Plan:
     """The actions for `fleet stop|start|restart`; agents already in the wanted
     state get none (the stop is still remembered by the caller)."""
@@ -75,31 +69,35 @@ def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str]
     hosts = {h.name: h for h in sorted(observed.hosts, key=lambda h: h.state == "running")}
     host_starts: dict[str, str] = {}
     for want, obs in select(desired, observed, verb, names, all_agents):
+        aid, name, on, provider = f"agent:{want.name}", want.name, want.host, obs.provider
         up = obs.state in UP
         if verb == "stop":
             if up:
-                actions.append(_agent_action("stop", "fleet stop", want, obs))
+                actions.append(AgentStop(id=aid, name=name, host=on, provider=provider, cause="fleet stop",
+                                         desired_agent=want, observed_agent=obs))
             continue
         deps: tuple[str, ...] = ()
         holder = hosts.get(want.host) if want.host else None
         if not up and holder is not None and holder.state != "running":
             if holder.name not in host_starts:
-                act = Action(id=f"host:{holder.name}", op="start", kind="host", name=holder.name, provider=holder.provider,
-                             cause=f"{HOST_NOUN[holder.provider]} {holder.state}", observed_host=holder,
-                             desired_host=desired.hosts.get(holder.name))
+                act = HostStart(id=f"host:{holder.name}", name=holder.name, provider=holder.provider,
+                                cause=f"{HOST_NOUN[holder.provider]} {holder.state}", observed_host=holder,
+                                desired_host=desired.hosts.get(holder.name))
                 actions.append(act)
                 host_starts[holder.name] = act.id
             deps = (host_starts[holder.name],)
         if verb == "restart" and up:
-            actions.append(_agent_action("restart", "fleet restart", want, obs))
+            actions.append(AgentRestart(id=aid, name=name, host=on, provider=provider, cause="fleet restart",
+                                        desired_agent=want, observed_agent=obs))
         elif not up:
-            actions.append(_agent_action("start", f"fleet {verb}", want, obs, deps))
+            actions.append(AgentStart(id=aid, name=name, host=on, provider=provider, cause=f"fleet {verb}",
+                                      depends_on=deps, desired_agent=want, observed_agent=obs))
     # a (re)started private agent gets new published ports, a restarted holder may get a new
     # bridge address: their routes follow in the same command, as after an apply
     moved = tuple(a.id for a in actions if a.op in ("start", "restart") and (
         a.kind == "host" or (a.desired_agent is not None and a.desired_agent.host is None and a.desired_agent.ports)))
     if moved and any(a.ports for a in desired.agents.values()):
         whose = ", ".join(a.id.replace("agent:", "").replace("host:", "host ") for a in actions if a.id in moved)
-        actions.append(Action(id="route:routes", op="route", kind="route", name="routes",
-                              cause=f"routes of {whose} ({'started' if verb == 'start' else 'restarted'})", depends_on=moved))
+        actions.append(RouteUpdate(cause=f"routes of {whose} ({'started' if verb == 'start' else 'restarted'})",
+                                   depends_on=moved))
     return Plan(fleet=desired.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint())

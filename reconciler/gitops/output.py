@@ -20,13 +20,13 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.core.model import Desired
-from reconciler.core.plan import DISRUPTIVE, Action, Plan
+from reconciler.core.plan import DISRUPTIVE, FORMAT_VERSION, Action, Plan
 from reconciler.core.reconcile import Options, flatten
 from reconciler.view.status import StatusRow, state_text
 
 # Each JSON document names its kind and the version of that kind's format; a
 # version changes only when a field changes meaning or goes (adding is free).
-FORMAT_VERSION = 1  # fleet diff / fleet plan -o json (kind fleet-diff; saved plans are savedplan.py's)
+# FORMAT_VERSION (fleet diff / fleet plan -o json, kind fleet-diff; and saved plans) is core.plan's: one plan contract
 STATUS_FORMAT_VERSION = 2  # fleet status -o json (kind fleet-status); 2: data, not display strings
 VALIDATE_FORMAT_VERSION = 1  # fleet validate -o json
 LS_FORMAT_VERSION = 1  # fleet ls -o json
@@ -70,7 +70,7 @@ def before_after(action: Action) -> tuple[dict[str, Any] | None, dict[str, Any] 
         text = action.desired_agent.message if action.desired_agent else None
         return {}, {"message": text}
     if op == "route":
-        return {}, flatten(action.route or {})
+        return {}, flatten(action.route.model_dump() if action.route is not None else {})
     before = {c.key: c.before for c in action.changes}
     after = {c.key: c.after for c in action.changes}
     return before, after

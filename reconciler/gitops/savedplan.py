@@ -22,11 +22,10 @@ from reconciler import __version__
 from reconciler.core.errors import FleetError, display_path
 from reconciler.state.home import write_atomic
 from reconciler.core.model import Desired, Frozen, Observed
-from reconciler.core.plan import Plan
+from reconciler.core.plan import FORMAT_VERSION, Plan
 from reconciler.core.reconcile import Options
 
-KIND = "fleet-plan"
-FORMAT_VERSION = 1
+KIND: Literal["fleet-plan"] = "fleet-plan"
 MAX_BYTES = 64 * 1024 * 1024
 
 
@@ -207,7 +206,7 @@ def check_builds(saved: SavedPlan) -> None:
             continue
         for rec in (action.desired_host, action.desired_agent):
             build = rec.image.build if rec is not None else None
-            if build is None or rec.image.ref in seen:
+            if rec is None or build is None or rec.image.ref in seen:
                 continue
             seen.add(rec.image.ref)
             if not build.context.is_dir():

@@ -23,7 +23,6 @@ import re
 import ssl
 import stat
 import sys
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from reconciler.core.errors import FleetError
+from reconciler.net import tls
 from reconciler.state.home import fleet_home, write_atomic
 
 ROUTING_PERMITTED = ("localhost", ".localhost")
@@ -131,7 +131,7 @@ class CertificateAuthority:
         self._key: ec.EllipticCurvePrivateKey | None = None
         self._leaf_key: ec.EllipticCurvePrivateKey | None = None
         self._leaves: OrderedDict[str, tuple[ssl.SSLContext, dt.datetime]] = OrderedDict()
-        self._alpn: list[str] | None = list(alpn) if alpn else None
+        self._alpn: tuple[str, ...] | None = tuple(alpn) if alpn else None
 
     # -- files ---------------------------------------------------------------
 
@@ -266,7 +266,8 @@ class CertificateAuthority:
             raise FleetError(f"the CA in {self.directory} is unreadable ({exc}); delete it to make a new one") from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise FleetError(f"{self.key_path}: expected an EC key")
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        public = cert.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey) or public.public_numbers() != key.public_key().public_numbers():
             raise FleetError(f"{self.cert_path} does not match {self.key_path}; delete {self.directory} to make a new CA")
         self._key = key
         self._cert = cert
@@ -351,8 +352,8 @@ class CertificateAuthority:
                 self._leaves.move_to_end(n)
                 return hit[0]
         cert_pem, key_pem = self.mint_leaf(n)
-        ctx = self._new_server_context()
-        _load_chain(ctx, cert_pem + self.cert_pem(), key_pem)
+        ctx = tls.server_context(self._alpn)
+        tls.load_chain(ctx, cert_pem + self.cert_pem(), key_pem)
         expires = _now() + LEAF_VALIDITY
         with self._lock:
             self._leaves[n] = (ctx, expires)
@@ -365,13 +366,6 @@ class CertificateAuthority:
         with self._lock:
             return list(self._leaves)
 
-    def _new_server_context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self._alpn:
-            ctx.set_alpn_protocols(self._alpn)
-        return ctx
-
     def server_context(self, default_name: str = "localhost") -> ssl.SSLContext:
         """The SSLContext a TLS server listens with: it picks the leaf by SNI.
 
@@ -381,30 +375,7 @@ class CertificateAuthority:
         """
         self.ensure()
         base = self.leaf_context(default_name)
-
-        def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
-            if not server_name:
-                return None
-            try:
-                if self.permits(server_name):
-                    sslobj.context = self.leaf_context(server_name)
-            except Exception:  # never break a handshake over a cache or minting error
-                return None
-            return None
-
-        base.sni_callback = pick
-        return base
-
-
-def _load_chain(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
-    """ssl can only load certificates from files: a private 0600 temp file, deleted at once."""
-    fd, path = tempfile.mkstemp(prefix="fleet-leaf-", suffix=".pem")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key_pem + chain_pem)
-        ctx.load_cert_chain(path)
-    finally:
-        os.unlink(path)
+        return tls.with_sni(base, lambda name: self.leaf_context(name) if self.permits(name) else None)
 
 
 def routing_ca_dir() -> Path:

@@ -17,12 +17,26 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from reconciler.net.limits import Slot
 
 log = logging.getLogger("fleet.proxy")
+
+
+class _Guarded(Protocol):
+    """The connection a ClientGuard is mixed into (`routing.relay.ClientConn`)."""
+
+    cfg: Any
+    exchange: Any
+    peer: str
+    paused_for: set[str]
+    body_seen: int
+
+    def arm_body(self) -> None: ...
+    def _drop_upstream(self, ex: Any) -> None: ...
+    def local_response(self, status: int, body: str, close: bool = False) -> None: ...
 
 
 class ClientGuard:
@@ -33,7 +47,7 @@ class ClientGuard:
     deadline: float | None
     exchange: Any
     peer: str
-    _reasons: set
+    paused_for: set[str]
 
     def trusted(self) -> None:
         """A complete request head arrived: this connection no longer counts as pending."""
@@ -52,11 +66,11 @@ class ClientGuard:
         self.body_seen = 0
         self.deadline = time.monotonic() + self.cfg.body_timeout
 
-    def body_expired(self) -> None:
+    def body_expired(self: "_Guarded") -> None:
         ex = self.exchange
         if ex is None or ex.request_done or ex.response_started:
             return  # nothing times out once the response has started
-        if self._reasons or self.body_seen >= self.cfg.body_min_bytes:
+        if self.paused_for or self.body_seen >= self.cfg.body_min_bytes:
             self.arm_body()  # the proxy held reading back, or the body is moving
             return
         log.info(
@@ -65,8 +79,9 @@ class ClientGuard:
             extra={"source": self.peer},
         )
         ex.close_after = True
-        self._drop_upstream(ex)  # type: ignore[attr-defined]
-        self.local_response(408, "fleet proxy: request body not received in time\n", close=True)  # type: ignore[attr-defined]
+        self._drop_upstream(ex)
+        self.local_response(408, "fleet proxy: request body not received in time\n", close=True)
+
 
 
 def describe_oserror(exc: BaseException | None) -> str:

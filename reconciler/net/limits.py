@@ -33,25 +33,12 @@ import resource
 import time
 from typing import Mapping
 
-from reconciler.core.errors import FleetError
+from reconciler.net.envconfig import env_int
 
 log = logging.getLogger("fleet.proxy")
 
 DEFAULT_MAX_PENDING_PER_SOURCE = 256
 DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 2048
-
-
-def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    text = env.get(name)
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise FleetError(f"{name} must be a whole number of at least {minimum} (found {text!r})")
-    return value
 
 
 # -- per-source caps ----------------------------------------------------------------------
@@ -119,8 +106,8 @@ class SourceLimiter:
         """Caps from FLEET_PROXY_MAX_PENDING_PER_SOURCE and FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE."""
         env = os.environ if env is None else env
         return cls(
-            _int_env(env, "FLEET_PROXY_MAX_PENDING_PER_SOURCE", DEFAULT_MAX_PENDING_PER_SOURCE),
-            _int_env(env, "FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE", DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
+            env_int(env, "FLEET_PROXY_MAX_PENDING_PER_SOURCE", DEFAULT_MAX_PENDING_PER_SOURCE),
+            env_int(env, "FLEET_PROXY_MAX_CONNECTIONS_PER_SOURCE", DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
             what=what,
         )
 
@@ -174,7 +161,7 @@ def raise_nofile(env: Mapping[str, str] | None = None) -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard
     if env.get("FLEET_PROXY_NOFILE"):
-        want = _int_env(env, "FLEET_PROXY_NOFILE", hard, minimum=32)
+        want = env_int(env, "FLEET_PROXY_NOFILE", hard, minimum=32)
         if hard != resource.RLIM_INFINITY:
             want = min(want, hard)
     if want == resource.RLIM_INFINITY:
@@ -207,7 +194,7 @@ def _glibc() -> ctypes.CDLL | None:
                 _libc = lib
             except (OSError, AttributeError):
                 _libc = None
-    return _libc or None
+    return _libc if isinstance(_libc, ctypes.CDLL) else None
 
 
 def tune_malloc() -> bool:

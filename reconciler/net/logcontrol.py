@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from reconciler.net.limits import _int_env
+from reconciler.net.envconfig import env_int
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 2
@@ -123,7 +123,7 @@ def install(path: Path, env: Mapping[str, str] | None = None, redirect_std: bool
     """Send the root logger to `path`, rotated by size and rate-limited."""
     env = os.environ if env is None else env
     handler = SizeRotatingHandler(
-        path, _int_env(env, "FLEET_PROXY_LOG_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1024), DEFAULT_BACKUPS, redirect_std
+        path, env_int(env, "FLEET_PROXY_LOG_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1024), DEFAULT_BACKUPS, redirect_std
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     add_rate_limit(handler, env)
@@ -154,7 +154,7 @@ def add_rate_limit(handler: logging.Handler, env: Mapping[str, str] | None = Non
     env = os.environ if env is None else env
     window = DEFAULT_WINDOW
     if env.get("FLEET_PROXY_LOG_WINDOW"):
-        window = float(_int_env(env, "FLEET_PROXY_LOG_WINDOW", int(DEFAULT_WINDOW)))
-    f = RateLimitFilter(_int_env(env, "FLEET_PROXY_LOG_BURST", DEFAULT_BURST), window)
+        window = float(env_int(env, "FLEET_PROXY_LOG_WINDOW", int(DEFAULT_WINDOW)))
+    f = RateLimitFilter(env_int(env, "FLEET_PROXY_LOG_BURST", DEFAULT_BURST), window)
     handler.addFilter(f)
     return f

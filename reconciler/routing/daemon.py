@@ -13,7 +13,6 @@ Run as `python -m reconciler.routing.daemon` (what `start()` spawns).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import fcntl
 import gc
@@ -25,19 +24,26 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator, Sequence
-from urllib.parse import urlsplit
 
 from reconciler.core.errors import FleetError
 from reconciler.state.home import ensure_dir, fleet_home, write_atomic
 from reconciler.net import limits
 from reconciler.net import logcontrol
+from reconciler.routing.config import ProxyConfig
+from reconciler.routing.process import lock_path, log_path, pid_path, read_state, running_pid, start_lock_path, state_path
+from reconciler.routing.status import ProxyStatus, RouteStatus, status
 from reconciler.routing.table import Listen, add_listen, read_table, remove_listen
 
-if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy runs or is shown:
-    from reconciler.routing.proxy import ProxyConfig, ProxyServer  # `fleet apply` only starts it and waits for it
+if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy runs:
+    from reconciler.net.ca import CertificateAuthority
+    from reconciler.routing.proxy import ProxyServer  # `fleet apply` only starts it and waits for it
+
+__all__ = [
+    "ProxyStatus", "RouteStatus", "ensure_running", "lock_path", "log_path", "pid_path", "read_state",
+    "run_foreground", "running_pid", "start", "start_lock", "state_path", "status", "stop", "wait_loaded",
+]
 
 log = logging.getLogger("fleet.proxy")
 
@@ -45,61 +51,7 @@ START_TIMEOUT = 15.0
 LOG_ROTATE_BYTES = logcontrol.DEFAULT_MAX_BYTES  # at spawn; the running proxy rotates at its own setting
 
 
-def pid_path() -> Path:
-    return fleet_home() / "proxy.pid"
-
-
-def log_path() -> Path:
-    return fleet_home() / "proxy.log"
-
-
-def state_path() -> Path:
-    return fleet_home() / "proxy.state.json"
-
-
-def lock_path() -> Path:
-    return fleet_home() / "proxy.lock"
-
-
-def _start_lock_path() -> Path:
-    return fleet_home() / "proxy.start.lock"
-
-
-# -- finding the running proxy ------------------------------------------------------------
-
-
-def running_pid() -> int | None:
-    """The pid of the running proxy, or None. The proxy holds `proxy.lock`;
-    when the lock can be taken, nobody is running, whatever a pid file says."""
-    path = lock_path()
-    if not path.exists():
-        return None
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass
-        else:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return None
-    for _ in range(50):  # locked: the pid file follows at once
-        try:
-            return int(pid_path().read_text().strip())
-        except (FileNotFoundError, ValueError):
-            time.sleep(0.02)
-    return None
-
-
-def read_state() -> dict | None:
-    try:
-        return json.loads(state_path().read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def wanted_listen() -> list[Listen]:
-    from reconciler.routing.proxy import ProxyConfig
-
     return read_table().listen_addresses(ProxyConfig().default_listen)
 
 
@@ -110,7 +62,7 @@ def wanted_listen() -> list[Listen]:
 def start_lock() -> Iterator[None]:
     """Held while the proxy is started or stopped for lack of routes."""
     ensure_dir(fleet_home())
-    with open(_start_lock_path(), "a+") as fh:
+    with open(start_lock_path(), "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
@@ -189,7 +141,7 @@ def start(
     with start_lock():
         pid = running_pid()
         launched = pid is None
-        if launched:
+        if pid is None:
             pid = _launch(timeout)
         try:
             return wait_ready(pid, wanted, timeout)
@@ -197,7 +149,7 @@ def start(
             # a failed start leaves nothing behind: not the port it could not take
             # in the table (the next start would fail on it again), not a proxy
             # this call launched that listens on less than it was asked to
-            if added:
+            if added and port is not None:
                 remove_listen(port)
             if launched:
                 stop()
@@ -304,72 +256,6 @@ def wait_loaded(revision: int, timeout: float = LOAD_TIMEOUT) -> None:
         time.sleep(0.01)
 
 
-# -- status -------------------------------------------------------------------------------
-
-
-@dataclass
-class RouteStatus:
-    fleet: str
-    agent: str
-    service: str
-    urls: list[str]
-    target: str
-    healthy: bool | None = None
-
-
-@dataclass
-class ProxyStatus:
-    running: bool
-    pid: int | None
-    listening: list[dict] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-    ca: str = ""
-    log: str = ""
-    routes: list[RouteStatus] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"format_version": 1, **asdict(self)}
-
-
-def _tcp_ok(target: str, timeout: float) -> bool:
-    u = urlsplit(target)
-    port = u.port or (443 if u.scheme == "https" else 80)
-    try:
-        with socket.create_connection((u.hostname or "127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def status(check: bool = True, timeout: float = 1.0) -> ProxyStatus:
-    """The proxy's pid, listen addresses, CA path, and every route in the table
-    with (when `check`) whether its target accepts a TCP connection."""
-    pid = running_pid()
-    state = read_state() if pid is not None else None
-    if state and state.get("pid") != pid:
-        state = None
-    table = read_table()
-    routes: list[RouteStatus] = []
-    for fleet, entry in sorted(table.fleets.items()):
-        for r in entry.routes:
-            scheme = "https" if r.tls else "http"
-            urls = [f"{scheme}://{r.hostname()}:{x.port}" for x in entry.listen]
-            routes.append(RouteStatus(fleet, r.agent, r.service, urls, r.target))
-    if check and routes:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(routes))) as pool:
-            for r, ok in zip(routes, pool.map(lambda r: _tcp_ok(r.target, timeout), routes)):
-                r.healthy = ok
-    return ProxyStatus(
-        running=pid is not None,
-        pid=pid,
-        listening=(state or {}).get("listening", []),
-        errors=(state or {}).get("errors", {}),
-        ca=str(_routing_ca().cert_path),
-        log=str(log_path()),
-        routes=routes,
-    )
-
-
 # -- the process itself -------------------------------------------------------------------
 
 
@@ -388,7 +274,7 @@ def _take_lock(wait: float = 2.0) -> IO[str] | None:
             time.sleep(0.05)
 
 
-def _routing_ca():
+def _routing_ca() -> "CertificateAuthority":
     from reconciler.net.ca import routing_ca
 
     return routing_ca()
@@ -463,8 +349,6 @@ def run_foreground(
             logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
             logcontrol.add_rate_limit(logging.getLogger().handlers[0])
         limits.tune_malloc()
-        from reconciler.routing.proxy import ProxyConfig
-
         config = config or ProxyConfig.from_env()
         write_atomic(pid_path(), f"{os.getpid()}\n", mode=0o644)
         if ready_fd is not None:

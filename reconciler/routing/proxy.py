@@ -20,74 +20,21 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from reconciler.core.errors import FleetError
 from reconciler.net.ca import CertificateAuthority
+from reconciler.net.limits import MemoryTrimmer, Slot, SourceLimiter
+from reconciler.net.tls import UpstreamTLS
+from reconciler.routing.config import ProxyConfig
 from reconciler.routing.index import RouteIndex
-from reconciler.net.limits import DEFAULT_MAX_CONNECTIONS_PER_SOURCE as MAX_CONNECTIONS, DEFAULT_MAX_PENDING_PER_SOURCE as MAX_PENDING
-from reconciler.net.limits import MemoryTrimmer, Slot, SourceLimiter, _int_env
 from reconciler.routing.relay import ClientConn, UpstreamPool
 from reconciler.routing.table import Listen, RouteTable, parse_table, table_path
 
 log = logging.getLogger("fleet.proxy")
 
-
-@dataclass
-class ProxyConfig:
-    header_timeout: float = 30.0  # a request head (or TLS handshake) must arrive within this
-    keepalive_timeout: float = 75.0  # an idle client connection is closed after this
-    connect_timeout: float = 5.0  # connecting to a target
-    # From a request fully handed to the target until the first byte of its
-    # response head; expiry answers 504. Never cuts a response once it has
-    # started (SSE, chunked streams, WebSocket after the 101).
-    response_timeout: float = 60.0
-    max_header_bytes: int = 64 * 1024
-    reload_interval: float = 0.3  # route table poll
-    listen_retry: float = 2.0  # retry a listen port that failed
-    pool_idle_timeout: float = 30.0
-    pool_max_idle: int = 64  # idle upstream connections kept per target
-    high_water: int = 256 * 1024  # per-direction buffer before backpressure
-    # A request body must bring body_min_bytes in every body_timeout window
-    # until it is whole (or its response starts); else 408 and close.
-    body_timeout: float = 30.0
-    body_min_bytes: int = 1024
-    # Connections one source address may hold that have not sent a complete
-    # request head, and that it may hold open in all.
-    max_pending_per_source: int = MAX_PENDING
-    max_connections_per_source: int = MAX_CONNECTIONS
-    upstream_ca: str | None = None  # extra CA bundle for https targets
-    default_listen: Listen | None = field(default_factory=lambda: Listen(port=8080))
-    agent_bind: str | None = None  # also listen here (the bridge gateway) at every port: URLs inside agents
-
-    @classmethod
-    def from_env(cls) -> "ProxyConfig":
-        cfg = cls()
-        env = os.environ
-        for name, attr in (
-            ("FLEET_PROXY_HEADER_TIMEOUT", "header_timeout"),
-            ("FLEET_PROXY_KEEPALIVE_TIMEOUT", "keepalive_timeout"),
-            ("FLEET_PROXY_CONNECT_TIMEOUT", "connect_timeout"),
-            ("FLEET_PROXY_RESPONSE_TIMEOUT", "response_timeout"),
-            ("FLEET_PROXY_BODY_TIMEOUT", "body_timeout"),
-            ("FLEET_PROXY_RELOAD_INTERVAL", "reload_interval"),
-        ):
-            if env.get(name):
-                try:
-                    value = float(env[name])
-                except ValueError:
-                    value = -1.0
-                if not value > 0 or value == float("inf"):
-                    raise FleetError(f"{name} must be a positive number of seconds (found {env[name]!r})")
-                setattr(cfg, attr, value)
-        cfg.body_min_bytes = _int_env(env, "FLEET_PROXY_BODY_MIN_BYTES", cfg.body_min_bytes, minimum=0)
-        caps = SourceLimiter.from_env(env)
-        cfg.max_pending_per_source, cfg.max_connections_per_source = caps.max_pending, caps.max_total
-        if env.get("FLEET_UPSTREAM_CA"):
-            cfg.upstream_ca = env["FLEET_UPSTREAM_CA"]
-        return cfg
+__all__ = ["Listener", "ProxyConfig", "ProxyServer", "open_listen_socket", "port_in_use_message", "who_listens"]
 
 
 # -- listeners and the server ---------------------------------------------------------
@@ -222,7 +169,7 @@ class ProxyServer:
         self._tasks: set[asyncio.Task] = set()
         self._stamp: tuple[int, int, int] | None = None
         self._tls: ssl.SSLContext | None = None
-        self._upstream_ssl: ssl.SSLContext | None = None
+        self._upstream_tls = UpstreamTLS(self.config.upstream_ca)
         self._watch: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None
         self._last_retry = 0.0
@@ -240,13 +187,7 @@ class ProxyServer:
         return self._tls
 
     def upstream_ssl(self) -> ssl.SSLContext:
-        if self._upstream_ssl is None:
-            ctx = ssl.create_default_context()
-            if self.config.upstream_ca:
-                ctx.load_verify_locations(cafile=self.config.upstream_ca)
-            ctx.set_alpn_protocols(["http/1.1"])
-            self._upstream_ssl = ctx
-        return self._upstream_ssl
+        return self._upstream_tls.context()
 
     # life
     async def start(self) -> None:

@@ -2,21 +2,21 @@
 pipeline for routing.
 
 `observe_routes` reads this fleet's current entry (part of observation);
-`apply_routes` runs as the plan's route action: it re-observes (published ports
-are only known once containers exist) and writes `routes_for(desired, observed)`
-atomically, keeping the routes of agents that exist but are not running right
-now (a route is removed only when its agent is gone), then makes sure the proxy
-runs when the fleet has any route and waits until it serves the written
-revision of the table, so `apply` returns only once its URLs answer as planned;
-`remove_routes` stops the proxy once no fleet has any.
+`apply_routes` carries out the plan's route action: it writes the routes the
+engine computed with `core.routes.routes_to_write` (from the execution state:
+no re-observation) atomically, then makes sure the proxy runs and waits until
+it serves the written revision of the table, so `apply` returns only once its
+URLs answer as planned; `remove_routes` drops the fleet's entry and stops the
+proxy once no fleet has any. Nothing here decides which routes there are.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from reconciler.core.errors import FleetError
-from reconciler.core.model import Desired, Observed
+from reconciler.core.model import Desired, ProxySettings
+from reconciler.core.routes import Route
 from reconciler.routing import table
 
 
@@ -29,10 +29,6 @@ def observe_routes(fleet: str) -> tuple[tuple[dict[str, Any], ...] | None, bool]
     from reconciler.routing.daemon import running_pid
 
     return tuple(r.model_dump() for r in entry.routes), running_pid() is not None
-
-
-def wanted(desired: Desired, observed: Observed) -> tuple[dict[str, Any], ...]:
-    return tuple(r.model_dump() for r in table.routes_for(desired, observed))
 
 
 def check_names(desired: Desired) -> None:
@@ -78,20 +74,15 @@ def check_proxy_port(desired: Desired) -> None:
             sock.close()
 
 
-def apply_routes(desired: Desired) -> str | None:
-    from reconciler.engine.pipeline import observe, providers_of
-
-    fresh = observe(desired.fleet, providers_of(desired))
-    routes = table.routes_for(desired, fresh)
-    keep = [name for name in desired.agents if name not in {r.agent for r in routes}]
-    if not routes and not any(a.ports for a in desired.agents.values()):
-        return remove_routes(desired.fleet)
+def apply_routes(fleet: str, proxy: ProxySettings, routes: Sequence[Route]) -> None:
+    """Write `routes` as the fleet's entry (proxy port from `proxy`), make sure
+    the proxy runs for it and wait until it serves them."""
     from reconciler.routing import daemon
 
-    written = table.set_fleet_routes(desired.fleet, table.proxy_listen(desired.proxy), routes, keep_agents=keep)
-    daemon.ensure_running(need=table.proxy_listen(desired.proxy))  # this fleet's port; others' are not ours to fail on
+    listen = table.proxy_listen(proxy)
+    written = table.set_fleet_routes(fleet, listen, routes)
+    daemon.ensure_running(need=listen)  # this fleet's port; others' are not ours to fail on
     daemon.wait_loaded(written.revision)  # apply returns once the proxy serves these routes
-    return None
 
 
 def remove_routes(fleet: str) -> str | None:

@@ -2,7 +2,7 @@
 
 It lives in `$FLEET_HOME/routes.json`, shared by every fleet on this machine and
 read by the one routing proxy, which reloads it when it changes. `fleet apply`
-derives a fleet's routes from observed state with the pure `routes_for` and
+derives a fleet's routes with the pure `core.routes.routes_to_write` and
 writes them with `set_fleet_routes` (atomically, under an flock); there is no
 other bookkeeping path. A hostname on a proxy port belongs to one fleet: a
 second fleet claiming it is refused with a message naming the first.
@@ -24,13 +24,14 @@ import fcntl
 import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler.core.errors import FleetError
 from reconciler.state.home import ensure_dir, fleet_home, write_atomic
-from reconciler.core.model import MODAL_ROUTER_PORT, Desired, DesiredAgent, Observed, ProxySettings
+from reconciler.core.model import ProxySettings
+# Route and the pure derivation are core/routes.py's; re-exported for their users here
+from reconciler.core.routes import Route, agent_urls, routes_for, service_urls, url_env  # noqa: F401
 
 VERSION = 1
 DEFAULT_PORT = 8080
@@ -50,30 +51,6 @@ class Listen(_Frozen):
     @property
     def key(self) -> str:
         return f"{self.bind}:{self.port}"
-
-
-class Route(_Frozen):
-    """One agent port reachable through the proxy."""
-
-    agent: str
-    service: str
-    container_port: int
-    target: str  # http://127.0.0.1:49153, or an https tunnel URL
-    tls: bool = True
-    # set when `target` is a Modal host's port router: the port inside the host,
-    # sent as the X-Fleet-Port request header (the router strips it)
-    inner_port: int | None = Field(default=None, ge=1, le=65535)
-
-    @field_validator("target")
-    @classmethod
-    def _target_is_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"target must be an http:// or https:// URL (found {v!r})")
-        return v
-
-    def hostname(self) -> str:
-        return f"{self.service}.{self.agent}.localhost"
 
 
 class FleetRoutes(_Frozen):
@@ -320,63 +297,3 @@ def remove_listen(port: int) -> RouteTable:
 
 def proxy_listen(settings: ProxySettings) -> list[Listen]:
     return [Listen(port=settings.port, bind=settings.bind)]
-
-
-def routes_for(desired: Desired, observed: Observed) -> list[Route]:
-    """The routes of a fleet, from what is desired and what runs. Pure.
-
-    An agent gets a route per declared port when it runs: a private agent's
-    published port comes from the agent itself (published on 127.0.0.1, which
-    also works where container addresses are not reachable), an agent on a
-    shared Docker host is reached at the holder's address on the bridge (the
-    holder publishes nothing, so joins never replace it), an agent on a Modal
-    host through the host's one tunnel to its port router, told the agent's port
-    (a sandbox made before the router: at its per-port tunnel URLs). Agents not running (or whose host is not running) get none.
-    """
-    hosts = {h.name: h for h in observed.hosts}
-    tls = desired.proxy.tls
-    out: list[Route] = []
-    for oa in sorted(observed.agents, key=lambda a: a.name):
-        da = desired.agents.get(oa.name)
-        if da is None or not da.ports or oa.state != "running":
-            continue
-        host = hosts.get(oa.host) if oa.host else None
-        if oa.host and (host is None or host.state != "running"):
-            continue
-        for service, cport in sorted(da.ports.items()):
-            target: str | None = None
-            inner: int | None = None
-            if host is not None and host.provider == "modal" and MODAL_ROUTER_PORT in host.urls:
-                target, inner = host.urls[MODAL_ROUTER_PORT], cport  # one tunnel to the host's port router
-            elif host is not None and cport in host.urls:
-                target = host.urls[cport]
-            elif host is not None and host.provider == "docker" and host.address:
-                target = f"http://{host.address}:{cport}"  # the holder publishes nothing
-            elif host is not None and cport in host.ports:  # a holder made before it stopped publishing
-                target = f"http://127.0.0.1:{host.ports[cport]}"
-            elif cport in oa.ports:
-                target = f"http://127.0.0.1:{oa.ports[cport]}"
-            if target is None:
-                continue
-            out.append(Route(agent=oa.name, service=service, container_port=cport, target=target, tls=tls,
-                             inner_port=inner))
-    return out
-
-
-def service_urls(agent: str, services: Iterable[str], proxy: ProxySettings) -> dict[str, str]:
-    """service -> the agent's public URL through the proxy, e.g.
-    `https://web.dark-mode.localhost:8080` (http when proxy TLS is off).
-    These are the values of FLEET_URL_<SERVICE> and what status shows."""
-    scheme = "https" if proxy.tls else "http"
-    return {s: f"{scheme}://{s}.{agent}.localhost:{proxy.port}" for s in sorted(services)}
-
-
-def agent_urls(agent: DesiredAgent, proxy: ProxySettings) -> dict[str, str]:
-    return service_urls(agent.name, agent.ports, proxy)
-
-
-def url_env(agent: DesiredAgent, proxy: ProxySettings) -> dict[str, str]:
-    """FLEET_URL_<SERVICE> variables for an agent (upper case, `-` to `_`)."""
-    from reconciler.core.labels import env_name
-
-    return {env_name(s): u for s, u in agent_urls(agent, proxy).items()}

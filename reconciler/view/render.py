@@ -11,13 +11,12 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from reconciler.engine.execute import Result
-from reconciler.core.model import Desired
-from reconciler.gitops.output import VALIDATE_FORMAT_VERSION as FORMAT_VERSION  # noqa: F401  (`fleet validate -o json`)
+from reconciler.core.model import Desired, Observed
 from reconciler.core.plan import Action, Plan
+from reconciler.engine.events import Event, EventKind, Result
 from reconciler.view.status import StatusRow, agent_ports, state_text, status_rows, status_lines  # noqa: F401  (status lives there)
 
-SYMBOL = {
+SYMBOL: dict[str, tuple[str, str]] = {
     "create": ("+", "green"),
     "join": ("+", "green"),
     "replace": ("~", "yellow"),
@@ -39,11 +38,12 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
     lines: list[Text] = []
     order = {"image": -1, "host": 0, "agent": 1, "route": 2}  # images go after everything
     # hosts before their agents; destroys last and in reverse (agents, then hosts)
-    def key(a: Action) -> tuple:
-        return (a.op == "destroy", -order[a.kind] if a.op == "destroy" else order[a.kind], a.name)
+    def key(a: Action) -> tuple[bool, int, str]:
+        rank = order.get(a.kind, 3)
+        return (a.op == "destroy", -rank if a.op == "destroy" else rank, a.name)
 
     for a in sorted(plan.actions, key=key):
-        sym, colour = SYMBOL[a.op]
+        sym, colour = SYMBOL.get(a.op, ("*", "white"))
         t = Text()
         t.append(f"  {sym} {a.op:<8}", style=colour)
         where = f" (on {a.host})" if a.kind == "agent" and a.host else ""
@@ -126,7 +126,7 @@ class LiveProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def on_event(self, ev: Any) -> None:
+    def on_event(self, ev: Event) -> None:
         if ev.kind == "start":
             self.running[ev.action.id] = f"{ev.action.op} {ev.action.name}"
         else:
@@ -168,11 +168,14 @@ def print_urls(console: Console, desired: Desired, running: set[str] | None = No
             console.print(Text(line))
 
 
-def event_line(kind: str, action: Action, error: str | None = None) -> str:
-    verb = {
-        "create": "created", "join": "joined", "replace": "replaced", "restart": "restarted", "start": "started",
-        "stop": "stopped", "destroy": "destroyed", "route": "routed", "message": "messaged",
-    }[action.op]
+PAST = {
+    "create": "created", "join": "joined", "replace": "replaced", "restart": "restarted", "start": "started",
+    "stop": "stopped", "destroy": "destroyed", "route": "routed", "message": "messaged",
+}
+
+
+def event_line(kind: EventKind | str, action: Action, error: str | None = None) -> str:
+    verb = PAST.get(action.op, f"{action.op} done:")
     if kind == "done":
         return f"{verb} {action.kind} {action.name}"
     if kind == "failed":
@@ -184,6 +187,14 @@ def event_line(kind: str, action: Action, error: str | None = None) -> str:
 
 # --------------------------------------------------------------------------- status
 # The rows are data (statusview.py); this is their text form for `fleet status`.
+
+
+def fleet_status_rows(desired: Desired) -> list[StatusRow]:
+    """`fleet status`: observe through the engine, make the rows here."""
+    from reconciler.engine.observe import status_facts
+
+    facts = status_facts(desired)
+    return status_rows(facts.desired, facts.observed, facts.details, facts.messages)
 
 
 def status_table(rows: list[StatusRow], width: int | None = None) -> Text:

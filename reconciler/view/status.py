@@ -129,7 +129,7 @@ def status_rows(
 ) -> list[StatusRow]:
     """One row of data per agent. `details` (provider facts per container id:
     restarts, exit code, start time) and `messages` (first-message delivery
-    records) are optional extras gathered by `pipeline.status_rows`."""
+    records) are optional extras gathered by `engine.observe.status_facts`."""
     from reconciler.core.reconcile import user_stopped
     from reconciler.routing.table import agent_urls
     from reconciler.state.workspaces import branch_of

@@ -27,7 +27,7 @@ from reconciler.engine import pipeline
 from reconciler.view import render
 from reconciler.core.backoff import Backoff, token_of
 from reconciler.core.errors import FleetError, ValidationFailed, display_path
-from reconciler.engine.execute import Event, Result, execute
+from reconciler.engine.events import Event, Result
 from reconciler.load.loader import load
 from reconciler.state.lock import fleet_lock
 from reconciler.core.model import Desired, Observed
@@ -276,7 +276,9 @@ class Watcher:
         for line in render.plan_lines(runnable, verbose=self.verbose):
             self.view.line(line.plain)
         started = time.monotonic()
-        result = execute(self.desired, runnable, parallel=self.parallel, on_event=self.on_event, cancel=self.cancel)
+        # through the pipeline's apply, like `fleet apply` (its bookkeeping included)
+        result = pipeline.apply_plan(pipeline.Snapshot(snap.desired, snap.observed, runnable), parallel=self.parallel,
+                                     on_event=self.on_event, cancel=self.cancel)
         self.report(runnable.fleet, result, time.monotonic() - started)
         self.again = True
 
@@ -341,7 +343,7 @@ class Watcher:
         now = time.monotonic()
         if ev.kind == "done":
             self.backoff.succeeded(a.id, token_of(a, self.desired), now)
-            self.view.line("  " + render.event_line("done", a) + (f" ({ev.note})" if getattr(ev, "note", None) else ""), "green")
+            self.view.line("  " + render.event_line("done", a) + (f" ({ev.note})" if ev.note else ""), "green")
         elif ev.kind == "failed":
             wait = self.backoff.failed(a.id, token_of(a, self.desired), now, ev.error or "")
             self.held.add(a.id)  # already said when it is retried
@@ -412,7 +414,7 @@ class Watcher:
         for line in render.plan_lines(snap.plan):
             self.view.line(line.plain)
         started = time.monotonic()
-        result = execute(snap.desired, snap.plan, parallel=self.parallel, on_event=self.on_event)
+        result = pipeline.apply_plan(snap, parallel=self.parallel, on_event=self.on_event)
         self.report(self.fleet, result, time.monotonic() - started)
         return 0 if result.ok else 1
 

@@ -303,8 +303,10 @@ def test_port_taken_is_reported_naming_the_process(backends, start_proxy):
     wait_until(lambda: busy in proxy.listening_ports(), what="port retried")
 
 
-def test_slow_loris_is_closed_while_others_are_served(two_agents, start_proxy, backends, tls):
-    _, a, _ = two_agents
+def test_slow_loris_is_closed_while_others_are_served(start_proxy, backends, tls):
+    # its own backend, not `two_agents`: that fixture's proxy (30 s header timeout)
+    # would also watch the table and could take this port first
+    a = backends("A")
     port = free_port()
     set_fleet_routes("loris", [port], [route("fast", a.url)])
     start_proxy(header_timeout=1.0)

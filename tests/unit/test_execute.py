@@ -9,8 +9,8 @@ import pytest
 
 from reconciler.core.errors import FleetError, ProviderError
 from reconciler.engine.execute import Event, execute
-from reconciler.core.plan import Action, Plan
-from tests.unit.builders import desired
+from reconciler.core.plan import Action, Plan, RouteUpdate, parse_action
+from tests.unit.builders import agent, desired
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -18,7 +18,13 @@ D = desired()
 
 
 def act(aid: str, *deps: str, op: str = "create") -> Action:
-    return Action(id=aid, op=op, kind="agent", name=aid, cause="test", depends_on=deps)  # type: ignore[arg-type]
+    """An agent action of `op` (its records made up: the runner ignores them)."""
+    if op == "route":
+        return RouteUpdate(id=aid, cause="test", depends_on=deps)
+    spec = agent(aid)
+    seen = {"name": aid, "host": None, "provider": "docker", "id": "x" * 64, "state": "running", "spec_hash": ""}
+    return parse_action(dict(id=aid, op=op, kind="agent", name=aid, cause="test", depends_on=deps,
+                             desired_agent=spec, observed_agent=None if op == "create" else seen))  # type: ignore[return-value]
 
 
 def plan(*actions: Action) -> Plan:

@@ -85,7 +85,7 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import reconciler.cli  # noqa: F401  (registers the commands)
-    from reconciler.engine import pipeline
+    from reconciler.engine import observe
     from reconciler.cli.app import app
 
     (tmp_path / "fleet.yaml").write_text("fleet: boom\nagents: {a: {image: x}}\n")
@@ -93,7 +93,7 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, monkeypatch):
     def explode(*a, **k):
         raise RuntimeError("engine said something odd\nsecond line")
 
-    monkeypatch.setattr(pipeline, "observe", explode)
+    monkeypatch.setattr(observe, "observe", explode)  # the observe stage, as `fleet status` calls it
     monkeypatch.delenv("FLEET_DEBUG", raising=False)
     r = CliRunner().invoke(app, ["status", str(tmp_path / "fleet.yaml")])
     assert r.exit_code == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from reconciler.core.backoff import Backoff, token_of, without
 from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef
-from reconciler.core.plan import Action, Plan
+from reconciler.core.plan import Action, Plan, parse_action
 from reconciler.watch.triggers import Trigger, Waker
 from reconciler.watch.loop import why
 
@@ -26,7 +26,20 @@ def desired(tz: str = "UTC", message: str | None = None) -> Desired:
 
 
 def act(id: str, op: str = "create", kind: str = "agent", name: str | None = None, deps: tuple[str, ...] = ()) -> Action:
-    return Action(id=id, op=op, kind=kind, name=name or id.split(":")[1], cause="test", depends_on=deps)
+    """An action of `kind` and `op` for `name`, with made-up records (backoff reads ids, ops and names)."""
+    name = name or id.split(":")[1]
+    img = ImageRef(ref="img:1")
+    seen = {"name": name, "host": None, "provider": "docker", "id": "x" * 64, "state": "running", "spec_hash": ""}
+    data: dict = dict(id=id, op=op, kind=kind, name=name, cause="test", depends_on=deps)
+    if kind == "agent":
+        data["desired_agent"] = DesiredAgent(name=name, image=img)
+        data["observed_agent"] = None if op in ("create", "join") else seen
+    elif kind == "host":
+        data["desired_host"] = None if op == "destroy" else DesiredHost(name=name, image=img)
+        data["observed_host"] = None if op == "create" else {k: v for k, v in seen.items() if k != "host"}
+    if op == "destroy":
+        data["desired_agent"] = data["desired_host"] = None
+    return parse_action(data)  # type: ignore[return-value]
 
 
 def plan(*actions: Action) -> Plan:
@@ -117,7 +130,7 @@ def test_quiet_resources_are_forgotten():
 
 def test_destroys_of_removed_resources_have_no_spec():
     d = desired()
-    gone = Action(id="agent:old:destroy:abc", op="destroy", kind="agent", name="old", cause="not in fleet.yaml")
+    gone = act("agent:old:destroy:abc", op="destroy", name="old")
     assert token_of(gone, d) is None
     assert token_of(act("host:h", kind="host"), d) == d.hosts["h"].spec_hash
 

@@ -5,6 +5,8 @@ is bounded, and what is checked is what happened, in which order."""
 from __future__ import annotations
 
 import functools
+import json
+import json
 import signal
 import textwrap
 from pathlib import Path
@@ -56,12 +58,15 @@ def running(client, fleet: str, name: str, not_id: str | None = None):
     return c if c.status == "running" else None
 
 
-def test_an_edit_is_applied_and_destroys_are_shown_first(tmp_path, docker_client, base_image, fleet_name, watcher):
+def test_an_edit_is_applied_and_destroys_are_shown_first(tmp_path, docker_client, base_image, fleet_name, watcher,
+                                                         fleet_home):
     extra = """  worker:
             command: ["sleep", "infinity"]"""
     path = write(tmp_path / "fleet.yaml", spec(fleet_name, base_image, extra=extra))
     w = watcher(path)
     w.wait_for(r"watching fleet\.yaml for fleet " + fleet_name)
+    # a pass applies through the pipeline, with its bookkeeping (the providers the fleet uses)
+    assert json.loads((fleet_home / "fleets" / f"{fleet_name}.json").read_text()) == {"providers": ["docker"]}
     before = agents(docker_client, fleet_name)
     assert set(before) == {"web", "worker"}
     web_id = before["web"].id
@@ -76,6 +81,22 @@ def test_an_edit_is_applied_and_destroys_are_shown_first(tmp_path, docker_client
     web = wait_until(lambda: running(docker_client, fleet_name, "web", not_id=web_id), what="the new web")
     assert "TZ=Europe/Paris" in web.attrs["Config"]["Env"]
     assert set(agents(docker_client, fleet_name)) == {"web"}
+
+
+def test_a_pass_applies_through_the_pipeline_with_its_bookkeeping(tmp_path, docker_client, base_image, fleet_name,
+                                                                 watcher, fleet_home):
+    """The providers fleet.yaml's hosts name are recorded before a pass creates
+    anything (so they are observed, hence cleaned up, later): `fleet apply`'s
+    bookkeeping, which the watch loop used to skip."""
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        f"fleet: {fleet_name}\ndefaults: {{image: {base_image}}}\nhosts: {{box: {{}}}}\n"
+        "agents:\n  web: {host: box, command: [sleep, infinity]}\n"
+    )
+    w = watcher(path)
+    w.wait_for(r"watching fleet\.yaml for fleet " + fleet_name)
+    assert running(docker_client, fleet_name, "web") is not None
+    assert json.loads((fleet_home / "fleets" / f"{fleet_name}.json").read_text()) == {"providers": ["docker"]}
 
 
 def test_bad_saves_change_nothing_then_a_good_save_applies(tmp_path, docker_client, base_image, fleet_name, watcher):

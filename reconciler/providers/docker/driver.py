@@ -22,6 +22,8 @@ from reconciler.providers.docker import security as sec
 from reconciler.core.errors import EngineUnavailable, ProviderError
 from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
 from reconciler.providers.docker import images as docker_images
+from reconciler.providers.docker import made
+from reconciler.core.outcome import Outcome
 
 RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 HOLDER_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
@@ -260,7 +262,7 @@ class DockerProvider:
 
     # ------------------------------------------------------------------ hosts
 
-    def create_host(self, desired: Desired, host: DesiredHost) -> None:
+    def create_host(self, desired: Desired, host: DesiredHost) -> Outcome:
         fleet = desired.fleet
         resource = f"host {host.name}"
         self.ensure_image(fleet, host.image, resource)
@@ -298,16 +300,18 @@ class DockerProvider:
             working_dir="/workspace", hostname=host.name,
         )
         self._call(resource, self.api.start, c["Id"])
+        return self._call(resource, made.outcome, self.api, c["Id"])  # its address: routes go there
 
-    def start_host(self, fleet: str, host: ObservedHost) -> None:
+    def start_host(self, fleet: str, host: ObservedHost) -> Outcome:
         self._call(f"host {host.name}", self.api.start, host.id)
+        return self._call(f"host {host.name}", made.outcome, self.api, host.id)
 
     def destroy_host(self, fleet: str, host: ObservedHost) -> None:
         self._remove(f"host {host.name}", host.id, fleet)
 
     # ------------------------------------------------------------------ agents
 
-    def create_agent(self, desired: Desired, agent: DesiredAgent) -> None:
+    def create_agent(self, desired: Desired, agent: DesiredAgent) -> Outcome:
         fleet = desired.fleet
         resource = f"agent {agent.name}"
         lab = {
@@ -366,12 +370,15 @@ class DockerProvider:
         if grant_env:  # the credential works only from this container (grants.peers)
             bind_credential(fleet, agent.name, c["Id"])
         self._call(resource, self.api.start, c["Id"])
+        return self._call(resource, made.outcome, self.api, c["Id"])  # its published ports: routes go there
 
-    def start_agent(self, fleet: str, agent: ObservedAgent) -> None:
+    def start_agent(self, fleet: str, agent: ObservedAgent) -> Outcome:
         self._call(f"agent {agent.name}", self.api.start, agent.id)
+        return self._call(f"agent {agent.name}", made.outcome, self.api, agent.id)  # ports change on a start
 
-    def restart_agent(self, fleet: str, agent: ObservedAgent) -> None:
+    def restart_agent(self, fleet: str, agent: ObservedAgent) -> Outcome:
         self._call(f"agent {agent.name}", self.api.restart, agent.id, timeout=STOP_TIMEOUT)
+        return self._call(f"agent {agent.name}", made.outcome, self.api, agent.id)
 
     def stop_agent(self, fleet: str, agent: ObservedAgent) -> None:
         self._call(f"agent {agent.name}", self.api.stop, agent.id, timeout=STOP_TIMEOUT)

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from reconciler.core import labels as L
 from reconciler.state import usage
 from reconciler.core.errors import FleetError, ProviderError
+from reconciler.core.outcome import Outcome
 from reconciler.core.model import MODAL_ROUTER_PORT, Desired, DesiredAgent, DesiredHost, ModalOptions, ObservedAgent, ObservedHost
 from reconciler.providers.modal import local
 from reconciler.providers.modal import router
@@ -381,7 +382,7 @@ class ModalProvider:
             ), None
         return modal.Image.from_registry(host.image.ref), None
 
-    def create_host(self, desired: Desired, host: DesiredHost) -> str | None:
+    def create_host(self, desired: Desired, host: DesiredHost) -> Outcome:
         modal = _modal()
         fleet = desired.fleet
         resource = f"host {host.name}"
@@ -413,7 +414,8 @@ class ModalProvider:
                 raise
             self._remember(fleet, host.name, sb)
             try:
-                local.remember_tunnels(fleet, sb.object_id, {p: t.url for p, t in sb.tunnels(timeout=60).items()})
+                tunnels = {p: t.url for p, t in sb.tunnels(timeout=60).items()}
+                local.remember_tunnels(fleet, sb.object_id, tunnels)
                 self._ensure_router(sb, resource, required=False, fresh=True)
                 if host.workspace is not None and restored is None:
                     self._upload(sb, Path(host.workspace.path), resource)
@@ -426,9 +428,8 @@ class ModalProvider:
                     pass
                 raise
         local.remember_spec(fleet, host.spec_hash, host.spec())
-        if restored:
-            return f"host {host.name}: started from snapshot {restored} (restore: latest)"
-        return None
+        note = f"host {host.name}: started from snapshot {restored} (restore: latest)" if restored else None
+        return Outcome(note=note, id=sb.object_id, urls=tunnels)  # its tunnel URLs: routes go there
 
     def _name_taken(self, fleet: str, host: DesiredHost, app: str) -> ProviderError:
         modal = _modal()
@@ -571,7 +572,7 @@ class ModalProvider:
                 tags[key] = value
             sb.set_tags(tags)
 
-    def create_agent(self, desired: Desired, agent: DesiredAgent) -> None:
+    def create_agent(self, desired: Desired, agent: DesiredAgent) -> Outcome:
         fleet = desired.fleet
         resource = f"agent {agent.name}"
         host = desired.hosts.get(agent.host or "")
@@ -594,6 +595,7 @@ class ModalProvider:
             self._set_agent_tag(sb, fleet, agent.name, resource, agent_tag(agent.spec_hash, gen, flags))
         local.remember_spec(fleet, agent.spec_hash, agent.spec())
         self._agent_ids[(fleet, agent.name)] = f"{sb.object_id}:{agent.name}:{gen}"
+        return Outcome(id=self._agent_ids[(fleet, agent.name)])
 
     def _agent_entry(self, tags: dict[str, str], agent: str, resource: str) -> tuple[str, str, str]:
         value = tags.get(AGENT_TAG + agent)

@@ -1,0 +1,80 @@
+"""Observe: what exists and belongs to a fleet, across providers, in one
+`Observed`. No decisions here.
+
+Each provider lists what carries its labels/tags (one cheap call per provider);
+the local records add what the labels cannot say (first messages delivered,
+agents a person stopped), and the route table this fleet's current routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
+from reconciler.providers.base import get_provider
+from reconciler.state import messages, stops, usage
+
+
+def providers_of(desired: Desired) -> list[str]:
+    """Docker always (private agents live there); Modal only when a host asks
+    or the fleet still has Modal resources (see usage.py), so a fleet without
+    Modal hosts never imports modal and a removed Modal host is still destroyed."""
+    names = {"docker"} | {h.provider for h in desired.hosts.values()} | usage.used(desired.fleet)
+    return sorted(names)
+
+
+def observe(fleet: str, providers: list[str]) -> Observed:
+    hosts: list[ObservedHost] = []
+    agents: list[ObservedAgent] = []
+    warnings: list[str] = []
+    for name in providers:
+        provider = get_provider(name)
+        h, a = provider.observe(fleet)
+        hosts.extend(h)
+        agents.extend(a)
+        seen = getattr(provider, "observe_warnings", None)  # e.g. docker: copies carrying fleet's labels
+        if seen is not None:
+            warnings.extend(seen(fleet))
+    delivered = messages.states(fleet)
+    agents = [
+        a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
+        for a in agents
+    ]
+    stopped = stops.table(fleet)
+    agents = [
+        a.model_copy(update={"stop_spec_hash": spec}) if (spec := stops.spec_for(stopped.get(a.name), a.id)) else a
+        for a in agents
+    ]
+    from reconciler.routing.sync import observe_routes
+
+    routes, proxy_running = observe_routes(fleet)
+    look = getattr(get_provider("docker"), "observe_images", None) if "docker" in providers else None
+    images = look(fleet) if look is not None else ()
+    return Observed(
+        fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
+        warnings=tuple(warnings),
+    )
+
+
+@dataclass(frozen=True)
+class StatusFacts:
+    """What `fleet status` shows, as data: the observation plus, per container,
+    the facts observation leaves out (restarts, last exit, start time) and
+    first-message delivery states. view/status.py makes the rows."""
+
+    desired: Desired
+    observed: Observed
+    details: dict[str, dict[str, Any]]
+    messages: dict[str, Any]
+
+
+def status_facts(desired: Desired) -> StatusFacts:
+    names = providers_of(desired)
+    observed = observe(desired.fleet, names)
+    details: dict[str, dict[str, Any]] = {}
+    for name in names:
+        mine = [a for a in observed.agents if a.provider == name]
+        if mine:
+            details.update(get_provider(name).details(desired.fleet, mine))
+    return StatusFacts(desired, observed, details, messages.states(desired.fleet))
