@@ -170,7 +170,7 @@ def _message(ctx: Context, a: MessageSend) -> Outcome:
 def _routes(ctx: Context, a: RouteUpdate) -> Outcome:
     """The routes are computed from the execution state (the plan's observation
     with the outcomes of the actions done so far), never by observing again."""
-    from reconciler.engine import agentnet
+    from reconciler.providers.docker import agentnet
     from reconciler.routing import sync
 
     if a.removes:

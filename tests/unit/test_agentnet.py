@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from reconciler.engine import agentnet
+from reconciler.providers.docker import agentnet
 from tests.unit.builders import agent, desired, host
 
 

@@ -324,7 +324,7 @@ class DockerProvider:
         from reconciler.grants.inject import bind_credential, container_setup  # grants: proxy settings + CA bundle, never a secret
 
         grant_env, grant_binds = container_setup(desired, agent)  # both empty without grants
-        from reconciler.engine.agentnet import container_setup as url_setup  # fleet URLs inside: names, curl, routing CA
+        from reconciler.providers.docker.agentnet import container_setup as url_setup  # fleet URLs inside: names, curl, routing CA
 
         net_env, net_binds = url_setup(desired, agent, bundle=not agent.grants)
         env.update({**net_env, **grant_env})
@@ -388,7 +388,7 @@ class DockerProvider:
         from reconciler.grants import agents as grant_agents
 
         grant_agents.forget(fleet, agent.name)  # its proxy credential dies with it
-        from reconciler.engine.agentnet import forget
+        from reconciler.providers.docker.agentnet import forget
 
         forget(fleet, agent.name)  # and its hosts file
 
