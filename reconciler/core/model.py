@@ -312,6 +312,6 @@ class Observed(Frozen):
 
 
 # Former names of Workspace and ImageBuild ("spec" now means only what `.spec()`
-# returns), kept while load/loader.py and engine/execute.py still use them.
+# returns), kept while load/loader.py still uses them.
 WorkspaceSpec = Workspace
 BuildSpec = ImageBuild
