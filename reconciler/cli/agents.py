@@ -6,7 +6,7 @@ import queue
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.text import Text
@@ -14,7 +14,6 @@ from rich.text import Text
 from reconciler.engine import operate
 from reconciler.core.errors import FleetError
 from reconciler.state.messages import typed
-from reconciler.providers.terminal import DETACH_KEYS, parse_detach_keys, terminal_size
 from reconciler.cli.app import app, console, handles_errors
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta"]
@@ -45,17 +44,17 @@ def logs(
     out = console()
     if len(targets) == 1:
         t = targets[0]
-        for chunk in t.provider.logs(desired.fleet, t.agent, follow=follow, tail=tail, since=since_ts):
+        for chunk in t.logs(follow=follow, tail=tail, since=since_ts):
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
         return
     width = max(len(t.agent.name) for t in targets)
     lines: "queue.Queue[tuple[int, bytes | None]]" = queue.Queue(maxsize=1000)
 
-    def pump(i: int, t: operate.Target) -> None:
+    def pump(i: int, t: operate.ResolvedAgent) -> None:
         buf = b""
         try:
-            for chunk in t.provider.logs(desired.fleet, t.agent, follow=follow, tail=tail, since=since_ts):
+            for chunk in t.logs(follow=follow, tail=tail, since=since_ts):
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
@@ -102,8 +101,7 @@ def exec_(
     t = operate.resolve(desired, observed, agent, running=True)
     if tty and not sys.stdin.isatty():
         raise FleetError("-t needs a terminal on stdin; drop -t to pipe input")
-    code = t.provider.exec(desired.fleet, t.agent, cmd, workdir=workdir, env=operate.parse_env(env),
-                           interactive=interactive, tty=tty)
+    code = t.exec(cmd, workdir=workdir, env=operate.parse_env(env), interactive=interactive, tty=tty)
     raise typer.Exit(code)
 
 
@@ -125,37 +123,38 @@ def shell_or_argv(cmd: list[str]) -> list[str]:
 @handles_errors
 def attach(
     agent: str = typer.Argument(..., help="The agent whose terminal to join."),
-    detach_keys: str = typer.Option(DETACH_KEYS, "--detach-keys", help="Keys that detach, Docker's notation: ctrl-<a-z>, ctrl-@, ctrl-[, ctrl-\\, ctrl-], ctrl-^, ctrl-_ or one character, comma-separated."),
+    detach_keys: str = typer.Option(operate.DETACH_KEYS, "--detach-keys", help="Keys that detach, Docker's notation: ctrl-<a-z>, ctrl-@, ctrl-[, ctrl-\\, ctrl-], ctrl-^, ctrl-_ or one character, comma-separated."),
     file: Optional[Path] = FileOpt,
 ) -> None:
     """Join an agent's own terminal, starting with its recent output. Detach with
     Ctrl-P Ctrl-Q (the agent keeps running); if the agent ends meanwhile, says so
     and exits with its exit code, as `docker attach` does."""
-    parse_detach_keys(detach_keys)  # a bad --detach-keys is refused before anything happens
+    operate.parse_detach_keys(detach_keys)  # a bad --detach-keys is refused before anything happens
     if not sys.stdin.isatty():
         raise FleetError("attach needs a terminal; to send text use `fleet message AGENT TEXT`")
     desired, observed = operate.context(file)
     t = operate.resolve(desired, observed, agent, running=True)
-    before = t.provider.details(desired.fleet, [t.agent]).get(t.agent.id, {})
+    before = t.details()
     err = console(stderr=True)
     err.print(f"attached to {agent} (detach: {detach_keys})", markup=False)
-    end = t.provider.attach(desired.fleet, t.agent, detach_keys, replay=terminal_size()[0])
+    end = t.attach(detach_keys, replay=operate.terminal_size()[0])
     if end.detached:
         err.print(f"\r\ndetached from {agent}; it keeps running", markup=False)
         return
-    text, code = attach_outcome(agent, end, before, _settled(t, desired.fleet, before), t.spec.restart if t.spec else None)
+    restart = t.desired_agent.restart if t.desired_agent else None
+    text, code = attach_outcome(agent, end, before, _settled(t, before), restart)
     err.print("\r\n" + text, markup=False)
     raise typer.Exit(code)
 
 
-def _settled(t: operate.Target, fleet: str, before: dict) -> dict:
+def _settled(t: operate.ResolvedAgent, before: dict[str, Any]) -> dict[str, Any]:
     """The agent's facts once the engine has caught up with the end of the
     attach (its state changes a moment after the stream closes)."""
     import time
 
     deadline = time.monotonic() + 3
     while True:
-        after = t.provider.details(fleet, [t.agent]).get(t.agent.id, {})
+        after = t.details()
         if _ended(before, after) or time.monotonic() > deadline:
             return after
         time.sleep(0.2)
@@ -194,7 +193,7 @@ def message(
         raise FleetError("the message is empty; nothing sent")
     desired, observed = operate.context(file)
     t = operate.resolve(desired, observed, agent, running=True)
-    t.provider.send_input(desired.fleet, t.agent, typed(text))
+    t.send_input(typed(text))
     console().print(f"sent {len(text)} characters to {agent}", markup=False)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,7 +21,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-F = TypeVar("F", bound=Callable)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def console(stderr: bool = False) -> Console:
@@ -30,11 +31,11 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=True)
 
 
-def handles_errors(fn: F) -> F:
+def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn every user-facing error into its lines on stderr and exit code 1."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except FleetError as exc:
@@ -50,22 +51,22 @@ def handles_errors(fn: F) -> F:
         except OSError as exc:  # a read-only or full $FLEET_HOME: one line, whatever the command
             from reconciler.state.home import unwritable_line
 
-            line = unwritable_line(exc)
+            said = unwritable_line(exc)
             if os.environ.get("FLEET_DEBUG"):
                 raise
-            if line is None:
+            if said is None:
                 _unexpected(exc)
-            console(stderr=True).print(line, markup=False)
+            console(stderr=True).print(said, markup=False)
             raise typer.Exit(1)
         except Exception as exc:  # a bug or an unwrapped engine error: one line, not a traceback
             if os.environ.get("FLEET_DEBUG"):
                 raise
             _unexpected(exc)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def _unexpected(exc: BaseException) -> None:
+def _unexpected(exc: BaseException) -> NoReturn:
     first = (str(exc).splitlines() or [""])[0][:300]
     console(stderr=True).print(
         f"fleet: unexpected error: {exc.__class__.__name__}: {first} "

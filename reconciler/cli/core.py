@@ -15,10 +15,13 @@ import typer
 from rich.text import Text
 from typer.core import TyperCommand
 
+_USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError,)
 try:  # recent typer vendors its own click; its usage errors are not click's
     from typer._click.exceptions import UsageError as _TyperUsageError
+
+    _USAGE_ERRORS += (_TyperUsageError,)
 except ImportError:  # pragma: no cover - older typer uses click itself
-    _TyperUsageError = click.UsageError
+    pass
 
 from reconciler.gitops import output as machine
 from reconciler.engine import pipeline
@@ -26,6 +29,7 @@ from reconciler.view import render
 from reconciler.gitops import savedplan
 from reconciler.core import targeting
 from reconciler.core.errors import FleetError, display_path
+from reconciler.core.model import Desired
 from reconciler.engine.events import Event
 from reconciler.load.loader import default_file, load, read_document, validate_file
 from reconciler.state.lock import fleet_lock
@@ -66,9 +70,9 @@ class ExitCodeCommand(TyperCommand):
         detailed = "--exit-code" in args
         try:
             return super().parse_args(ctx, args)
-        except (click.UsageError, _TyperUsageError) as exc:
-            if detailed:
-                exc.exit_code = 1
+        except _USAGE_ERRORS as exc:
+            if detailed:  # click declares exit_code a class variable; this one error exits 1
+                setattr(exc, "exit_code", 1)
             raise
 
 
@@ -347,7 +351,7 @@ def status(
     out.print(render.status_table(rows, out.width if out.is_terminal else None), crop=False)
 
 
-def _watch_status(desired) -> None:
+def _watch_status(desired: Desired) -> None:
     import time
 
     from rich.live import Live
@@ -417,11 +421,10 @@ def destroy(
                 out.print(f"  - removed workspace {path} (--purge-workspaces)")
 
 
-def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: Optional[str]):
+def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: Optional[str]) -> Desired:
     """The fleet to destroy: from its file, or with --fleet NAME from labels alone."""
     if fleet_name is None:
         return load(_path(file, file_opt))
-    from reconciler.core.model import Desired
     import re
 
     from reconciler.load.spec import DNS_LABEL

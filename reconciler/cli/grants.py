@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -48,6 +49,18 @@ def _read_secret(name: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(f"secret for grant {name} (not shown): ")
     return sys.stdin.read(store.MAX_SECRET + 2)
+
+
+@dataclass(frozen=True)
+class GrantRow:
+    """One stored grant as `fleet grant list` shows it (`-o json`: these keys, in this order)."""
+
+    name: str
+    hosts: tuple[str, ...]
+    set_at: str | None
+    source: str | None
+    builtin: bool
+    problem: str | None
 
 
 def _user_catalogue(file: Optional[Path]) -> dict:
@@ -88,13 +101,13 @@ def grant_list(
     if output not in ("text", "json"):
         raise FleetError(f"--output: expected text or json (found {output!r})")
     user = _user_catalogue(file)
-    rows = []
-    for g in store.list_grants():
-        hosts = hosts_of(g.name, user)
-        rows.append({"name": g.name, "hosts": hosts, "set_at": g.set_at or None, "source": g.source or None,
-                     "builtin": g.name in BUILTIN, "problem": g.problem})
+    rows = [
+        GrantRow(name=g.name, hosts=tuple(hosts_of(g.name, user)), set_at=g.set_at or None, source=g.source or None,
+                 builtin=g.name in BUILTIN, problem=g.problem)
+        for g in store.list_grants()
+    ]
     if output == "json":
-        print(json.dumps({"format_version": 1, "grants": rows}, indent=2))
+        print(json.dumps({"format_version": 1, "grants": [asdict(r) for r in rows]}, indent=2))
         return
     out = console()
     if not rows:
@@ -104,12 +117,11 @@ def grant_list(
     for col in ("NAME", "HOSTS", "SET", "FROM"):
         table.add_column(col)
     for r in rows:
-        hosts = ", ".join(r["hosts"]) or "(defined in fleet.yaml)"
-        table.add_row(r["name"], hosts, r["set_at"] or "-", r["source"] or "-")
+        table.add_row(r.name, ", ".join(r.hosts) or "(defined in fleet.yaml)", r.set_at or "-", r.source or "-")
     out.print(table)
     for r in rows:
-        if r["problem"]:
-            console(stderr=True).print(f"warning: {r['problem']}", markup=False)
+        if r.problem:
+            console(stderr=True).print(f"warning: {r.problem}", markup=False)
 
 
 @grant_app.command("rm")

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from reconciler.engine import operate
 from reconciler.engine import pipeline
+from reconciler.engine.execute import Event
+from reconciler.engine.verbs import Verb
 from reconciler.view import render
 from reconciler.cli.app import app, console, handles_errors
 
@@ -20,13 +23,13 @@ FileOpt = typer.Option(None, "--file", "-f", help="fleet.yaml to use (default ./
 AllOpt = typer.Option(False, "--all", "-a", help="Every enabled agent of the fleet.")
 
 
-def _run_verb(verb: str, agents: list[str], all_agents: bool, file: Optional[Path]) -> None:
+def _run_verb(verb: Verb, agents: list[str], all_agents: bool, file: Optional[Path]) -> None:
     out = console()
     snap = operate.verb_snapshot(file, verb, agents, all_agents)
     if verb == "stop":
         names = operate.remember(snap, verb, agents, all_agents)
     else:
-        names = [spec.name for spec, _ in operate.select(snap, verb, agents, all_agents)]
+        names = [want.name for want, _ in operate.select(snap, verb, agents, all_agents)]
     if snap.plan.empty:
         state = "stopped" if verb == "stop" else "running"
         out.print(f"{', '.join(names)}: already {state}; nothing to do", markup=False)
@@ -44,7 +47,7 @@ def _run_verb(verb: str, agents: list[str], all_agents: bool, file: Optional[Pat
                   "stopped; a change to an agent's spec in fleet.yaml runs it again)", markup=False)
 
 
-def _event(out, ev) -> None:
+def _event(out: Console, ev: Event) -> None:
     if ev.kind == "start":
         return
     style = {"done": "green", "failed": "red", "skipped": "yellow"}[ev.kind]
@@ -101,7 +104,8 @@ def ls(
     if output is LsOutput.json:
         from reconciler.gitops.output import LS_FORMAT_VERSION
 
-        print(json.dumps({"format_version": LS_FORMAT_VERSION, "fleets": fleets, "notes": notes}, indent=2))
+        print(json.dumps({"format_version": LS_FORMAT_VERSION, "fleets": [f.as_json() for f in fleets], "notes": notes},
+                         indent=2))
         return
     out = console()
     err = console(stderr=True)
@@ -114,6 +118,6 @@ def ls(
     for col in ("FLEET", "AGENTS", "RUNNING", "STATES", "HOSTS", "PROVIDERS"):
         table.add_column(col)
     for f in fleets:
-        states = ", ".join(f"{n} {s}" for s, n in f["states"].items()) or "-"
-        table.add_row(f["fleet"], str(f["agents"]), str(f["running"]), states, str(f["hosts"]), ",".join(f["providers"]))
+        states = ", ".join(f"{n} {s}" for s, n in f.states.items()) or "-"
+        table.add_row(f.fleet, str(f.agents), str(f.running), states, str(f.hosts), ",".join(f.providers))
     out.print(table)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Iterable, TypeVar
 
 from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
@@ -35,7 +36,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data} if prefix else {}
 
 
-def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> tuple[Change, ...]:
+def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[Change, ...]:
     """The dotted keys whose value differs, with their before and after."""
     b, a = flatten(before), flatten(after)
     out = []

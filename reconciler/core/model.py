@@ -2,7 +2,15 @@
 
 `load` produces a `Desired`, providers' `observe` produce `ObservedHost`/`ObservedAgent`
 records gathered into an `Observed`, and `reconcile` turns the pair into a `Plan`
-(see `plan.py`). Every model here is frozen: a stage never edits what it was given.
+(see `plan.py`). Every model here is frozen at every depth (mappings are
+`FrozenDict`, sequences tuples; see `frozen.py`): a stage never edits what it was given.
+
+"spec" means one thing in the code: the record of a resource whose change
+replaces it. `DesiredHost.spec()` / `DesiredAgent.spec()` build it, `spec_hash`
+is its canonical sha256, providers stamp both on what they create (labels
+`dev.fleet.spec`, `dev.fleet.spec-hash`) and read them back as
+`ObservedHost.spec` / `ObservedAgent.spec`. What fleet.yaml says is the
+"fleet file" (its schema: `load/spec.py`); a `DesiredAgent` is "the desired agent".
 """
 
 from __future__ import annotations
@@ -10,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from reconciler.core.frozen import FrozenDict, FrozenMap, thaw
 
 Provider = Literal["docker", "modal"]
 Restart = Literal["always", "on-failure", "never"]
@@ -21,7 +32,17 @@ MODAL_ROUTER_PORT = 7999
 
 
 class Frozen(BaseModel):
+    """Immutable at every depth: fields cannot be set, and mappings and lists
+    inside are `FrozenDict`/tuples (frozen.py), so no stage edits what it was given."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with `update` applied, validated like a new record (pydantic's
+        own `model_copy` would store the given values unchecked and unfrozen)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        return self.model_validate({**{k: getattr(self, k) for k in type(self).model_fields}, **update})
 
 
 def json_key(data: Any) -> str:
@@ -34,12 +55,12 @@ def canonical_hash(data: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class BuildSpec(Frozen):
+class ImageBuild(Frozen):
     """A Dockerfile build; `context_hash` covers every file of the context."""
 
     context: Path
     dockerfile: str = "Dockerfile"
-    args: dict[str, str] = Field(default_factory=dict)
+    args: FrozenMap[str, str] = Field(default_factory=FrozenDict)
     context_hash: str
 
 
@@ -51,7 +72,7 @@ class ImageRef(Frozen):
     """
 
     ref: str
-    build: BuildSpec | None = None
+    build: ImageBuild | None = None
 
 
 class ModalOptions(Frozen):
@@ -65,7 +86,7 @@ class ModalOptions(Frozen):
     restore: Literal["latest"] | None = None
 
 
-class WorkspaceSpec(Frozen):
+class Workspace(Frozen):
     """A host directory mounted at /workspace. `mode` decides what is mounted."""
 
     path: Path
@@ -89,8 +110,8 @@ class DesiredHost(Frozen):
     name: str
     provider: Provider = "docker"
     image: ImageRef
-    workspace: WorkspaceSpec | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    workspace: Workspace | None = None
+    env: FrozenMap[str, str] = Field(default_factory=FrozenDict)
     ports: tuple[int, ...] = ()  # union of its agents' container ports, sorted
     modal: ModalOptions | None = None
 
@@ -133,15 +154,15 @@ class DesiredAgent(Frozen):
     host: str | None = None  # None: a private host (the agent's own container)
     provider: Provider = "docker"
     image: ImageRef
-    workspace: WorkspaceSpec | None = None  # private hosts only
+    workspace: Workspace | None = None  # private hosts only
     command: tuple[str, ...] | None = None
     message: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)  # user env, merged
-    ports: dict[str, int] = Field(default_factory=dict)  # service -> container port
+    env: FrozenMap[str, str] = Field(default_factory=FrozenDict)  # user env, merged
+    ports: FrozenMap[str, int] = Field(default_factory=FrozenDict)  # service -> container port
     grants: tuple[str, ...] = ()
     # definitions of the user-defined grants among `grants` (hosts, header, value
     # template; never a secret), so editing one shows in a diff and replaces its agents
-    grant_defs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    grant_defs: FrozenMap[str, Mapping[str, Any]] = Field(default_factory=FrozenDict)
     restart: Restart = "always"
     enabled: bool = True
     # Linux capabilities given back to this agent's container (fleet drops NET_RAW
@@ -169,7 +190,7 @@ class DesiredAgent(Frozen):
             "restart": self.restart,
         }
         if self.grant_defs:  # only when there are any: other agents' hashes stay as they were
-            data["grant_defs"] = {k: self.grant_defs[k] for k in sorted(self.grant_defs)}
+            data["grant_defs"] = {k: thaw(self.grant_defs[k]) for k in sorted(self.grant_defs)}
         if self.capabilities:  # likewise: agents without any keep their hash
             data["capabilities"] = sorted(self.capabilities)
         if self.workspace is not None and self.workspace.read_only:
@@ -192,10 +213,10 @@ class Desired(Frozen):
 
     fleet: str
     file: Path
-    hosts: dict[str, DesiredHost] = Field(default_factory=dict)
-    agents: dict[str, DesiredAgent] = Field(default_factory=dict)
+    hosts: FrozenMap[str, DesiredHost] = Field(default_factory=FrozenDict)
+    agents: FrozenMap[str, DesiredAgent] = Field(default_factory=FrozenDict)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
-    grants: dict[str, Any] = Field(default_factory=dict)  # user-defined grant catalogue
+    grants: FrozenMap[str, Any] = Field(default_factory=FrozenDict)  # user-defined grant catalogue
 
     def agents_on(self, host: str) -> list[DesiredAgent]:
         return [a for a in self.agents.values() if a.host == host]
@@ -222,13 +243,13 @@ class ObservedHost(Frozen):
     id: str
     state: State
     spec_hash: str
-    spec: dict[str, Any] = Field(default_factory=dict)
-    ports: dict[int, int] = Field(default_factory=dict)  # container port -> host port
-    urls: dict[int, str] = Field(default_factory=dict)  # container port -> tunnel URL (modal)
+    spec: FrozenMap[str, Any] = Field(default_factory=FrozenDict)
+    ports: FrozenMap[int, int] = Field(default_factory=FrozenDict)  # container port -> host port
+    urls: FrozenMap[int, str] = Field(default_factory=FrozenDict)  # container port -> tunnel URL (modal)
     address: str | None = None  # docker: the holder's IP on its bridge network (routes go there)
     created: str | None = None
     # agent name -> spec hash, for providers that record agents on the host (modal)
-    agents: dict[str, str] = Field(default_factory=dict)
+    agents: FrozenMap[str, str] = Field(default_factory=FrozenDict)
     # set when an older fleet version created it under this (ambiguous) name: replaced
     legacy_name: str | None = None
 
@@ -243,8 +264,8 @@ class ObservedAgent(Frozen):
     state: State
     exit_code: int | None = None
     spec_hash: str
-    spec: dict[str, Any] = Field(default_factory=dict)
-    ports: dict[int, int] = Field(default_factory=dict)  # container port -> host port
+    spec: FrozenMap[str, Any] = Field(default_factory=FrozenDict)
+    ports: FrozenMap[int, int] = Field(default_factory=FrozenDict)  # container port -> host port
     address: str | None = None  # docker: the container's IP on its bridge network (none when joined to a holder)
     created: str | None = None
     status: str = ""  # the provider's own one-line status ("Up 3 minutes")
@@ -288,3 +309,9 @@ class Observed(Frozen):
                 **({"images": sorted(self.images)} if self.images else {}),
             }
         )
+
+
+# Former names of Workspace and ImageBuild ("spec" now means only what `.spec()`
+# returns), kept while load/loader.py still uses them.
+WorkspaceSpec = Workspace
+BuildSpec = ImageBuild

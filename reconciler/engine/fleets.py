@@ -3,50 +3,74 @@
 No fleet.yaml is read: one label-filtered list call to the Docker engine finds
 every container carrying `dev.fleet.project`, whatever the fleet or directory;
 fleets that used Modal (remembered in $FLEET_HOME/fleets, see usage.py) are
-observed there too. `summarise` is pure: rows in, one record per fleet out.
+observed there too. `summarise` is pure: `Resource`s in, one `FleetRow` per fleet out.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 from reconciler.core.errors import FleetError
+from reconciler.core.frozen import FrozenMap
+from reconciler.core.model import Frozen, Provider
 from reconciler.state.home import fleet_home
 
 
-def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """records: {fleet, kind (host|agent), name, state, provider, stopped} -> per
-    fleet: agent and host counts, agent states, providers; sorted by name."""
-    fleets: dict[str, dict[str, Any]] = {}
+class Resource(Frozen):
+    """One host or agent of some fleet, as its labels (or Modal tags) say."""
+
+    fleet: str
+    kind: Literal["host", "agent"]
+    name: str
+    state: str
+    provider: Provider
+
+
+class FleetRow(Frozen):
+    """One fleet as `fleet ls` shows it (`-o json`: these keys, in this order)."""
+
+    fleet: str
+    agents: int
+    hosts: int
+    states: FrozenMap[str, int]  # agent state -> how many, by state name
+    providers: tuple[str, ...]  # sorted
+    running: int
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def summarise(records: Iterable[Resource]) -> list[FleetRow]:
+    """Per fleet: agent and host counts, agent states, providers; sorted by name."""
+    by_fleet: dict[str, list[Resource]] = {}
     for r in records:
-        f = fleets.setdefault(r["fleet"], {"fleet": r["fleet"], "agents": 0, "hosts": 0, "states": Counter(),
-                                            "providers": set()})
-        f["providers"].add(r["provider"])
-        if r["kind"] == "host":
-            f["hosts"] += 1
-        else:
-            f["agents"] += 1
-            f["states"][r["state"]] += 1
+        by_fleet.setdefault(r.fleet, []).append(r)
     out = []
-    for name in sorted(fleets):
-        f = fleets[name]
-        out.append({**f, "states": dict(sorted(f["states"].items())), "providers": sorted(f["providers"]),
-                    "running": f["states"].get("running", 0)})
+    for name in sorted(by_fleet):
+        mine = by_fleet[name]
+        states = Counter(r.state for r in mine if r.kind == "agent")
+        out.append(FleetRow(
+            fleet=name, agents=sum(r.kind == "agent" for r in mine), hosts=sum(r.kind == "host" for r in mine),
+            states=dict(sorted(states.items())), providers=tuple(sorted({r.provider for r in mine})),
+            running=states.get("running", 0),
+        ))
     return out
 
 
-def docker_records() -> list[dict[str, Any]]:
-    """Every fleet-labelled container of the engine: one list call."""
+def docker_records() -> list[Resource]:
+    """Every fleet-labelled container of the engine: one list call (the Docker
+    provider's "inventory" capability)."""
     from reconciler.providers.base import get_provider, inventory_of
 
     inventory = inventory_of(get_provider("docker"))
-    assert inventory is not None  # the Docker provider declares "inventory"
-    return inventory.inventory()
+    if inventory is None:
+        raise FleetError("the docker provider cannot list every fleet's resources")
+    return [Resource.model_validate({**row, "provider": "docker"}) for row in inventory.inventory()]
 
 
-def modal_records() -> tuple[list[dict[str, Any]], list[str]]:
+def modal_records() -> tuple[list[Resource], list[str]]:
     """Hosts and agents of the fleets that used Modal from this FLEET_HOME, and a
     note per fleet that could not be observed there."""
     from reconciler.state import usage
@@ -55,7 +79,7 @@ def modal_records() -> tuple[list[dict[str, Any]], list[str]]:
         names = sorted(n[:-5] for n in os.listdir(fleet_home() / "fleets") if n.endswith(".json"))
     except FileNotFoundError:
         return [], []
-    out: list[dict[str, Any]] = []
+    out: list[Resource] = []
     notes: list[str] = []
     for fleet in names:
         if "modal" not in usage.used(fleet):
@@ -67,12 +91,12 @@ def modal_records() -> tuple[list[dict[str, Any]], list[str]]:
         except FleetError as exc:
             notes.append(f"fleet {fleet} on Modal: not observed ({exc})")
             continue
-        out += [{"fleet": fleet, "kind": "host", "name": h.name, "state": h.state, "provider": "modal"} for h in hosts]
-        out += [{"fleet": fleet, "kind": "agent", "name": a.name, "state": a.state, "provider": "modal"} for a in agents]
+        out += [Resource(fleet=fleet, kind="host", name=h.name, state=h.state, provider="modal") for h in hosts]
+        out += [Resource(fleet=fleet, kind="agent", name=a.name, state=a.state, provider="modal") for a in agents]
     return out, notes
 
 
-def list_fleets() -> tuple[list[dict[str, Any]], list[str]]:
+def list_fleets() -> tuple[list[FleetRow], list[str]]:
     records = docker_records()
     more, notes = modal_records()
     return summarise(records + more), notes

@@ -9,6 +9,7 @@ function here decorated with `@handles(ThatClass)`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, TypeVar
 
 from reconciler.core.errors import FleetError
@@ -63,7 +64,7 @@ def _notes(*notes: object) -> str | None:
     return text or None
 
 
-def _release_workspace(fleet: str, owner: str, spec: dict[str, Any]) -> str | None:
+def _release_workspace(fleet: str, owner: str, spec: Mapping[str, Any]) -> str | None:
     """A destroyed agent's or host's copy/worktree is removed only when no work
     would be lost; otherwise the note says where it was kept."""
     from reconciler.core.model import WorkspaceSpec

@@ -29,7 +29,7 @@ def _best(found: list[ObservedAgent]) -> ObservedAgent:
 
 def select(desired: Desired, observed: Observed, verb: Verb, names: list[str], all_agents: bool
            ) -> list[tuple[DesiredAgent, ObservedAgent]]:
-    """The (spec, container) pairs a verb acts on; one error listing every bad name."""
+    """The (desired agent, its container) pairs a verb acts on; one error listing every bad name."""
     if all_agents and names:
         raise FleetError(f"fleet {verb}: give agent names or --all, not both")
     if not all_agents and not names:
@@ -46,17 +46,17 @@ def select(desired: Desired, observed: Observed, verb: Verb, names: list[str], a
     picked = []
     known = ", ".join(sorted(desired.agents)) or "none"
     for name in dict.fromkeys(names):
-        spec = desired.agents.get(name)
-        if spec is None:
+        want = desired.agents.get(name)
+        if want is None:
             where = " (a host, not an agent)" if name in desired.hosts else ""
             problems.append(f"no agent '{name}'{where} in fleet {desired.fleet} (agents: {known}){did_you_mean(name, desired.agents)}")
-        elif not spec.enabled:
+        elif not want.enabled:
             problems.append(f"agent '{name}' is disabled (enabled: false in {desired.file.name}); "
                             f"set enabled: true there to run it")
         elif name not in by_name:
             problems.append(f"agent '{name}' has no container yet; run `fleet apply` first")
         else:
-            picked.append((spec, _best(by_name[name])))
+            picked.append((want, _best(by_name[name])))
     if problems:
         raise FleetError("\n".join(f"fleet {verb}: {p}" for p in problems))
     return picked
@@ -68,16 +68,16 @@ def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str]
     actions: list[Action] = []
     hosts = {h.name: h for h in sorted(observed.hosts, key=lambda h: h.state == "running")}
     host_starts: dict[str, str] = {}
-    for spec, obs in select(desired, observed, verb, names, all_agents):
-        aid, name, on, provider = f"agent:{spec.name}", spec.name, spec.host, obs.provider
+    for want, obs in select(desired, observed, verb, names, all_agents):
+        aid, name, on, provider = f"agent:{want.name}", want.name, want.host, obs.provider
         up = obs.state in UP
         if verb == "stop":
             if up:
                 actions.append(AgentStop(id=aid, name=name, host=on, provider=provider, cause="fleet stop",
-                                         desired_agent=spec, observed_agent=obs))
+                                         desired_agent=want, observed_agent=obs))
             continue
         deps: tuple[str, ...] = ()
-        holder = hosts.get(spec.host) if spec.host else None
+        holder = hosts.get(want.host) if want.host else None
         if not up and holder is not None and holder.state != "running":
             if holder.name not in host_starts:
                 act = HostStart(id=f"host:{holder.name}", name=holder.name, provider=holder.provider,
@@ -88,10 +88,10 @@ def plan_verb(desired: Desired, observed: Observed, verb: Verb, names: list[str]
             deps = (host_starts[holder.name],)
         if verb == "restart" and up:
             actions.append(AgentRestart(id=aid, name=name, host=on, provider=provider, cause="fleet restart",
-                                        desired_agent=spec, observed_agent=obs))
+                                        desired_agent=want, observed_agent=obs))
         elif not up:
             actions.append(AgentStart(id=aid, name=name, host=on, provider=provider, cause=f"fleet {verb}",
-                                      depends_on=deps, desired_agent=spec, observed_agent=obs))
+                                      depends_on=deps, desired_agent=want, observed_agent=obs))
     # a (re)started private agent gets new published ports, a restarted holder may get a new
     # bridge address: their routes follow in the same command, as after an apply
     moved = tuple(a.id for a in actions if a.op in ("start", "restart") and (

@@ -9,8 +9,9 @@ Reviews stay clean when every file orders its keys the same way. Two passes:
    would move it to the wrong key). Blank lines stay where they were.
 
 Canonical order: top level `fleet, version, defaults, proxy, grants, hosts,
-agents`; inside a section, the field order of its pydantic model (spec.py). Names
-under `hosts:`, `agents:`, `env:`, `ports:` keep the order the user chose.
+agents`; inside a section, the field order of its model in the fleet.yaml schema
+(load/spec.py). Names under `hosts:`, `agents:`, `env:`, `ports:` keep the order
+the user chose.
 
 Formatting never changes meaning: the result is checked to load to the same data,
 and the passes repeat until the text no longer changes (so fmt is idempotent).

@@ -15,12 +15,14 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from reconciler import __version__
 from reconciler.core.model import Desired
 from reconciler.core.plan import DISRUPTIVE, FORMAT_VERSION, Action, Plan
 from reconciler.core.reconcile import Options, flatten
+from reconciler.view.status import StatusRow, state_text
 
 # Each JSON document names its kind and the version of that kind's format; a
 # version changes only when a field changes meaning or goes (adding is free).
@@ -212,7 +214,7 @@ def plan_markdown(
 # --------------------------------------------------------------------------- status
 
 
-def status_document(desired: Desired, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def status_document(desired: Desired, rows: Sequence[StatusRow]) -> dict[str, Any]:
     """The versioned JSON form of `fleet status` (docs/output-format.md,
     schemas/status-output.schema.json): the rows as data."""
     return {
@@ -221,31 +223,28 @@ def status_document(desired: Desired, rows: list[dict[str, Any]]) -> dict[str, A
         "fleet_version": __version__,
         "fleet": desired.fleet,
         "spec_hash": desired.spec_hash,
-        "agents": rows,
+        "agents": [r.as_json() for r in rows],
     }
 
 
-def status_json(desired: Desired, rows: list[dict[str, Any]]) -> str:
+def status_json(desired: Desired, rows: Sequence[StatusRow]) -> str:
     return json.dumps(status_document(desired, rows), indent=2)
 
 
-def status_markdown(fleet: str, rows: list[dict[str, Any]]) -> str:
-    from reconciler.view.status import state_text
-
+def status_markdown(fleet: str, rows: Sequence[StatusRow]) -> str:
     lines = [f"<!-- fleet-status: {fleet} -->", f"### fleet `{fleet}`: {len(rows)} agent{'s' if len(rows) != 1 else ''}"]
-    with_urls = any(r.get("urls") for r in rows)
+    with_urls = any(r.urls for r in rows)
     if rows:
         header = ["Agent", "Host", "Provider", "State", "Ports"] + (["URLs"] if with_urls else [])
         lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in rows:
             ports = ", ".join(
-                f"{p['service']} {p['container_port']}" + (f"→{p['host_port']}" if p.get("host_port") else "")
-                for p in r["ports"]
+                f"{p.service} {p.container_port}" + (f"→{p.host_port}" if p.host_port else "") for p in r.ports
             )
-            host = _cell(r["host"]) if r["host"] else "(private)"
-            cells = [f"`{r['agent']}`", host, r["provider"], _cell(state_text(r)), _cell(ports) or "-"]
+            host = _cell(r.host) if r.host else "(private)"
+            cells = [f"`{r.agent}`", host, r.provider, _cell(state_text(r)), _cell(ports) or "-"]
             if with_urls:
-                cells.append(" ".join((r.get("urls") or {}).values()) or "-")
+                cells.append(" ".join(r.urls.values()) or "-")
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)

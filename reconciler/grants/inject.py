@@ -15,6 +15,7 @@ free of it, and a second apply with nothing changed does not touch it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from reconciler.core.errors import FleetError
@@ -30,7 +31,7 @@ CA_VARS = ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_
 READY_TIMEOUT = 15.0
 
 
-def proxy_env(credential: str, port: int, user_env: dict[str, str] | None = None) -> dict[str, str]:
+def proxy_env(credential: str, port: int, user_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment that sends an agent's traffic through the forward proxy
     and makes it trust the interception CA."""
     url = f"http://{agentmap.PROXY_USER}:{credential}@{PROXY_HOST}:{port}"

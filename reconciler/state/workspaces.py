@@ -18,7 +18,7 @@ from pathlib import Path
 
 from reconciler.core.errors import FleetError
 from reconciler.state.home import fleet_home
-from reconciler.core.model import WorkspaceSpec
+from reconciler.core.model import Workspace
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def location(fleet: str, owner: str) -> Path:
     return root(fleet) / owner
 
 
-def branch_of(ws: WorkspaceSpec, owner: str) -> str:
+def branch_of(ws: Workspace, owner: str) -> str:
     return ws.branch or f"fleet/{owner}"
 
 
@@ -60,7 +60,7 @@ def is_git_repo(path: Path) -> bool:
 SAFE_DIRECTORY_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}
 
 
-def prepare(fleet: str, owner: str, ws: WorkspaceSpec) -> Mounts:
+def prepare(fleet: str, owner: str, ws: Workspace) -> Mounts:
     """Make the directory to mount exist; return what to mount."""
     if ws.mode == "shared":
         extra, read_only = protect(ws.path, ws.read_only)
@@ -116,7 +116,7 @@ def protect(source: Path, files: tuple[str, ...], inside: str = "/workspace") ->
     return rw, ro
 
 
-def unsaved_work(fleet: str, owner: str, ws: WorkspaceSpec) -> str | None:
+def unsaved_work(fleet: str, owner: str, ws: Workspace) -> str | None:
     """Why the workspace of `owner` must be kept, or None when nothing would be lost."""
     dest = location(fleet, owner)
     if ws.mode == "shared" or not dest.exists():
@@ -136,7 +136,7 @@ def unsaved_work(fleet: str, owner: str, ws: WorkspaceSpec) -> str | None:
     return None
 
 
-def release(fleet: str, owner: str, ws: WorkspaceSpec | None) -> str | None:
+def release(fleet: str, owner: str, ws: Workspace | None) -> str | None:
     """After an agent is destroyed: remove its worktree when nothing would be
     lost, else keep it and say where it is. Returns a note for the user."""
     if ws is None or ws.mode == "shared":

@@ -14,7 +14,7 @@ from rich.text import Text
 from reconciler.core.model import Desired, Observed
 from reconciler.core.plan import Action, Plan
 from reconciler.engine.events import Event, EventKind, Result
-from reconciler.view.status import agent_ports, state_text, status_rows, status_lines  # noqa: F401  (status lives there)
+from reconciler.view.status import StatusRow, agent_ports, state_text, status_rows, status_lines  # noqa: F401  (status lives there)
 
 SYMBOL: dict[str, tuple[str, str]] = {
     "create": ("+", "green"),
@@ -189,7 +189,7 @@ def event_line(kind: EventKind | str, action: Action, error: str | None = None) 
 # The rows are data (statusview.py); this is their text form for `fleet status`.
 
 
-def fleet_status_rows(desired: Desired) -> list[dict[str, Any]]:
+def fleet_status_rows(desired: Desired) -> list[StatusRow]:
     """`fleet status`: observe through the engine, make the rows here."""
     from reconciler.engine.observe import status_facts
 
@@ -197,7 +197,7 @@ def fleet_status_rows(desired: Desired) -> list[dict[str, Any]]:
     return status_rows(facts.desired, facts.observed, facts.details, facts.messages)
 
 
-def status_table(rows: list[dict[str, Any]], width: int | None = None) -> Text:
+def status_table(rows: list[StatusRow], width: int | None = None) -> Text:
     """Plain columns, never truncated: `width` None when piped, the terminal's
     width otherwise (low-value columns dropped to fit, never the URLs)."""
     return status_lines(rows, width)

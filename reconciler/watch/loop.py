@@ -367,7 +367,7 @@ class Watcher:
         self.view.status(self.desired, observed, held)
         states = {}
         for r in render.status_rows(self.desired, observed):
-            states[r["agent"]] = render.state_text(r)
+            states[r.agent] = render.state_text(r)
         if self.states is not None:
             for name in sorted(set(states) | set(self.states)):
                 before, after = self.states.get(name, "missing"), states.get(name, "gone")

@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from reconciler.view import render
+from reconciler.view.status import state_text, status_rows
 from reconciler.routing.table import service_urls
 from reconciler.core.model import Desired, Observed
 
@@ -92,21 +92,21 @@ class LiveView:
     def status(self, desired: Desired, observed: Observed | None, waits: dict[str, float]) -> None:
         rows = []
         if observed is not None:
-            for r in render.status_rows(desired, observed):
-                state = render.state_text(r)
-                wait = waits.get(f"agent:{r['agent']}")
+            for r in status_rows(desired, observed):
+                state = state_text(r)
+                wait = waits.get(f"agent:{r.agent}")
                 if wait:
                     state += f", retry in {wait:.0f}s"
                 style = "green" if state == "running" else ("yellow" if "restarting" in state or "outdated" in state else "red")
-                if r.get("stopped_by_user"):
+                if r.stopped_by_user:
                     style = "magenta"  # on purpose (`fleet stop`), not a failure
-                agent = desired.agents.get(r["agent"])
-                urls = service_urls(r["agent"], agent.ports, desired.proxy) if agent else {}
-                local = {p["service"]: p["host_port"] for p in r["ports"]}
+                agent = desired.agents.get(r.agent)
+                urls = service_urls(r.agent, agent.ports, desired.proxy) if agent else {}
+                local = {p.service: p.host_port for p in r.ports}
                 where = "  ".join(
                     f"{url}" + (f" (127.0.0.1:{local[svc]})" if local.get(svc) else "") for svc, url in sorted(urls.items())
                 )
-                rows.append((r["agent"], Text(state, style=style), where or "-"))
+                rows.append((r.agent, Text(state, style=style), where or "-"))
         self.rows = rows
         self._refresh()
 

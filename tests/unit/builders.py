@@ -21,7 +21,7 @@ from reconciler.core.model import (
     Observed,
     ObservedAgent,
     ObservedHost,
-    WorkspaceSpec,
+    Workspace,
 )
 
 FLEET = "demo"
@@ -53,7 +53,7 @@ def agent(
         host=host,
         provider=provider,  # type: ignore[arg-type]
         image=ImageRef(ref=image),
-        workspace=WorkspaceSpec(path=Path(workspace)) if workspace else None,
+        workspace=Workspace(path=Path(workspace)) if workspace else None,
         command=tuple(command) if command is not None else None,
         message=message,
         env=dict(env or {}),
@@ -76,7 +76,7 @@ def host(
         name=name,
         provider=provider,  # type: ignore[arg-type]
         image=ImageRef(ref=image),
-        workspace=WorkspaceSpec(path=Path(workspace)) if workspace else None,
+        workspace=Workspace(path=Path(workspace)) if workspace else None,
         modal=ModalOptions() if provider == "modal" else None,
     )
 

@@ -20,7 +20,7 @@ import pytest
 
 from reconciler.load.buildctx import context_hash
 from reconciler.load.loader import load, validate_file
-from reconciler.core.model import WorkspaceSpec
+from reconciler.core.model import Workspace
 from tests.conftest import run_fleet
 
 
@@ -147,7 +147,7 @@ def test_fleet_file_inside_a_shared_workspace_is_read_only_relative_to_it(tmp_pa
 
 
 def test_a_workspace_without_the_fleet_file_hashes_as_before():
-    ws = WorkspaceSpec(path=Path("/p"), mode="shared")
+    ws = Workspace(path=Path("/p"), mode="shared")
     assert ws.spec() == {"path": "/p", "mode": "shared", "branch": None}
 
 

@@ -15,7 +15,7 @@ def test_a_running_agent_resolves_to_its_record():
     d = desired(agent("web"), agent("worker"))
     o = observed(seen(d.agents["web"]), seen(d.agents["worker"]))
     t = operate.resolve(d, o, "web")
-    assert t.agent.name == "web" and t.spec == d.agents["web"]
+    assert t.agent.name == "web" and t.desired_agent == d.agents["web"]
 
 
 def test_an_unknown_agent_lists_the_known_ones_with_a_hint():

@@ -4,5 +4,6 @@ security (hardening, the shared network, workspace volumes), and legacy (the
 marked adapter to the engine, until the executor passes extras itself).
 
 Part of layer 7 (`providers`): may import what `providers` may, never `engine`
-or above. Imported only by `providers` and `engine`.
+or above.
+Imported only by `providers` and `engine`.
 """
