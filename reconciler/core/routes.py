@@ -166,8 +166,11 @@ def plan_routes(b: Builder) -> None:
             continue
         moving.setdefault(act.name, what)
         deps.append(act.id)
-    if moving:  # and after every host action: a duplicate holder going can move a route too
-        deps += [a.id for a in b.actions if a.kind == "host"]
+    # The routes are computed from the world as the plan leaves it, so the route
+    # action waits for every action that changes which containers exist (a
+    # duplicate going, a holder replaced), also those that move no route by name.
+    deps += [a.id for a in b.actions if a.kind == "host" or (a.kind == "agent" and a.op in ROUTE_OPS)]
+    deps = list(dict.fromkeys(deps))
     derived = tuple(r.model_dump() for r in routes_for(b.desired, b.observed))
     if moving:
         shown = [f"{n} ({w})" for n, w in sorted(moving.items())]

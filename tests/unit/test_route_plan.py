@@ -140,3 +140,28 @@ def test_a_holder_without_ports_made_before_keeps_its_hash():
     assert d.hosts["box"].spec()["ports"] == []
     d2 = desired(host("box"), agent("tests", host="box", ports={"web": 3000}))
     assert d2.hosts["box"].spec()["ports"] == []
+
+
+def test_route_action_waits_for_a_duplicate_going_even_when_no_route_moves_by_name():
+    """Found by test_properties: with no route table yet, agent `a` running on
+    its host and as a stray private duplicate, the route action used to depend on
+    nothing, so it could write the duplicate's route before the duplicate went
+    and the next plan said "route table out of date"."""
+    from reconciler.core.model import Observed
+    from reconciler.core.reconcile import Options, reconcile
+    from tests.unit.builders import agent, desired, host, seen, seen_host
+    from tests.unit.test_properties import converge
+
+    d = desired(host("h1"), agent("a", host="h1", ports={"s0": 3000}), agent("e"))
+    hs = [seen_host(d.hosts["h1"], id="h00000000001", created="2026-01-01"),
+          seen_host(d.hosts["h1"], id="h00000000002", created="2026-01-01")]
+    ags = [seen(d.agents["a"], id="a00000000006", created="2026-01-01"),
+           seen(d.agents["a"], id="a00000000007", created="2026-01-01", host=None)]
+    o = Observed(fleet="demo", hosts=tuple(hs), agents=tuple(ags), routes=None)
+    plan = reconcile(d, o, Options(prune=True))
+    route = next(a for a in plan.actions if a.kind == "route")
+    changing = {a.id for a in plan.actions if a.kind in ("host", "agent") and a.op != "message"}
+    assert changing <= set(route.depends_on)
+    for seed in range(8):  # every execution order the property test may draw
+        _, world = converge(d, o, Options(prune=True), seed)
+        assert reconcile(d, world.observed(), Options(prune=True)).empty, seed
