@@ -14,6 +14,7 @@ from reconciler.core.plan import CredentialIssue, CredentialRevoke, NetworkCreat
 from reconciler.core.reconcile import Options, reconcile, reconcile_destroy
 from reconciler.gitops.output import plan_document, plan_markdown
 from reconciler.view.render import event_line, plan_lines
+from tests.gitops.helpers import validate_plan_output
 from tests.unit.builders import agent, desired, host, observed, seen, seen_host
 
 
@@ -163,6 +164,7 @@ def test_the_new_actions_survive_a_saved_plan_and_render():
     for a in plan.actions:
         assert type(parse_action(json.loads(a.model_dump_json()))) is type(a)
     doc = plan_document(plan, desired(coder))
+    validate_plan_output(doc)  # schemas/plan-output.schema.json knows the new kinds and actions
     rows = {c["id"]: c for c in doc["changes"]}
     assert rows[issue_id("coder")]["action"] == "issue" and rows[issue_id("coder")]["kind"] == "credentials"
     assert rows[issue_id("coder")]["after"] == {"grants": ["github"]}
