@@ -32,8 +32,8 @@ from pydantic import Discriminator, Tag, TypeAdapter
 from reconciler.core.model import DesiredAgent, DesiredHost, Frozen, ObservedAgent, ObservedHost
 from reconciler.core.outcome import Outcome, World
 
-Op = Literal["create", "join", "restart", "replace", "start", "stop", "destroy", "route", "message"]
-Kind = Literal["host", "agent", "route", "image"]
+Op = Literal["create", "join", "restart", "replace", "start", "stop", "destroy", "route", "message", "issue", "revoke"]
+Kind = Literal["host", "agent", "route", "image", "credentials", "network"]
 
 # Ops that change or remove something running: apply asks before these on a TTY.
 DISRUPTIVE: frozenset[str] = frozenset({"replace", "destroy", "restart", "stop"})
@@ -73,6 +73,9 @@ class ActionBase(Frozen):
 
     # the ops this class stands for (from its `op` Literal), filled in by _register
     OPS: ClassVar[tuple[str, ...]] = ()
+    # side effects beside the resources (credentials, the network): how the plan's
+    # summary counts them, e.g. ("credential", "to issue"); None: counted by op
+    SUMMARY: ClassVar[tuple[str, str] | None] = None
 
     @property
     def disruptive(self) -> bool:
@@ -283,12 +286,59 @@ class ImageDestroy(ActionBase):
     route: None = None
 
 
+# ---------------------------------------------------------------- side effects: grant credentials, the network
+
+
+class CredentialIssue(ActionBase):
+    """Issue an agent a fresh grant-proxy credential (and make sure the forward
+    proxy runs) before its container is created: the create waits for it and
+    puts the proxy settings in the container. `name` is the agent's."""
+
+    op: Literal["issue"] = "issue"
+    kind: Literal["credentials"] = "credentials"
+    desired_host: None = None
+    desired_agent: DesiredAgent
+    observed_host: None = None
+    observed_agent: None = None
+    route: None = None
+    SUMMARY: ClassVar[tuple[str, str] | None] = ("credential", "to issue")
+
+
+class CredentialRevoke(ActionBase):
+    """Revoke the grant-proxy credential an agent holds (it goes, or has no
+    grants any more). `name` is the agent's."""
+
+    op: Literal["revoke"] = "revoke"
+    kind: Literal["credentials"] = "credentials"
+    desired_host: None = None
+    desired_agent: None = None
+    observed_host: None = None
+    observed_agent: None = None
+    route: None = None
+    SUMMARY: ClassVar[tuple[str, str] | None] = ("credential", "to revoke")
+
+
+class NetworkCreate(ActionBase):
+    """Create the agents' shared network (Docker `fleet_agents`, inter-container
+    traffic off), which containers are created on. `name` is the network's."""
+
+    op: Literal["create"] = "create"
+    kind: Literal["network"] = "network"
+    desired_host: None = None
+    desired_agent: None = None
+    observed_host: None = None
+    observed_agent: None = None
+    route: None = None
+    SUMMARY: ClassVar[tuple[str, str] | None] = ("network", "to create")
+
+
 # ---------------------------------------------------------------- the union
 
 ACTION_TYPES: tuple[type[ActionBase], ...] = (
     HostCreate, HostReplace, HostStart, HostDestroy,
     AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
     MessageSend, RouteUpdate, ImageDestroy,
+    CredentialIssue, CredentialRevoke, NetworkCreate,
 )
 
 
@@ -321,6 +371,7 @@ if typing.TYPE_CHECKING:  # what mypy sees: the same union, spelled out
         HostCreate, HostReplace, HostStart, HostDestroy,
         AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
         MessageSend, RouteUpdate, ImageDestroy,
+        CredentialIssue, CredentialRevoke, NetworkCreate,
     ]
 else:
     Action = Annotated[

@@ -295,6 +295,10 @@ class Observed(Frozen):
     images: tuple[str, ...] = ()
     # what observation saw but will not act on, for the user (e.g. a copy carrying fleet's labels)
     warnings: tuple[str, ...] = ()
+    # the fleet's agents that hold a grant-proxy credential ($FLEET_HOME/grants/agents.json)
+    credentials: tuple[str, ...] = ()
+    # the agents' shared network (docker: fleet_agents) exists (True when not observed)
+    network: bool = True
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""
@@ -307,6 +311,8 @@ class Observed(Frozen):
                 ),
                 "routes": sorted(json_key(r) for r in self.routes) if self.routes is not None else None,
                 **({"images": sorted(self.images)} if self.images else {}),
+                **({"credentials": sorted(self.credentials)} if self.credentials else {}),
+                **({"network": False} if not self.network else {}),
             }
         )
 

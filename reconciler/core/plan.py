@@ -27,6 +27,8 @@ from reconciler.core.actions import (
     AgentStart,
     AgentStop,
     Change,
+    CredentialIssue,
+    CredentialRevoke,
     HostCreate,
     HostDestroy,
     HostReplace,
@@ -34,6 +36,7 @@ from reconciler.core.actions import (
     ImageDestroy,
     Kind,
     MessageSend,
+    NetworkCreate,
     Op,
     RouteSpec,
     RouteUpdate,
@@ -65,12 +68,15 @@ class Plan(Frozen):
     def summary(self) -> str:
         if self.empty:
             return f"fleet {self.fleet} is up to date"
-        c = self.counts()
+        c: Counter[str] = Counter(a.op for a in self.actions if a.SUMMARY is None)
+        effects = Counter(a.SUMMARY for a in self.actions if a.SUMMARY is not None)
         order = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message"]
         order += sorted(op for op in c if op not in order)  # ops added later go last
         parts = [f"{c[op]} to {op}" for op in order if c.get(op) and op != "message"]
         if c.get("message"):
             parts.append(f"{c['message']} first message{'s' if c['message'] != 1 else ''} to send")
+        for (noun, verb), n in sorted(effects.items()):  # "1 credential to issue", "1 network to create"
+            parts.append(f"{n} {noun}{'s' if n != 1 else ''} {verb}")
         resources = [u for u in self.unchanged if not u.startswith("route:")]
         if resources:
             parts.append(f"{len(resources)} unchanged")
@@ -89,7 +95,7 @@ class Plan(Frozen):
 
 __all__ = [
     "ACTION_TYPES", "Action", "ActionBase", "AgentCreate", "AgentDestroy", "AgentReplace", "AgentRestart",
-    "AgentStart", "AgentStop", "Change", "DISRUPTIVE", "FORMAT_VERSION", "Field", "HostCreate", "HostDestroy",
-    "HostReplace", "HostStart", "ImageDestroy", "Kind", "MessageSend", "Op", "Plan", "RouteSpec", "RouteUpdate",
+    "AgentStart", "AgentStop", "Change", "CredentialIssue", "CredentialRevoke", "DISRUPTIVE", "FORMAT_VERSION", "Field", "HostCreate", "HostDestroy",
+    "HostReplace", "HostStart", "ImageDestroy", "Kind", "MessageSend", "NetworkCreate", "Op", "Plan", "RouteSpec", "RouteUpdate",
     "parse_action",
 ]

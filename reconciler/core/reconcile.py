@@ -13,6 +13,7 @@ agents before routes, agent destroys before their host's destroy.
 from __future__ import annotations
 
 from reconciler.core.builder import HOST_NOUN, Builder, Options, changed_keys, flatten, group, pick
+from reconciler.core.effects import plan_effects
 from reconciler.core.model import Desired, DesiredAgent, Observed, ObservedAgent, ObservedHost
 from reconciler.core.plan import (
     Action,
@@ -78,6 +79,7 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
     agent_destroys = _reconcile_agents(b, host_actions)
     _destroy_orphan_hosts(b, agent_destroys)
     _first_messages(b)
+    plan_effects(b)  # grant credentials, the agents' network (effects.py)
     plan_routes(b)
     unused_images(b)
     return Plan(

@@ -4,6 +4,7 @@ and the check that holds back a save destroying most of a fleet. Pure."""
 from __future__ import annotations
 
 from reconciler.core.builder import Builder
+from reconciler.core.effects import destroy_effects
 from reconciler.core.model import Observed, ObservedAgent, ObservedHost
 from reconciler.core.plan import Action, AgentDestroy, HostDestroy, ImageDestroy, Plan, RouteSpec, RouteUpdate
 
@@ -48,6 +49,7 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
     for host in sorted(observed.hosts, key=lambda h: h.name):
         actions.append(HostDestroy(id=f"host:{host.name}:destroy:{host.id[:12]}", name=host.name, provider=host.provider,
                                    cause=cause, observed_host=host, depends_on=tuple(waits.get(host.name, ()))))
+    actions.extend(destroy_effects(observed, actions, cause))  # credentials the agents hold
     if observed.routes is not None:
         actions.append(RouteUpdate(cause="remove this fleet's routes", depends_on=tuple(a.id for a in actions),
                                    route=RouteSpec(remove=True)))

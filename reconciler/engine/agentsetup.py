@@ -1,31 +1,50 @@
 """What the engine adds to a Docker agent's container, outside its spec: the
-grant proxy settings (a fresh credential, the proxy running, the CA bundle) and
-the fleet URLs inside the agent (hosts file, curlrc, routing CA). Providers take
-the result as `AgentExtras` and never import grants or the engine themselves.
+grant proxy settings (from the plan's `credentials issue` action, read from the
+execution state) and the fleet URLs inside the agent (hosts file, curlrc,
+routing CA). Providers take the result as `AgentExtras` and never import grants
+or the engine themselves.
 
-`agent_extras` has side effects beyond the container (it issues the agent a
-credential and revokes the credentials of agents without grants); wave 2 of the
-plan work turns them into plan actions. `forget_agent` undoes both when the
-agent's container goes.
+Issuing and revoking credentials are plan actions (core/effects.py,
+engine/handlers_grants.py); nothing here issues or revokes one. `forget_agent`
+removes the agent's hosts file when its container goes.
 
 Layer `engine`. May import: `core`, `state`, `load`, `net`, `grants`, `routing`, `providers`.
 """
 
 from __future__ import annotations
 
-from reconciler.core.model import Desired, DesiredAgent
+import json
+from typing import Any
+
+from reconciler.core.effects import issue_id
+from reconciler.core.model import DesiredAgent
+from reconciler.engine.state import Context
 from reconciler.providers.base import AgentExtras
 
+ENV, BINDS = "env", "binds"  # the keys of a `credentials issue` outcome's values (JSON objects)
 
-def agent_extras(desired: Desired, agent: DesiredAgent) -> AgentExtras:
+
+def grant_setup(ctx: Context, agent: DesiredAgent) -> tuple[dict[str, str], dict[str, Any]]:
+    """(environment, binds) the agent's `credentials issue` action produced in
+    this plan; both empty when the plan issued it none."""
+    issued = ctx.state.outcome(issue_id(agent.name))
+    if issued is None or ENV not in issued.values:
+        return {}, {}
+    return json.loads(issued.values[ENV]), json.loads(issued.values.get(BINDS, "{}"))
+
+
+def agent_extras(ctx: Context, agent: DesiredAgent) -> AgentExtras | None:
     """Environment and binds for `agent`'s container, and the hook that binds its
-    grant credential (if any) to the container once it exists."""
+    grant credential (if the plan issued one) to the container once it exists.
+    None for agents outside Docker (a sandbox cannot reach this machine's proxy)."""
+    if agent.provider != "docker":
+        return None
     from reconciler.engine.agentnet import container_setup as url_setup
-    from reconciler.grants.inject import bind_credential, container_setup
+    from reconciler.grants.inject import bind_credential
 
-    grant_env, grant_binds = container_setup(desired, agent)  # both empty without grants
-    net_env, net_binds = url_setup(desired, agent, bundle=not agent.grants)
-    fleet, name = desired.fleet, agent.name
+    grant_env, grant_binds = grant_setup(ctx, agent)
+    net_env, net_binds = url_setup(ctx.desired, agent, bundle=not grant_binds)
+    fleet, name = ctx.fleet, agent.name
 
     def bind(container_id: str) -> None:  # the credential works only from this container (grants.peers)
         bind_credential(fleet, name, container_id)
@@ -38,9 +57,8 @@ def agent_extras(desired: Desired, agent: DesiredAgent) -> AgentExtras:
 
 
 def forget_agent(fleet: str, agent: str) -> None:
-    """The agent's container is gone: its proxy credential and hosts file go too."""
+    """The agent's container is gone: its hosts file goes too (its credential,
+    if any, is revoked by the plan's `credentials revoke`)."""
     from reconciler.engine.agentnet import forget
-    from reconciler.grants import agents as grant_agents
 
-    grant_agents.forget(fleet, agent)
     forget(fleet, agent)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, TypeVar
 
 from reconciler.core.errors import FleetError
+from reconciler.core.model import DesiredAgent, ObservedAgent
 from reconciler.core.outcome import Outcome, as_outcome
 from reconciler.core.plan import (
     Action,
@@ -114,15 +115,31 @@ def _made_agent(made: object) -> Outcome:
     return Outcome(id=made) if isinstance(made, str) else as_outcome(made)
 
 
+def _create_agent(ctx: Context, agent: DesiredAgent) -> Outcome:
+    """The container, with what the engine adds (fleet URLs, the proxy settings
+    of the credential this plan issued it: engine/agentsetup.py)."""
+    from reconciler.engine.agentsetup import agent_extras
+
+    return _made_agent(ctx.provider_of(agent.provider).create_agent(ctx.desired, agent, agent_extras(ctx, agent)))
+
+
+def _remove_agent(ctx: Context, agent: ObservedAgent) -> None:
+    """The container goes, and its hosts file (its credential: `credentials revoke`)."""
+    from reconciler.engine.agentsetup import forget_agent
+
+    ctx.provider_of(agent.provider).remove_agent(ctx.fleet, agent)
+    forget_agent(ctx.fleet, agent.name)
+
+
 @handles(AgentCreate)
 def _agent_create(ctx: Context, a: AgentCreate) -> Outcome:
-    return _made_agent(ctx.provider_of(a.provider).create_agent(ctx.desired, a.desired_agent))
+    return _create_agent(ctx, a.desired_agent)
 
 
 @handles(AgentReplace)
 def _agent_replace(ctx: Context, a: AgentReplace) -> Outcome:
-    ctx.provider_of(a.observed_agent.provider).destroy_agent(ctx.fleet, a.observed_agent)
-    return _made_agent(ctx.provider_of(a.provider).create_agent(ctx.desired, a.desired_agent))
+    _remove_agent(ctx, a.observed_agent)
+    return _create_agent(ctx, a.desired_agent)
 
 
 @handles(AgentStart)
@@ -143,7 +160,7 @@ def _agent_stop(ctx: Context, a: AgentStop) -> Outcome:
 
 @handles(AgentDestroy)
 def _agent_destroy(ctx: Context, a: AgentDestroy) -> Outcome:
-    ctx.provider_of(a.observed_agent.provider).destroy_agent(ctx.fleet, a.observed_agent)
+    _remove_agent(ctx, a.observed_agent)
     if a.observed_agent.host:
         return Outcome()
     return Outcome(note=_release_workspace(ctx.fleet, a.name, a.observed_agent.spec))

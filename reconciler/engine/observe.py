@@ -3,7 +3,8 @@
 
 Each provider lists what carries its labels/tags (one cheap call per provider);
 the local records add what the labels cannot say (first messages delivered,
-agents a person stopped), and the route table this fleet's current routes.
+agents a person stopped, agents holding a grant credential), the route table
+this fleet's current routes, and Docker whether the agents' network exists.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
-from reconciler.providers.base import get_provider, images_of
+from reconciler.providers.base import get_provider, images_of, network_of
 from reconciler.state import messages, stops, usage
 
 
@@ -49,9 +50,12 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     routes, proxy_running = observe_routes(fleet)
     look = images_of(get_provider("docker")) if "docker" in providers else None
     images = look.observe_images(fleet) if look is not None else ()
+    net = network_of(get_provider("docker")) if "docker" in providers else None
+    from reconciler.grants.agents import holders
+
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), credentials=holders(fleet), network=net.observe_network() if net is not None else True,
     )
 
 

@@ -35,10 +35,10 @@ STATUS_KIND = "fleet-status"
 MASK = "***"
 
 # the order a summary lists operations in (unknown future ops go last)
-OP_ORDER = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message"]
+OP_ORDER = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message", "issue", "revoke"]
 SYMBOL = {
     "create": "+", "join": "+", "replace": "~", "restart": "~", "start": ">", "stop": "=",
-    "destroy": "-", "route": "*", "message": ">",
+    "destroy": "-", "route": "*", "message": ">", "issue": "+", "revoke": "-",
 }
 
 
@@ -71,6 +71,8 @@ def before_after(action: Action) -> tuple[dict[str, Any] | None, dict[str, Any] 
         return {}, {"message": text}
     if op == "route":
         return {}, flatten(action.route.model_dump() if action.route is not None else {})
+    if op == "issue":  # grants by name only, never a credential
+        return {}, {"grants": list(action.desired_agent.grants) if action.desired_agent else []}
     before = {c.key: c.before for c in action.changes}
     after = {c.key: c.after for c in action.changes}
     return before, after
@@ -101,7 +103,7 @@ def _op_rank(op: str) -> int:
 def ordered(plan: Plan) -> list[Action]:
     """Display order: hosts before their agents, destroys last (agents, then
     hosts), then messages; stable by name."""
-    kinds = {"image": -1, "host": 0, "agent": 1, "route": 2}
+    kinds = {"image": -1, "network": -1, "host": 0, "credentials": 1, "agent": 1, "route": 2}
 
     def key(a: Action) -> tuple:
         destroy = a.op == "destroy"

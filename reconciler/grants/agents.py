@@ -161,3 +161,12 @@ def entries() -> dict[str, AgentEntry]:
         except (KeyError, TypeError):
             continue
     return out
+
+
+def holders(fleet: str) -> tuple[str, ...]:
+    """The agents of `fleet` that hold a credential (observation: reconcile
+    decides what to issue and revoke from this)."""
+    if not map_path().exists():
+        return ()
+    names = {v.get("agent") for v in _read()["agents"].values() if isinstance(v, dict) and v.get("fleet") == fleet}
+    return tuple(sorted(n for n in names if isinstance(n, str)))

@@ -1,20 +1,19 @@
 """What an agent's container needs to use its grants: proxy settings and trust.
 
-`container_setup(desired, agent)` is called by the Docker provider when it
-creates an agent's container. For an agent with grants it issues the agent a
-fresh proxy credential, makes sure the fleet proxy process runs and its forward
-proxy listens, writes the CA bundle, and returns the environment and the
-read-only bind mount to add; `bind_credential` then ties the credential to the
-container once it exists. For an agent without grants it revokes any
-credential the agent held before and returns nothing.
+The plan's `credentials issue` action (engine/handlers_grants.py) issues an
+agent a fresh credential (`issue_credential`), makes sure the proxy process
+runs (the engine starts it: `grants` never imports `routing`) and waits for its
+forward proxy (`forward_port`), and hands the create the environment
+(`proxy_env`) and the read-only CA bundle (`container_binds`) to add;
+`bind_credential` then ties the credential to the container once it exists.
+`credentials revoke` calls `revoke`.
 
-None of this is part of the agent's spec: the spec hash, labels and plans stay
-free of it, and a second apply with nothing changed does not touch it.
+None of this is part of the agent's spec: the spec hash and labels stay free
+of it, and an apply with nothing to change issues nothing.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,51 +44,48 @@ def proxy_env(credential: str, port: int, user_env: Mapping[str, str] | None = N
     return env
 
 
-def ensure_forward(timeout: float = READY_TIMEOUT) -> int:
-    """Make sure the fleet proxy process runs and its forward proxy listens;
-    returns the port containers reach it on."""
-    from reconciler.routing import daemon
-
-    daemon.ensure_running(need=[], timeout=timeout)  # the process; no routing port needed here
-    from reconciler.grants.forward import read_state
-
-    deadline = time.monotonic() + timeout
-    while True:
-        pid = daemon.running_pid()
-        state = read_state()
-        if pid is None:
-            raise FleetError(f"the fleet proxy stopped; see {daemon.log_path()}")
-        if state and state.get("pid") == pid:
-            if state.get("port") and state.get("listening"):
-                return int(state["port"])
-            if state.get("error"):
-                raise FleetError(f"grants proxy: {state['error']} (set FLEET_GRANTS_PORT to use another port)")
-        if time.monotonic() > deadline:
-            if not state or state.get("pid") != pid:
-                raise FleetError(
-                    f"the running fleet proxy (pid {pid}) does not serve grants (started by an older fleet?); "
-                    "restart it: `fleet proxy stop`, then `fleet apply`"
-                )
-            raise FleetError(f"the grants proxy did not start listening within {timeout:g}s; see {daemon.log_path()}")
-        time.sleep(0.05)
-
-
-def container_setup(desired: Desired, agent: DesiredAgent) -> tuple[dict[str, str], dict[str, Any]]:
-    """(environment, binds) to add to `agent`'s container; both empty without grants."""
-    fleet = desired.fleet
-    if not agent.grants:
-        agentmap.forget(fleet, agent.name)
-        return {}, {}
+def issue_credential(desired: Desired, agent: DesiredAgent) -> str:
+    """A fresh credential for `agent` (it has grants), recorded with the rules
+    of its grants; the grants must be stored."""
     gone = store.missing(agent.grants)
     if gone:
         raise FleetError(f"grants not stored: {', '.join(gone)}; set them with " + ", ".join(f"`fleet grant set {g}`" for g in gone))
     rules = rules_for(agent.grants, desired.grants)
+    return agentmap.issue(desired.fleet, agent.name, agent.grants, rules)
+
+
+def container_binds() -> dict[str, Any]:
+    """The read-only CA bundle (this machine's CAs, the routing and the
+    interception CA) an agent with grants mounts."""
     bundle = ensure_bundle()
-    agentmap.prune(fleet, keep=[a.name for a in desired.agents.values() if a.grants])
-    credential = agentmap.issue(fleet, agent.name, agent.grants, rules)
-    port = ensure_forward()
-    binds = {str(bundle): {"bind": CONTAINER_BUNDLE, "mode": "ro"}}
-    return proxy_env(credential, port, agent.env), binds
+    return {str(bundle): {"bind": CONTAINER_BUNDLE, "mode": "ro"}}
+
+
+def revoke(fleet: str, agent: str) -> bool:
+    """Revoke `fleet/agent`'s credential; False when it held none."""
+    return agentmap.forget(fleet, agent)
+
+
+def forward_port(pid: int) -> int | None:
+    """The port the forward proxy of the proxy process `pid` listens on, once it
+    does (None: not yet); raises when it reported an error."""
+    from reconciler.grants.forward import read_state
+
+    state = read_state()
+    if state and state.get("pid") == pid:
+        if state.get("port") and state.get("listening"):
+            return int(state["port"])
+        if state.get("error"):
+            raise FleetError(f"grants proxy: {state['error']} (set FLEET_GRANTS_PORT to use another port)")
+    return None
+
+
+def serves_grants(pid: int) -> bool:
+    """The proxy process `pid` has written forward-proxy state (an older fleet's does not)."""
+    from reconciler.grants.forward import read_state
+
+    state = read_state()
+    return state is not None and state.get("pid") == pid
 
 
 def bind_credential(fleet: str, agent: str, container_id: str) -> None:

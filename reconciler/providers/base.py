@@ -17,13 +17,13 @@ check the declaration through the typed accessors at the end of this module
 - "snapshots" (`Snapshots`): filesystem snapshots of hosts: take one, list the newest (modal)
 - "inventory" (`Inventory`): every fleet's resources on this provider, for `fleet ls` (docker)
 
-Composite methods (`create_host`, `destroy_host`, `create_agent` without
-extras, `destroy_agent`) still do what the executor expects of them today; each
-is written as calls to the single-purpose methods, so the executor can call
-those one by one, as plan actions, instead.
+Composite methods (`create_host`, `destroy_host`, `destroy_agent`) still do
+what the executor expects of them today; each is written as calls to the
+single-purpose methods, so the executor can call those one by one, as plan
+actions, instead. A provider never issues or revokes grant credentials and
+never creates the shared network on its own: those are plan actions.
 
-Layer `providers`: imports only `core`, `state`, `load`, `net` (the one marked
-exception is providers/docker/legacy.py, to go when the executor passes extras).
+Layer `providers`: imports only `core`, `state`, `load`, `net`.
 """
 
 from __future__ import annotations
@@ -85,13 +85,13 @@ class Provider(Protocol):
     def terminate_host(self, fleet: str, host: ObservedHost) -> None: ...
 
     # agents
-    # `extras` None: the provider asks the engine's adapter itself (old path, docker);
+    # `extras`: what the engine adds (fleet URLs, grant proxy settings; None: nothing);
     # returns what was created (its id: container id; modal: sandbox:agent:generation)
     def create_agent(self, desired: Desired, agent: DesiredAgent, extras: AgentExtras | None = None) -> Outcome | None: ...
     def start_agent(self, fleet: str, agent: ObservedAgent) -> Outcome | None: ...
     def restart_agent(self, fleet: str, agent: ObservedAgent) -> Outcome | None: ...
     def stop_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
-    # composite (docker: also revokes the agent's grant credential and hosts file, old path)
+    # the same as remove_agent (kept for callers of the old name)
     def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
     # single purpose: the agent's container/process goes
     def remove_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
@@ -138,8 +138,12 @@ class Images(Protocol):
 class Network(Protocol):
     """"network": the shared network agents and holders join (inter-container traffic off)."""
 
+    def observe_network(self) -> bool:
+        """Whether the network exists (observation: reconcile plans `network create`)."""
+        ...
+
     def ensure_network(self) -> str:
-        """The network's id, created when missing (idempotent)."""
+        """The network's id, created when missing (idempotent; the `network create` action)."""
         ...
 
 

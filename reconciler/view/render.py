@@ -26,6 +26,8 @@ SYMBOL: dict[str, tuple[str, str]] = {
     "destroy": ("-", "red"),
     "route": ("*", "blue"),
     "message": (">", "blue"),
+    "issue": ("+", "green"),
+    "revoke": ("-", "red"),
 }
 
 
@@ -36,7 +38,7 @@ def _short(value: Any) -> str:
 
 def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> list[Text]:
     lines: list[Text] = []
-    order = {"image": -1, "host": 0, "agent": 1, "route": 2}  # images go after everything
+    order = {"image": -1, "network": -1, "host": 0, "credentials": 1, "agent": 1, "route": 2}  # images go after everything
     # hosts before their agents; destroys last and in reverse (agents, then hosts)
     def key(a: Action) -> tuple[bool, int, str]:
         rank = order.get(a.kind, 3)
@@ -171,6 +173,7 @@ def print_urls(console: Console, desired: Desired, running: set[str] | None = No
 PAST = {
     "create": "created", "join": "joined", "replace": "replaced", "restart": "restarted", "start": "started",
     "stop": "stopped", "destroy": "destroyed", "route": "routed", "message": "messaged",
+    "issue": "issued", "revoke": "revoked",
 }
 
 

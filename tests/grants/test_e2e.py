@@ -219,3 +219,55 @@ def test_the_secret_is_nowhere_but_the_proxy(world):
             assert TOKEN.encode() not in data and OTHER.encode() not in data, path
     stored = world.home / "credentials" / "github.json"
     assert stored.exists() and b"ciphertext" in stored.read_bytes()
+
+
+def _holders(world) -> dict[str, str | None]:
+    data = json.loads((world.home / "grants" / "agents.json").read_text())
+    return {v["agent"]: v.get("container") for v in data["agents"].values() if v["fleet"] == world.name}
+
+
+def test_zz_credentials_are_plan_actions_issued_and_revoked(world):
+    """Last in this module (it changes the fleet): the plan issues a credential
+    with each create of an agent with grants and revokes the credentials of
+    agents that go or lose their grants; applying it does exactly that."""
+    assert _holders(world) == {a: world.container(a).id for a in ("coder", "other", "pair")}
+    old = next(e for e in world.container("coder").attrs["Config"]["Env"] if e.startswith("HTTPS_PROXY="))
+    old_credential = old.split("://fleet:", 1)[1].split("@", 1)[0]
+    world.write(f"""
+        fleet: {world.name}
+        defaults:
+          image: {world.image}
+          command: ["sleep", "infinity"]
+        hosts:
+          box: {{}}
+        agents:
+          coder: {{}}
+          plain:
+            grants: [github]
+          pair:
+            host: box
+            grants: [github]
+        """)
+    r = world.fleet("diff")
+    assert "revoke   credentials coder  agent coder has no grants" in r.out, r.text
+    assert "revoke   credentials other  agent other is not in fleet.yaml" in r.out, r.text
+    assert "issue    credentials plain  agent plain has grants: github" in r.out, r.text
+    assert "1 credential to issue, 2 credentials to revoke" in r.out, r.text
+    r = world.fleet("diff", "-o", "json")
+    changes = {c["id"]: c for c in json.loads(r.out)["changes"]}
+    assert changes["credentials:plain:issue"]["kind"] == "credentials"
+    assert "credentials:plain:issue" in changes["agent:plain"]["depends_on"]
+    assert changes["credentials:coder:revoke"]["depends_on"] == ["agent:coder"]
+    r = world.fleet("apply")
+    assert r.code == 0, r.text
+    # coder and other hold nothing any more; plain holds a credential bound to its new container
+    assert _holders(world) == {"plain": world.container("plain").id, "pair": world.container("pair").id}
+    code, out = world.sh("plain", "curl -sS https://api.github.com/echo/plain")
+    assert code == 0 and _headers(out)["authorization"] == f"Bearer {TOKEN}", out
+    # the revoked credential is refused
+    port = old.rsplit(":", 1)[1]
+    cmd = f'curl -s -o /dev/null -w "%{{http_connect}}" -x "http://fleet:{old_credential}@fleet-proxy:{port}" https://api.github.com/'
+    code, out = world.sh("plain", cmd)
+    assert out == "407", out
+    r = world.fleet("apply")
+    assert r.code == 0 and "up to date" in r.out, r.text

@@ -111,9 +111,19 @@ class DockerProvider(DockerAgentOps):
 
     # ------------------------------------------------------------------ network (capability "network")
 
+    def observe_network(self) -> bool:
+        """Whether the shared agents network (fleet_agents) exists."""
+        exists: bool = self._call("network " + L.NETWORK, sec.network_exists, self.api)
+        return exists
+
     def ensure_network(self) -> str:
         """The shared agents network (fleet_agents), created when missing; its id."""
         network: str = self._call("network " + L.NETWORK, sec.ensure_network, self.api)
+        return network
+
+    def _network(self) -> str:
+        """The shared agents network containers go on (made by the plan's `network create`)."""
+        network: str = self._call("network " + L.NETWORK, sec.find_network, self.api)
         return network
 
     # ------------------------------------------------------------------ events (capability "events")
@@ -135,7 +145,7 @@ class DockerProvider(DockerAgentOps):
         else:
             vol = sec.workspace_volume(self.api, fleet, host.name)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
-        network = self.ensure_network()
+        network = self._network()
         # No published ports: the proxy reaches its agents at the holder's bridge address,
         # so agents join and leave with ports without replacing it (nor their neighbours).
         hc = self.api.create_host_config(
@@ -173,13 +183,10 @@ class DockerProvider(DockerAgentOps):
 
     def create_agent(self, desired: Desired, agent: DesiredAgent, extras: AgentExtras | None = None) -> Outcome:
         """Create and start the agent's container; returns its id, state and published
-        ports. Without `extras` they come from the engine's adapter (providers/docker/legacy.py)."""
+        ports. `extras`: what the engine adds (fleet URLs, grant proxy settings)."""
         fleet = desired.fleet
         resource = f"agent {agent.name}"
-        if extras is None:
-            from reconciler.providers.docker import legacy
-
-            extras = legacy.agent_extras(desired, agent)
+        extras = extras if extras is not None else AgentExtras()
         lab = {
             L.PROJECT: fleet, L.KIND: "agent", L.AGENT: agent.name, L.NAMING: L.NAMING_VERSION,
             L.SPEC_HASH: agent.spec_hash, L.SPEC: _spec_label(agent.spec()),
@@ -210,7 +217,7 @@ class DockerProvider(DockerAgentOps):
                 binds=binds,
                 port_bindings={f"{p}/tcp": ("127.0.0.1", None) for p in ports},
                 extra_hosts={"fleet-proxy": "host-gateway"},
-                network_mode=self.ensure_network(),
+                network_mode=self._network(),
                 **common_hc,
             )
             kwargs = {"ports": [(p, "tcp") for p in ports], "hostname": agent.name}
@@ -241,12 +248,9 @@ class DockerProvider(DockerAgentOps):
         self._remove(f"agent {agent.name}", agent.id, fleet)
 
     def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None:
-        """Composite: remove the container; its proxy credential and hosts file
-        go with it (through the adapter, providers/docker/legacy.py)."""
+        """Nothing outside the container goes with it here: the same as remove_agent
+        (its credential and hosts file are the engine's: plan actions and handlers)."""
         self.remove_agent(fleet, agent)
-        from reconciler.providers.docker import legacy
-
-        legacy.forget_agent(fleet, agent.name)
 
     # ------------------------------------------------------------------ volumes (capability "volumes")
 

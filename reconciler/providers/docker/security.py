@@ -58,6 +58,32 @@ def _created(net: dict) -> float:
         return 0.0
 
 
+def _checked(nets: list[dict], name: str) -> list[dict]:
+    """The networks named `name`, oldest first, all fleet's (label and ICC off), or an error."""
+    for n in nets:
+        if (n.get("Labels") or {}).get(L.NETWORK_LABEL) != "agents" or (n.get("Options") or {}).get(ICC_OPTION) != "false":
+            raise ProviderError(
+                "network " + name,
+                f"a network named {name} exists ({n.get('Id', '')[:12]}) that fleet did not create "
+                f"(it needs the label {L.NETWORK_LABEL}=agents and {ICC_OPTION}=false); remove or rename it",
+            )
+    return sorted(nets, key=lambda n: (_created(n), n.get("Id", "")))
+
+
+def network_exists(api, name: str = L.NETWORK) -> bool:
+    """Observation: a network named `name` exists (one list call)."""
+    return bool(_mine(api, name))
+
+
+def find_network(api, name: str = L.NETWORK) -> str:
+    """The id of the shared fleet network, which the plan's `network create`
+    made (a container create does not make it)."""
+    nets = _mine(api, name)
+    if not nets:
+        raise ProviderError("network " + name, f"the agents' network {name} does not exist; run `fleet apply` again to create it")
+    return _checked(nets, name)[0]["Id"]
+
+
 def ensure_network(api, name: str = L.NETWORK, grace: float = 60.0) -> str:
     """The id of the shared fleet network, created when missing.
 
@@ -82,16 +108,9 @@ def ensure_network(api, name: str = L.NETWORK, grace: float = 60.0) -> str:
                 if exc.status_code != 409:  # 409: another apply made it meanwhile
                     raise ProviderError("network " + name, (exc.explanation or str(exc)).strip()) from None
             nets = _mine(api, name)
-        for n in nets:
-            if (n.get("Labels") or {}).get(L.NETWORK_LABEL) != "agents" or (n.get("Options") or {}).get(ICC_OPTION) != "false":
-                raise ProviderError(
-                    "network " + name,
-                    f"a network named {name} exists ({n.get('Id', '')[:12]}) that fleet did not create "
-                    f"(it needs the label {L.NETWORK_LABEL}=agents and {ICC_OPTION}=false); remove or rename it",
-                )
         if not nets:
             raise ProviderError("network " + name, "could not create the network")
-        nets.sort(key=lambda n: (_created(n), n.get("Id", "")))
+        nets = _checked(nets, name)
         for loser in nets[1:]:
             if time.time() - _created(loser) < grace:
                 continue

@@ -1,0 +1,122 @@
+"""Side effects beside the containers: grant credentials and the agents' network.
+
+Decided here, from the same `Desired` and `Observed` as everything else, and
+added to the plan as actions with a cause, so `fleet diff` shows them, a saved
+plan carries them and the executor only carries them out:
+
+- `credentials issue`: an agent with grants whose container is created or
+  replaced gets a fresh proxy credential first (its create waits for it and
+  puts the proxy settings in the container). Nothing else issues one, so an
+  apply with nothing to change issues nothing.
+- `credentials revoke`: an agent that holds a credential and is no longer in
+  fleet.yaml, or has no grants any more, loses it (after its container goes).
+- `network create`: the agents' shared network (Docker `fleet_agents`) is made
+  before the first container that needs it, when observation did not find it.
+
+Pure: stdlib, pydantic and core only.
+"""
+
+from __future__ import annotations
+
+from reconciler.core import labels as L
+from reconciler.core.builder import Builder
+from reconciler.core.model import Desired, DesiredAgent, Observed
+from reconciler.core.plan import (
+    Action,
+    AgentCreate,
+    AgentDestroy,
+    AgentReplace,
+    CredentialIssue,
+    CredentialRevoke,
+    HostCreate,
+    HostReplace,
+    NetworkCreate,
+)
+
+NETWORK_ID = f"network:{L.NETWORK}"
+
+
+def issue_id(agent: str) -> str:
+    """The id of the action issuing `agent`'s credential (its create reads the outcome)."""
+    return f"credentials:{agent}:issue"
+
+
+def revoke_id(agent: str) -> str:
+    return f"credentials:{agent}:revoke"
+
+
+def has_grants(agent: DesiredAgent) -> bool:
+    """Grants apply to Docker agents (a Modal sandbox cannot reach the proxy; load refuses them)."""
+    return bool(agent.grants) and agent.provider == "docker"
+
+
+def plan_effects(b: Builder) -> None:
+    """Add the credential and network actions the plan's creates and destroys need."""
+    b.actions[:] = _credentials(b.actions, b.desired, b.observed, b.opts.prune, b.opts.targets)
+    b.actions[:] = network_actions(b.actions, b.observed)
+
+
+def _needs(act: Action, dep: str) -> Action:
+    return act.model_copy(update={"depends_on": (*act.depends_on, dep)})
+
+
+def _credentials(
+    actions: list[Action], desired: Desired, observed: Observed, prune: bool, targets: frozenset[str]
+) -> list[Action]:
+    out: list[Action] = []
+    issues: list[Action] = []
+    for act in actions:
+        if isinstance(act, (AgentCreate, AgentReplace)) and has_grants(act.desired_agent):
+            agent = act.desired_agent
+            issue = CredentialIssue(
+                id=issue_id(agent.name), name=agent.name, host=agent.host, provider=agent.provider,
+                cause=f"agent {agent.name} has grants: {', '.join(agent.grants)}", desired_agent=agent,
+            )
+            issues.append(issue)
+            act = _needs(act, issue.id)
+        out.append(act)
+    revokes: list[Action] = []
+    for name in sorted(set(observed.credentials)):
+        if targets and name not in targets:
+            continue
+        want = desired.agents.get(name)
+        if want is not None and has_grants(want):
+            continue  # kept (or re-issued with its create)
+        if want is None and not prune:
+            continue  # --no-prune keeps what fleet.yaml no longer names, and its credential
+        cause = f"agent {name} is not in fleet.yaml" if want is None else f"agent {name} has no grants"
+        revokes.append(revoke_for(name, cause, out))
+    return [*issues, *out, *revokes]
+
+
+def revoke_for(name: str, cause: str, actions: list[Action]) -> CredentialRevoke:
+    """Revoke `name`'s credential once its containers in `actions` are gone or replaced."""
+    waits = tuple(
+        a.id for a in actions if a.kind == "agent" and a.name == name and isinstance(a, (AgentDestroy, AgentReplace))
+    )
+    return CredentialRevoke(id=revoke_id(name), name=name, provider="docker", cause=cause, depends_on=waits)
+
+
+def network_actions(actions: list[Action], observed: Observed) -> list[Action]:
+    """When the agents' network is missing, create it before every container that goes on it
+    (Docker shared-host holders and private agents; joined agents use their holder's)."""
+    if observed.network:
+        return actions
+
+    def uses(a: Action) -> bool:
+        if a.provider != "docker":
+            return False
+        if isinstance(a, (HostCreate, HostReplace)):
+            return True
+        return isinstance(a, (AgentCreate, AgentReplace)) and not a.desired_agent.host
+
+    if not any(uses(a) for a in actions):
+        return actions
+    net = NetworkCreate(id=NETWORK_ID, name=L.NETWORK, provider="docker",
+                        cause=f"the agents' network {L.NETWORK} does not exist")
+    return [net, *(_needs(a, net.id) if uses(a) else a for a in actions)]
+
+
+def destroy_effects(observed: Observed, actions: list[Action], cause: str) -> list[Action]:
+    """`fleet destroy`: every credential the fleet's agents hold is revoked."""
+    return [revoke_for(name, cause, actions) for name in sorted(set(observed.credentials))]
