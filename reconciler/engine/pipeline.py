@@ -67,7 +67,9 @@ def apply_plan(
     observed, hence destroyed, later); after a run without failures: only the
     providers something still uses are kept."""
     fleet = snap.desired.fleet
-    wanted = {h.provider for h in snap.desired.hosts.values()}
+    wanted = {h.provider for h in snap.desired.hosts.values()} | {
+        a.provider for a in snap.plan.actions if a.kind in ("host", "agent") and a.op in ("create", "join", "replace")
+    }
     usage.record(fleet, *wanted)
     result = execute(snap.desired, snap.plan, parallel=parallel, on_event=on_event, cancel=cancel,
                      observed=snap.observed)

@@ -63,7 +63,9 @@ def test_create_agent_takes_extras_and_remove_agent_repeats(fleet_name, base_ima
     desired = load(path)
     p = DockerProvider()
     created: list[str] = []
-    cid = p.create_agent(desired, desired.agents["a"], AgentExtras(env={"FLEET_EXTRA": "yes"}, on_created=created.append))
+    made = p.create_agent(desired, desired.agents["a"], AgentExtras(env={"FLEET_EXTRA": "yes"}, on_created=created.append))
+    assert made is not None and made.id and made.state == "running"  # what it made, for the execution state
+    cid = made.id
     assert created == [cid]  # the hook ran with the new container's id, before it started
     info = docker_client.api.inspect_container(cid)
     assert info["State"]["Running"]
