@@ -33,7 +33,7 @@ class ReportingProvider:
     def observe(self, fleet):  # pragma: no cover - the point: never called
         raise AssertionError("observed in the middle of a plan")
 
-    def create_agent(self, desired, agent):
+    def create_agent(self, desired, agent, extras=None):
         self.created.append(agent.name)
         return Outcome(id=f"{agent.name:x<64}", ports={3000: self.port})
 
