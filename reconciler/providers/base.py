@@ -17,10 +17,13 @@ check the declaration through the typed accessors at the end of this module
 - "snapshots" (`Snapshots`): filesystem snapshots of hosts: take one, list the newest (modal)
 - "inventory" (`Inventory`): every fleet's resources on this provider, for `fleet ls` (docker)
 
-Composite methods (`create_host`, `destroy_host`, `create_agent` without
-extras, `destroy_agent`) still do what the executor expects of them today; each
-is written as calls to the single-purpose methods, so the executor can call
-those one by one, as plan actions, instead.
+Composite methods (`destroy_host`, `create_agent` without extras,
+`destroy_agent`) are written as calls to the single-purpose methods. The
+executor no longer calls `destroy_host`: the plan snapshots a host (`snapshot_host`)
+and then terminates it (`terminate_host`) as two actions; a `build:` image is
+built by an action of its own (`build_image`), never inside a create; workspace
+copies are prepared by an action and handed over as `AgentExtras.workspace` /
+`HostExtras.workspace`; volumes are purged one `remove_volume` per action.
 
 Layer `providers`: imports only `core`, `state`, `load`, `net` (the one marked
 exception is providers/docker/legacy.py, to go when the executor passes extras).
