@@ -392,7 +392,7 @@ def destroy(
             "(there is no terminal to ask on); nothing changed"
         )
     with fleet_lock(desired.fleet, on_wait=lambda m: console(stderr=True).print(m, markup=False)):
-        snap = pipeline.destroy_snapshot(desired)
+        snap = pipeline.destroy_snapshot(desired, purge_volumes=purge_workspaces)
         plan = snap.plan
         if plan.empty:
             out.print(f"fleet {desired.fleet} has nothing running")
@@ -411,12 +411,9 @@ def destroy(
             from reconciler.state import stops
 
             stops.purge(desired.fleet)
-        if purge_workspaces:
-            from reconciler.engine import volumes as engine_volumes
+        if purge_workspaces:  # the volumes went with the plan (volume purge actions)
             from reconciler.state import workspaces
 
-            for vol in engine_volumes.purge(desired.fleet):
-                out.print(f"  - removed volume {vol}")
             for path in workspaces.purge(desired.fleet):
                 out.print(f"  - removed workspace {path} (--purge-workspaces)")
 

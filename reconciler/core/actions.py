@@ -9,7 +9,8 @@ same classes.
 
 The JSON of every action has the same keys, in the same order, whatever its
 class (id, op, kind, name, host, provider, cause, changes, depends_on,
-desired_host, desired_agent, observed_host, observed_agent, route): a payload
+desired_host, desired_agent, observed_host, observed_agent, route, image,
+workspace, restore): a payload
 an action does not carry is declared `None`, so `fleet plan -o FILE` files keep
 their shape.
 
@@ -29,14 +30,18 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter
 
-from reconciler.core.model import DesiredAgent, DesiredHost, Frozen, ObservedAgent, ObservedHost
+from reconciler.core.model import DesiredAgent, DesiredHost, Frozen, ImageRef, ObservedAgent, ObservedHost, WorkspaceSpec
 from reconciler.core.outcome import Outcome, World
 
-Op = Literal["create", "join", "restart", "replace", "start", "stop", "destroy", "route", "message", "issue", "revoke"]
-Kind = Literal["host", "agent", "route", "image", "credentials", "network"]
+Op = Literal[
+    "create", "join", "restart", "replace", "start", "stop", "destroy", "route", "message",
+    "issue", "revoke",  # grant credentials (core/effects.py)
+    "build", "snapshot", "prepare", "release", "purge",  # side effects of hosts (core/effects_hosts.py)
+]
+Kind = Literal["host", "agent", "route", "image", "credentials", "network", "workspace", "volume"]
 
 # Ops that change or remove something running: apply asks before these on a TTY.
-DISRUPTIVE: frozenset[str] = frozenset({"replace", "destroy", "restart", "stop"})
+DISRUPTIVE: frozenset[str] = frozenset({"replace", "destroy", "restart", "stop", "purge"})
 
 
 class Change(Frozen):
@@ -50,6 +55,15 @@ class RouteSpec(Frozen):
     (`fleet destroy`); otherwise the routes are computed when it runs."""
 
     remove: bool = True
+
+
+class RestoreSpec(Frozen):
+    """The snapshot a Modal host starts from (`restore: latest`, resolved when
+    planning): `snapshot`, an id seen at plan time, or `taken_by`, the id of
+    this plan's snapshot action of the host it replaces (its result)."""
+
+    snapshot: str | None = None
+    taken_by: str | None = None
 
 
 class ActionBase(Frozen):
@@ -70,6 +84,10 @@ class ActionBase(Frozen):
     observed_host: ObservedHost | None = None
     observed_agent: ObservedAgent | None = None
     route: RouteSpec | None = None
+    # payloads of the host side effects (core/effects_hosts.py)
+    image: ImageRef | None = None  # image build
+    workspace: WorkspaceSpec | None = None  # workspace prepare/release
+    restore: RestoreSpec | None = None  # host create/replace: the snapshot to start from
 
     # the ops this class stands for (from its `op` Literal), filled in by _register
     OPS: ClassVar[tuple[str, ...]] = ()
@@ -332,6 +350,48 @@ class NetworkCreate(ActionBase):
     SUMMARY: ClassVar[tuple[str, str] | None] = ("network", "to create")
 
 
+# ---------------------------------------------------------------- host side effects (core/effects_hosts.py)
+
+
+class ImageBuild(ActionBase):
+    """Build a `build:` image missing on the engine (`name`: its tag)."""
+
+    op: Literal["build"] = "build"
+    kind: Literal["image"] = "image"
+    image: ImageRef
+
+
+class HostSnapshot(ActionBase):
+    """Save a Modal host's filesystem before it is terminated (destroy, replace)."""
+
+    op: Literal["snapshot"] = "snapshot"
+    kind: Literal["host"] = "host"
+    observed_host: ObservedHost
+
+
+class WorkspacePrepare(ActionBase):
+    """Make the copy or worktree of an agent's or host's workspace (`name`: its owner)."""
+
+    op: Literal["prepare"] = "prepare"
+    kind: Literal["workspace"] = "workspace"
+    workspace: WorkspaceSpec
+
+
+class WorkspaceRelease(ActionBase):
+    """Remove a destroyed owner's copy or worktree, unless it holds unsaved work."""
+
+    op: Literal["release"] = "release"
+    kind: Literal["workspace"] = "workspace"
+    workspace: WorkspaceSpec
+
+
+class VolumePurge(ActionBase):
+    """Remove one of the fleet's workspace volumes (`fleet destroy --purge-workspaces`)."""
+
+    op: Literal["purge"] = "purge"
+    kind: Literal["volume"] = "volume"
+
+
 # ---------------------------------------------------------------- the union
 
 ACTION_TYPES: tuple[type[ActionBase], ...] = (
@@ -339,6 +399,7 @@ ACTION_TYPES: tuple[type[ActionBase], ...] = (
     AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
     MessageSend, RouteUpdate, ImageDestroy,
     CredentialIssue, CredentialRevoke, NetworkCreate,
+    ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, VolumePurge,
 )
 
 
@@ -372,6 +433,7 @@ if typing.TYPE_CHECKING:  # what mypy sees: the same union, spelled out
         AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
         MessageSend, RouteUpdate, ImageDestroy,
         CredentialIssue, CredentialRevoke, NetworkCreate,
+        ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, VolumePurge,
     ]
 else:
     Action = Annotated[

@@ -293,6 +293,12 @@ class Observed(Frozen):
     # images fleet built for this fleet (docker: label dev.fleet.project, kind image):
     # their tags, or the id of one left without a tag
     images: tuple[str, ...] = ()
+    # host name -> its newest snapshot id (providers with "snapshots"): `restore:
+    # latest` is resolved from it when planning. Not in the fingerprint: a saved
+    # plan names the snapshot it restores, so a newer one does not make it stale
+    snapshots: Mapping[str, str] = Field(default_factory=dict)
+    # the fleet's workspace volumes (providers with "volumes"), for `fleet destroy --purge-workspaces`
+    volumes: tuple[str, ...] = ()
     # what observation saw but will not act on, for the user (e.g. a copy carrying fleet's labels)
     warnings: tuple[str, ...] = ()
     # the fleet's agents that hold a grant-proxy credential ($FLEET_HOME/grants/agents.json)

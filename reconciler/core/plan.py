@@ -32,19 +32,34 @@ from reconciler.core.actions import (
     HostCreate,
     HostDestroy,
     HostReplace,
+    HostSnapshot,
     HostStart,
+    ImageBuild,
     ImageDestroy,
     Kind,
     MessageSend,
     NetworkCreate,
     Op,
+    RestoreSpec,
     RouteSpec,
     RouteUpdate,
+    VolumePurge,
+    WorkspacePrepare,
+    WorkspaceRelease,
     parse_action,
 )
 from reconciler.core.model import Frozen
 
 FORMAT_VERSION = 1
+
+# how the summary counts the host side effects (one, several): "1 image to build"
+EFFECT_WORDS: dict[str, tuple[str, str]] = {
+    "build": ("image to build", "images to build"),
+    "snapshot": ("snapshot to take", "snapshots to take"),
+    "prepare": ("workspace to prepare", "workspaces to prepare"),
+    "release": ("workspace to release", "workspaces to release"),
+    "purge": ("volume to purge", "volumes to purge"),
+}
 
 
 class Plan(Frozen):
@@ -72,7 +87,8 @@ class Plan(Frozen):
         effects = Counter(a.SUMMARY for a in self.actions if a.SUMMARY is not None)
         order = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message"]
         order += sorted(op for op in c if op not in order)  # ops added later go last
-        parts = [f"{c[op]} to {op}" for op in order if c.get(op) and op != "message"]
+        parts = [f"{c[op]} {EFFECT_WORDS[op][c[op] != 1]}" if op in EFFECT_WORDS else f"{c[op]} to {op}"
+                 for op in order if c.get(op) and op != "message"]
         if c.get("message"):
             parts.append(f"{c['message']} first message{'s' if c['message'] != 1 else ''} to send")
         for (noun, verb), n in sorted(effects.items()):  # "1 credential to issue", "1 network to create"
@@ -98,4 +114,5 @@ __all__ = [
     "AgentStart", "AgentStop", "Change", "CredentialIssue", "CredentialRevoke", "DISRUPTIVE", "FORMAT_VERSION", "Field", "HostCreate", "HostDestroy",
     "HostReplace", "HostStart", "ImageDestroy", "Kind", "MessageSend", "NetworkCreate", "Op", "Plan", "RouteSpec", "RouteUpdate",
     "parse_action",
+    "EFFECT_WORDS", "HostSnapshot", "ImageBuild", "RestoreSpec", "VolumePurge", "WorkspacePrepare", "WorkspaceRelease",
 ]

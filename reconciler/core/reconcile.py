@@ -31,6 +31,7 @@ from reconciler.core.plan import (
     MessageSend,
     Plan,
 )
+from reconciler.core.effects_hosts import add_host_effects
 from reconciler.core.routes import plan_routes
 from reconciler.core.teardown import mass_destroy, reconcile_destroy, unused_images
 
@@ -84,7 +85,7 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
     unused_images(b)
     return Plan(
         fleet=desired.fleet,
-        actions=tuple(b.actions),
+        actions=tuple(add_host_effects(b.actions, observed, desired)),  # builds, snapshots, workspaces
         unchanged=tuple(sorted(b.unchanged)),
         stopped=tuple(sorted(b.stopped)),
         spec_hash=desired.spec_hash,

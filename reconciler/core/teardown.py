@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from reconciler.core.builder import Builder
 from reconciler.core.effects import destroy_effects
+from reconciler.core.effects_hosts import add_host_effects
 from reconciler.core.model import Observed, ObservedAgent, ObservedHost
 from reconciler.core.plan import Action, AgentDestroy, HostDestroy, ImageDestroy, Plan, RouteSpec, RouteUpdate
 
@@ -36,8 +37,11 @@ def unused_images(b: Builder) -> None:
     b.actions.extend(image_actions(unused, "built image no longer used", b.actions))
 
 
-def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
-    """Everything the fleet owns goes: agents first, then their hosts."""
+def reconcile_destroy(observed: Observed, cause: str = "fleet destroy", purge_volumes: bool = False) -> Plan:
+    """Everything the fleet owns goes: agents first, then their hosts (Modal
+    hosts snapshotted first, workspaces released after; with `purge_volumes`
+    the workspace volumes too)."""
+
     actions: list[Action] = []
     waits: dict[str, list[str]] = {}
     for obs in sorted(observed.agents, key=lambda a: a.name):
@@ -54,6 +58,7 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy") -> Plan:
         actions.append(RouteUpdate(cause="remove this fleet's routes", depends_on=tuple(a.id for a in actions),
                                    route=RouteSpec(remove=True)))
     actions.extend(image_actions(list(observed.images), f"{cause}: an image built for this fleet", actions))
+    actions = add_host_effects(actions, observed, None, purge_volumes)
     return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint(),
                 warnings=observed.warnings)
 

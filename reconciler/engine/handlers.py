@@ -33,6 +33,7 @@ from reconciler.core.plan import (
     RouteUpdate,
 )
 from reconciler.core.routes import routes_to_write
+from reconciler.engine.effects_hosts import host_extras, restore_of, with_workspace
 from reconciler.engine.state import Context
 from reconciler.providers.base import images_of
 
@@ -65,35 +66,21 @@ def _notes(*notes: object) -> str | None:
     return text or None
 
 
-def _release_workspace(fleet: str, owner: str, spec: Mapping[str, Any]) -> str | None:
-    """A destroyed agent's or host's copy/worktree is removed only when no work
-    would be lost; otherwise the note says where it was kept."""
-    from reconciler.core.model import WorkspaceSpec
-    from reconciler.state import workspaces
-
-    raw = spec.get("workspace")
-    if not isinstance(raw, dict) or raw.get("mode", "shared") == "shared":
-        return None
-    try:
-        return workspaces.release(fleet, owner, WorkspaceSpec.model_validate(raw))
-    except (FleetError, ValueError) as exc:
-        return f"kept workspace of {owner}: {exc}"
-
-
 # ---------------------------------------------------------------- hosts
 
 
 @handles(HostCreate)
 def _host_create(ctx: Context, a: HostCreate) -> Outcome:
-    return as_outcome(ctx.provider_of(a.provider).create_host(ctx.desired, a.desired_host))
+    return as_outcome(ctx.provider_of(a.provider).create_host(
+        ctx.desired, a.desired_host, restore=restore_of(ctx, a), extras=host_extras(ctx, a.name)))
 
 
 @handles(HostReplace)
 def _host_replace(ctx: Context, a: HostReplace) -> Outcome:
-    # providers may return a note (Modal: the snapshot taken before a sandbox goes)
-    gone = ctx.provider_of(a.observed_host.provider).destroy_host(ctx.fleet, a.observed_host)
-    made = as_outcome(ctx.provider_of(a.provider).create_host(ctx.desired, a.desired_host))
-    return made.model_copy(update={"note": _notes(gone, made.note)})
+    # the snapshot before it goes (Modal) is an action of its own, done before this one
+    ctx.provider_of(a.observed_host.provider).terminate_host(ctx.fleet, a.observed_host)
+    return as_outcome(ctx.provider_of(a.provider).create_host(
+        ctx.desired, a.desired_host, restore=restore_of(ctx, a), extras=host_extras(ctx, a.name)))
 
 
 @handles(HostStart)
@@ -103,8 +90,9 @@ def _host_start(ctx: Context, a: HostStart) -> Outcome:
 
 @handles(HostDestroy)
 def _host_destroy(ctx: Context, a: HostDestroy) -> Outcome:
-    gone = ctx.provider_of(a.observed_host.provider).destroy_host(ctx.fleet, a.observed_host)
-    return Outcome(note=_notes(gone, _release_workspace(ctx.fleet, a.name, a.observed_host.spec)))
+    # snapshot (Modal) before and workspace release after are actions of their own
+    ctx.provider_of(a.observed_host.provider).terminate_host(ctx.fleet, a.observed_host)
+    return Outcome()
 
 
 # ---------------------------------------------------------------- agents
@@ -120,7 +108,8 @@ def _create_agent(ctx: Context, agent: DesiredAgent) -> Outcome:
     of the credential this plan issued it: engine/agentsetup.py)."""
     from reconciler.engine.agentsetup import agent_extras
 
-    return _made_agent(ctx.provider_of(agent.provider).create_agent(ctx.desired, agent, agent_extras(ctx, agent)))
+    extras = with_workspace(ctx, agent, agent_extras(ctx, agent))  # plus the copy/worktree a prepare action made
+    return _made_agent(ctx.provider_of(agent.provider).create_agent(ctx.desired, agent, extras))
 
 
 def _remove_agent(ctx: Context, agent: ObservedAgent) -> None:
@@ -161,9 +150,7 @@ def _agent_stop(ctx: Context, a: AgentStop) -> Outcome:
 @handles(AgentDestroy)
 def _agent_destroy(ctx: Context, a: AgentDestroy) -> Outcome:
     _remove_agent(ctx, a.observed_agent)
-    if a.observed_agent.host:
-        return Outcome()
-    return Outcome(note=_release_workspace(ctx.fleet, a.name, a.observed_agent.spec))
+    return Outcome()  # its workspace: a release action after this one
 
 
 @handles(MessageSend)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
-from reconciler.providers.base import get_provider, images_of, network_of
+from reconciler.providers.base import get_provider, images_of, network_of, snapshots_of, volumes_of
 from reconciler.state import messages, stops, usage
 
 
@@ -25,7 +25,9 @@ def providers_of(desired: Desired) -> list[str]:
     return sorted(names)
 
 
-def observe(fleet: str, providers: list[str]) -> Observed:
+def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed:
+    """`volumes`: also list the fleet's workspace volumes (only `fleet destroy
+    --purge-workspaces` acts on them: an apply spends no call on them)."""
     hosts: list[ObservedHost] = []
     agents: list[ObservedAgent] = []
     warnings: list[str] = []
@@ -50,12 +52,22 @@ def observe(fleet: str, providers: list[str]) -> Observed:
     routes, proxy_running = observe_routes(fleet)
     look = images_of(get_provider("docker")) if "docker" in providers else None
     images = look.observe_images(fleet) if look is not None else ()
+    snapshots: dict[str, str] = {}  # `restore: latest` is resolved from these when planning
+    vols: list[str] = []
+    for name in providers:
+        snaps = snapshots_of(get_provider(name))
+        if snaps is not None:
+            snapshots.update(snaps.observe_snapshots(fleet))
+        held = volumes_of(get_provider(name)) if volumes else None
+        if held is not None:
+            vols.extend(held.observe_volumes(fleet))
     net = network_of(get_provider("docker")) if "docker" in providers else None
     from reconciler.grants.agents import holders
 
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
-        warnings=tuple(warnings), credentials=holders(fleet), network=net.observe_network() if net is not None else True,
+        snapshots=snapshots, volumes=tuple(sorted(vols)), warnings=tuple(warnings),
+        credentials=holders(fleet), network=net.observe_network() if net is not None else True,
     )
 
 

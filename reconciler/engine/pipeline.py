@@ -82,6 +82,8 @@ def apply_plan(
     return result
 
 
-def destroy_snapshot(desired: Desired) -> Snapshot:
-    observed = observe(desired.fleet, providers_of(desired))
-    return Snapshot(desired, observed, reconcile_destroy(observed))
+def destroy_snapshot(desired: Desired, purge_volumes: bool = False) -> Snapshot:
+    """The plan of `fleet destroy`; `purge_volumes` (--purge-workspaces): the
+    fleet's workspace volumes go too, as actions of the plan."""
+    observed = observe(desired.fleet, providers_of(desired), volumes=purge_volumes)
+    return Snapshot(desired, observed, reconcile_destroy(observed, purge_volumes=purge_volumes))

@@ -35,11 +35,15 @@ STATUS_KIND = "fleet-status"
 MASK = "***"
 
 # the order a summary lists operations in (unknown future ops go last)
-OP_ORDER = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message", "issue", "revoke"]
+OP_ORDER = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message", "issue", "revoke",
+            "build", "prepare", "snapshot", "release", "purge"]
 SYMBOL = {
     "create": "+", "join": "+", "replace": "~", "restart": "~", "start": ">", "stop": "=",
     "destroy": "-", "route": "*", "message": ">", "issue": "+", "revoke": "-",
+    "build": "+", "prepare": "+", "snapshot": "*", "release": "-", "purge": "-",  # host side effects
 }
+# ops shown after the destroys they follow (a workspace released, a volume purged)
+LATE_OPS = ("release", "purge")
 
 
 def mask_values(flat: dict[str, Any] | None, mask_env: bool) -> dict[str, Any] | None:
@@ -106,9 +110,11 @@ def ordered(plan: Plan) -> list[Action]:
     kinds = {"image": -1, "network": -1, "host": 0, "credentials": 1, "agent": 1, "route": 2}
 
     def key(a: Action) -> tuple:
-        destroy = a.op == "destroy"
+        destroy = a.op == "destroy" or a.op in LATE_OPS
         message = a.op == "message"
-        return (message, destroy, -kinds.get(a.kind, 3) if destroy else kinds.get(a.kind, 3), a.name, a.id)
+        late = a.op in LATE_OPS
+        rank = kinds.get(a.kind, 3) if a.kind != "workspace" else -1  # prepares go first, with builds
+        return (message, destroy, late, -rank if destroy else rank, a.name, a.id)
 
     return sorted(plan.actions, key=key)
 

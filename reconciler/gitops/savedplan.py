@@ -202,13 +202,15 @@ def check_builds(saved: SavedPlan) -> None:
 
     seen: set[str] = set()
     for action in saved.plan.actions:
-        if action.op not in ("create", "join", "replace"):
+        if action.op not in ("create", "join", "replace", "build"):
             continue
-        for rec in (action.desired_host, action.desired_agent):
-            build = rec.image.build if rec is not None else None
-            if rec is None or build is None or rec.image.ref in seen:
+        images = [rec.image for rec in (action.desired_host, action.desired_agent) if rec is not None]
+        images += [action.image] if action.image is not None else []  # an image build action
+        for image in images:
+            build = image.build
+            if build is None or image.ref in seen:
                 continue
-            seen.add(rec.image.ref)
+            seen.add(image.ref)
             if not build.context.is_dir():
                 raise StalePlan(f"plan is stale: build context {build.context} of {action.kind} {action.name} is gone; nothing changed")
             if context_hash(build.context, build.dockerfile, dict(build.args)) != build.context_hash:

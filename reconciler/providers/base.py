@@ -17,11 +17,15 @@ check the declaration through the typed accessors at the end of this module
 - "snapshots" (`Snapshots`): filesystem snapshots of hosts: take one, list the newest (modal)
 - "inventory" (`Inventory`): every fleet's resources on this provider, for `fleet ls` (docker)
 
-Composite methods (`create_host`, `destroy_host`, `destroy_agent`) still do
-what the executor expects of them today; each is written as calls to the
-single-purpose methods, so the executor can call those one by one, as plan
-actions, instead. A provider never issues or revokes grant credentials and
-never creates the shared network on its own: those are plan actions.
+Composite methods (`destroy_host`, `create_agent` without extras,
+`destroy_agent`) are written as calls to the single-purpose methods. The
+executor no longer calls `destroy_host`: the plan snapshots a host (`snapshot_host`)
+and then terminates it (`terminate_host`) as two actions; a `build:` image is
+built by an action of its own (`build_image`), never inside a create; workspace
+copies are prepared by an action and handed over as `AgentExtras.workspace` /
+`HostExtras.workspace`; volumes are purged one `remove_volume` per action.
+A provider never issues or revokes grant credentials and never creates the
+shared network on its own: those are plan actions too.
 
 Layer `providers`: imports only `core`, `state`, `load`, `net`.
 """
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Pr
 
 from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
 from reconciler.core.outcome import Outcome
+from reconciler.state.workspaces import Mounts
 
 if TYPE_CHECKING:
     from reconciler.providers.terminal import AttachEnd
@@ -46,6 +51,7 @@ ARCHIVE = "archive"
 SNAPSHOTS = "snapshots"
 INVENTORY = "inventory"
 CAPABILITIES = frozenset({IMAGES, NETWORK, VOLUMES, EVENTS, ARCHIVE, SNAPSHOTS, INVENTORY})
+NO_RESTORE = ""  # create_host(restore=NO_RESTORE): `restore: latest` found no snapshot when planning
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,17 @@ class AgentExtras:
     env: Mapping[str, str] = field(default_factory=dict)
     binds: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     on_created: Callable[[str], None] | None = None
+    # the workspace copy/worktree a `workspace prepare` action made (private agents);
+    # None: the provider works it out itself (shared workspaces, plans saved before)
+    workspace: Mounts | None = None
+
+
+@dataclass(frozen=True)
+class HostExtras:
+    """What the engine adds to a shared host: the workspace copy/worktree its
+    `workspace prepare` action made (None: worked out by the provider, as above)."""
+
+    workspace: Mounts | None = None
 
 
 @runtime_checkable
@@ -76,8 +93,10 @@ class Provider(Protocol):
     # create/start return what they made (id, published ports, address, tunnel
     # URLs, a note: the route action reads them); destroy a note for the user, or None.
     # `restore`: the snapshot id to start from, resolved at plan time (modal);
+    # "" (NO_RESTORE): start from the image, the plan found no snapshot;
     # None with `restore: latest` in the spec still resolves it here (old path)
-    def create_host(self, desired: Desired, host: DesiredHost, restore: str | None = None) -> Outcome | None: ...
+    def create_host(self, desired: Desired, host: DesiredHost, restore: str | None = None,
+                    extras: HostExtras | None = None) -> Outcome | None: ...
     def start_host(self, fleet: str, host: ObservedHost) -> Outcome | None: ...
     # composite: snapshot (providers with "snapshots") then terminate_host
     def destroy_host(self, fleet: str, host: ObservedHost) -> str | None: ...

@@ -28,7 +28,14 @@ SYMBOL: dict[str, tuple[str, str]] = {
     "message": (">", "blue"),
     "issue": ("+", "green"),
     "revoke": ("-", "red"),
+    # host side effects (core/effects_hosts.py)
+    "build": ("+", "green"),
+    "prepare": ("+", "green"),
+    "snapshot": ("*", "cyan"),
+    "release": ("-", "dim"),
+    "purge": ("-", "red"),
 }
+LATE_OPS = ("release", "purge")  # shown after the destroys they follow
 
 
 def _short(value: Any) -> str:
@@ -38,11 +45,13 @@ def _short(value: Any) -> str:
 
 def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> list[Text]:
     lines: list[Text] = []
-    order = {"image": -1, "network": -1, "host": 0, "credentials": 1, "agent": 1, "route": 2}  # images go after everything
-    # hosts before their agents; destroys last and in reverse (agents, then hosts)
-    def key(a: Action) -> tuple[bool, int, str]:
+    order = {"image": -1, "network": -1, "workspace": -1, "host": 0, "credentials": 1, "agent": 1, "route": 2}
+    # images and the network go first; hosts before their agents; destroys last and
+    # in reverse (agents, then hosts), then what follows them (workspaces released, volumes purged)
+    def key(a: Action) -> tuple[bool, bool, int, str]:
         rank = order.get(a.kind, 3)
-        return (a.op == "destroy", -rank if a.op == "destroy" else rank, a.name)
+        late = a.op in LATE_OPS
+        return (a.op == "destroy" or late, late, -rank if a.op == "destroy" else rank, a.name)
 
     for a in sorted(plan.actions, key=key):
         sym, colour = SYMBOL.get(a.op, ("*", "white"))

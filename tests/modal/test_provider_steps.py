@@ -33,7 +33,7 @@ def test_snapshot_terminate_and_restore_are_separate_steps(fake_modal, modal_cli
     p = ModalProvider(client=modal_client)
     try:
         assert p.observe_snapshots(name) == {}
-        assert p.create_host(desired, host) is None  # nothing recorded to restore yet
+        assert p.create_host(desired, host).note is None  # nothing recorded to restore yet
         [obs], _ = p.observe(name)
         assert _cat(fake_modal, name, "/workspace/notes.txt") == "uploaded\n"
         [sb] = sandboxes(fake_modal, name)
@@ -50,7 +50,7 @@ def test_snapshot_terminate_and_restore_are_separate_steps(fake_modal, modal_cli
         p.terminate_host(name, obs)  # gone already: fine
         assert p.snapshot_host(name, obs) is None  # nothing left to save
 
-        note = p.create_host(desired, host, restore=snap)  # the id a plan resolved, not looked up here
+        note = p.create_host(desired, host, restore=snap).note  # the id a plan resolved, not looked up here
         assert note is not None and f"started from snapshot {snap}" in note
         [again], _ = p.observe(name)
         assert again.id != obs.id

@@ -29,7 +29,7 @@ from reconciler.core.routes import routes_for, routes_to_write
 from tests.unit.builders import agent, desired, host, observed, seen, seen_host
 
 KEYS = ["id", "op", "kind", "name", "host", "provider", "cause", "changes", "depends_on", "desired_host",
-        "desired_agent", "observed_host", "observed_agent", "route"]
+        "desired_agent", "observed_host", "observed_agent", "route", "image", "workspace", "restore"]
 
 
 def _plans() -> list[Plan]:

@@ -173,8 +173,12 @@ class World:
             for r in current:
                 self.agents[r.id] = r.model_copy(update={"message_pending": False})
             return
+        if act.kind in ("image", "workspace", "volume"):  # side effects beside hosts and agents (effects_hosts)
+            return
         if act.kind == "host":
-            if act.op == "create":
+            if act.op == "snapshot":  # before the host goes, never after
+                assert act.observed_host.id in self.hosts, f"{act.id}: snapshot of a host already gone"
+            elif act.op == "create":
                 assert not [h for h in self.hosts.values() if h.name == act.name and h.id not in self.doomed]
                 self._new_host(act)
             elif act.op == "replace":

@@ -21,7 +21,7 @@ from reconciler.core import labels as L
 from reconciler.core.errors import ProviderError
 from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
 from reconciler.providers import base
-from reconciler.providers.base import AgentExtras
+from reconciler.providers.base import AgentExtras, HostExtras
 from reconciler.providers.docker import events as docker_events
 from reconciler.providers.docker import images as docker_images
 from reconciler.providers.docker import made
@@ -40,9 +40,13 @@ def _spec_label(spec: dict[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
-def _workspace_binds(fleet: str, owner: str, workspace: Any, binds: dict[str, Any], env: dict[str, str] | None = None) -> None:
-    """Bind a workspace directory (prepared under $FLEET_HOME) at /workspace, with its extras."""
-    mounts = workspaces.prepare(fleet, owner, workspace)
+def _workspace_binds(fleet: str, owner: str, workspace: Any, binds: dict[str, Any], env: dict[str, str] | None = None,
+                     mounts: workspaces.Mounts | None = None) -> None:
+    """Bind a workspace directory at /workspace, with its extras: `mounts`, made
+    by the plan's `workspace prepare` action; without them (a shared workspace,
+    a plan saved before that action existed) worked out here."""
+    if mounts is None:
+        mounts = workspaces.prepare(fleet, owner, workspace)
     binds[str(mounts.workspace)] = {"bind": "/workspace", "mode": "rw"}
     for src, dst in mounts.extra.items():
         binds[src] = {"bind": dst, "mode": "rw"}
@@ -133,15 +137,18 @@ class DockerProvider(DockerAgentOps):
 
     # ------------------------------------------------------------------ hosts
 
-    def create_host(self, desired: Desired, host: DesiredHost, restore: str | None = None) -> Outcome:
-        """Create and start the holder container (`restore` does not apply to Docker)."""
+    def create_host(self, desired: Desired, host: DesiredHost, restore: str | None = None,
+                    extras: HostExtras | None = None) -> Outcome:
+        """Create and start the holder container (`restore` does not apply to Docker).
+        A `build:` image is built by the plan's `image build` action, never here."""
         fleet = desired.fleet
         resource = f"host {host.name}"
-        self.ensure_image(fleet, host.image, resource)
+        if host.image.build is None:
+            self.pull_image(fleet, host.image, resource)
         name = L.host_container(fleet, host.name)
         binds: dict[str, Any] = {}
         if host.workspace is not None:
-            _workspace_binds(fleet, host.name, host.workspace, binds)
+            _workspace_binds(fleet, host.name, host.workspace, binds, mounts=extras.workspace if extras else None)
         else:
             vol = sec.workspace_volume(self.api, fleet, host.name)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
@@ -208,10 +215,11 @@ class DockerProvider(DockerAgentOps):
                 network_mode=f"container:{holder}", volumes_from=[holder], binds=extra_binds or None, **common_hc
             )
         else:
-            self.ensure_image(fleet, agent.image, resource)
+            if agent.image.build is None:  # a `build:` image is built by the plan's `image build` action
+                self.pull_image(fleet, agent.image, resource)
             binds = dict(extra_binds)
             if agent.workspace is not None:
-                _workspace_binds(fleet, agent.name, agent.workspace, binds, env)
+                _workspace_binds(fleet, agent.name, agent.workspace, binds, env, mounts=extras.workspace)
             ports = sorted(set(agent.ports.values()))
             hc = self.api.create_host_config(
                 binds=binds,

@@ -17,6 +17,7 @@ from reconciler.core import labels as L
 from reconciler.core.errors import ProviderError
 from reconciler.core.outcome import Outcome
 from reconciler.core.model import MODAL_ROUTER_PORT, Desired, DesiredHost, ModalOptions, ObservedHost
+from reconciler.providers.base import HostExtras
 from reconciler.providers.modal import local
 from reconciler.providers.modal.session import UPLOAD_CHUNK, ModalSession, _first_line, _modal
 from reconciler.providers.modal.tags import CREATED_TAG, PENDING, PORTS_TAG, WORKDIR, _b64, app_name
@@ -34,7 +35,7 @@ class ModalHosts(ModalSession):
         opts = host.modal or ModalOptions()
         if restore is None and opts.restore == "latest":
             restore = self.observe_snapshots(fleet).get(host.name)
-        if restore is not None:
+        if restore:  # "" (base.NO_RESTORE): the plan found no snapshot, start from the image
             return modal.Image.from_id(restore, client=self.client), restore
         b = host.image.build
         if b is not None:
@@ -43,7 +44,8 @@ class ModalHosts(ModalSession):
             ), None
         return modal.Image.from_registry(host.image.ref), None
 
-    def create_host(self, desired: Desired, host: DesiredHost, restore: str | None = None) -> Outcome:
+    def create_host(self, desired: Desired, host: DesiredHost, restore: str | None = None,
+                    extras: HostExtras | None = None) -> Outcome:
         """Create the host's sandbox (from snapshot `restore` when given), start its
         port router, upload the workspace (not into a restored snapshot), then tag
         it with its spec hash. A note when it was restored."""
