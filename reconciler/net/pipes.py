@@ -9,7 +9,8 @@ For asyncio protocols (the routing proxy's callbacks):
   by, without copying them; chunked framing is checked strictly by http1's
   `ChunkScanner` (HttpError).
 
-For asyncio streams (the grants forward proxy):
+For asyncio streams (the grants forward proxy: its request and response bodies,
+its CONNECT tunnels):
 - `copy_body(kind, length, src, dst)`: one message body, never read past its
   end (so the next request on a kept-alive connection starts where it should);
   a malformed chunked piece is never forwarded: the copy stops with HttpError;

@@ -14,7 +14,6 @@ from reconciler.net.http1 import (
     Body,
     ChunkScanner,
     HttpError,
-    header_dropper,
     parse_request_head,
     parse_response_head,
     request_framing,
@@ -94,11 +93,6 @@ def test_host_and_empty_lines():
         request_host(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b"))
     assert skip_empty_lines(b"\r\n\r\nGET") == 4
     assert skip_empty_lines(b"\n\r\nGET") == 0  # only CRLF pairs are empty lines
-
-
-def test_header_dropper():
-    drop = header_dropper({b"connection", b"te"})
-    assert drop.sub(b"", b"\r\nHost: a\r\nConnection: x\r\nTE: y\r\nTEN: z") == b"\r\nHost: a\r\nTEN: z"
 
 
 # -- framing -------------------------------------------------------------------------------
