@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.core.errors import FleetError
+from reconciler.net.envconfig import env_port, env_text
 from reconciler.state.home import fleet_home
 
 DEFAULT_PORT = 3128
@@ -97,12 +98,9 @@ class ForwardConfig:
     @classmethod
     def from_env(cls) -> "ForwardConfig":
         env = os.environ
-        cfg = cls(resolve=parse_resolve(env.get("FLEET_RESOLVE")), upstream_ca=env.get("FLEET_UPSTREAM_CA") or None)
-        if env.get("FLEET_GRANTS_BIND"):
-            cfg.bind = env["FLEET_GRANTS_BIND"]
-        if env.get("FLEET_GRANTS_PORT"):
-            text = env["FLEET_GRANTS_PORT"].strip()
-            if not text.isdigit() or not 0 <= int(text) < 65536:
-                raise FleetError(f"FLEET_GRANTS_PORT: expected a port number (found {text!r})")
-            cfg.port = int(text)
-        return cfg
+        return cls(
+            bind=env_text(env, "FLEET_GRANTS_BIND"),
+            port=env_port(env, "FLEET_GRANTS_PORT"),
+            resolve=parse_resolve(env.get("FLEET_RESOLVE")),
+            upstream_ca=env_text(env, "FLEET_UPSTREAM_CA"),
+        )

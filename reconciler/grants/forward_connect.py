@@ -15,9 +15,10 @@ from reconciler.grants import netlog
 from reconciler.grants.catalogue import pick
 from reconciler.grants.forward_exchange import Client, exchange
 from reconciler.grants.forward_upstream import Streams
-from reconciler.grants.forward_wire import AUTHENTICATE, Answer, answer, read_head, reflecting, rewrite_head, split_authority
-from reconciler.grants.streams import pipe_both
+from reconciler.grants.forward_wire import AUTHENTICATE, Answer, answer, read_head, reflecting, split_authority
 from reconciler.net.http1 import Head, HttpError, parse_request_head, request_framing, request_host
+from reconciler.net.pipes import pipe_both
+from reconciler.net.responses import rewrite_head
 
 ALLOW = [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")]
 

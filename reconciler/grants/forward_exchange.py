@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from reconciler.grants.forward_access import Access
 from reconciler.grants.forward_config import ForwardConfig
 from reconciler.grants.forward_upstream import Upstreams
-from reconciler.grants.forward_wire import answer, rewrite_head, wants_close
-from reconciler.grants.streams import copy_body, pipe_both
+from reconciler.grants.forward_wire import answer
 from reconciler.net.ca import CertificateAuthority
 from reconciler.net.http1 import UNTIL_CLOSE, Head, HttpError, parse_response_head, response_framing
+from reconciler.net.pipes import copy_body, pipe_both
+from reconciler.net.responses import keeps_alive, rewrite_head
 
 
 @dataclass
@@ -90,7 +91,7 @@ async def exchange(c: Client, head: Head, kind: int, length: int, out_head: byte
             await pipe_both(c.reader, writer, up_r, up_w)
             return 101, False
         rkind, rlength = response_framing(rhead, head.method)
-        keep = not wants_close(head) and not wants_close(rhead) and rkind != UNTIL_CLOSE
+        keep = keeps_alive(head.version, head.connection) and keeps_alive(rhead.version, rhead.connection) and rkind != UNTIL_CLOSE
         if plain:
             drop = {b"connection", b"keep-alive", b"proxy-connection"}
             raw = rewrite_head(raw[:-4], drop, [] if keep else [("Connection", "close")])

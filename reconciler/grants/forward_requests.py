@@ -12,9 +12,10 @@ from reconciler.grants import agents as agentmap
 from reconciler.grants import netlog
 from reconciler.grants.forward_connect import connect
 from reconciler.grants.forward_exchange import Client, exchange
-from reconciler.grants.forward_wire import AUTHENTICATE, Answer, answer, read_head, reflecting, rewrite_head
+from reconciler.grants.forward_wire import AUTHENTICATE, Answer, answer, read_head, reflecting
 from reconciler.net.http1 import Head, HttpError, parse_request_head, request_framing, request_host
 from reconciler.net.limits import Slot
+from reconciler.net.responses import rewrite_head
 
 log = logging.getLogger("fleet.grants")
 

@@ -1,7 +1,8 @@
 """Connections from the grants forward proxy to upstreams: names resolved
 through `FLEET_RESOLVE` first, then DNS, once; every resolved address vetted
 (`destinations`) and connected to as vetted; TLS verified against the system
-CAs plus `FLEET_UPSTREAM_CA`; failures turned into the answer the client gets."""
+CAs plus `FLEET_UPSTREAM_CA` (`net.tls.UpstreamTLS`, as the routing proxy);
+failures turned into the answer the client gets."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from reconciler.grants import agents as agentmap
 from reconciler.grants import destinations, netlog
 from reconciler.grants.forward_config import ForwardConfig
 from reconciler.grants.forward_wire import Answer, answer
+from reconciler.net.tls import UpstreamTLS
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -27,16 +29,7 @@ class Upstreams:
 
     def __init__(self, config: ForwardConfig) -> None:
         self.config = config
-        self._ctx: ssl.SSLContext | None = None
-
-    def ssl(self) -> ssl.SSLContext:
-        if self._ctx is None:
-            ctx = ssl.create_default_context()
-            if self.config.upstream_ca:
-                ctx.load_verify_locations(cafile=self.config.upstream_ca)
-            ctx.set_alpn_protocols(["http/1.1"])
-            self._ctx = ctx
-        return self._ctx
+        self.tls = UpstreamTLS(config.upstream_ca)
 
     async def addresses(self, host: str, port: int) -> list[tuple[str, int]]:
         mapped = self.config.resolve.get(host)
@@ -68,7 +61,7 @@ class Upstreams:
             try:
                 return await asyncio.wait_for(
                     asyncio.open_connection(
-                        addr, aport, ssl=self.ssl() if tls else None, server_hostname=host if tls else None,
+                        addr, aport, ssl=self.tls.context() if tls else None, server_hostname=host if tls else None,
                         limit=self.config.max_header_bytes,
                     ),
                     self.config.connect_timeout,

@@ -1,18 +1,16 @@
-"""What the grants forward proxy says itself and how it rewrites heads: its
-local responses, head rewriting, CONNECT authorities, reading a request head
-from a stream. (The routing proxy has its own local responses for now.)"""
+"""What is particular to the grants forward proxy on the wire: its answers
+(`net.responses.local_response` with `X-Fleet-Proxy: grants`, the connection
+closed after them), CONNECT authorities, methods that would echo a credential,
+reading a request head from a stream. Reason phrases, head rewriting and
+keep-alive rules are `reconciler.net.responses`, shared with the routing proxy."""
 
 from __future__ import annotations
 
 import asyncio
 
-from reconciler.net.http1 import Head, skip_empty_lines
+from reconciler.net.http1 import skip_empty_lines
+from reconciler.net.responses import local_response
 
-REASONS = {
-    200: "OK", 400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 407: "Proxy Authentication Required",
-    408: "Request Timeout", 431: "Request Header Fields Too Large", 501: "Not Implemented",
-    502: "Bad Gateway", 504: "Gateway Timeout",
-}
 AUTHENTICATE = [("Proxy-Authenticate", 'Basic realm="fleet"')]
 
 
@@ -24,33 +22,12 @@ class Answer(Exception):
         self.status = status
 
 
-def response(status: int, text: str, close: bool = True, extra: list[tuple[str, str]] | None = None) -> bytes:
-    body = (text.rstrip("\n") + "\n").encode()
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", "Content-Type: text/plain; charset=utf-8",
-             f"Content-Length: {len(body)}", "X-Fleet-Proxy: grants"]
-    lines += [f"{k}: {v}" for k, v in (extra or [])]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
 async def answer(writer: asyncio.StreamWriter, status: int, text: str, extra: list[tuple[str, str]] | None = None) -> None:
-    """Answer `status` and the text (the connection is closed after it)."""
-    writer.write(response(status, text, extra=extra))
+    """Answer `status` and `text` (ending in one newline), marked `X-Fleet-Proxy:
+    grants`, then `extra` headers; the connection is closed after it."""
+    headers = [("X-Fleet-Proxy", "grants"), *(extra or [])]
+    writer.write(local_response(status, text.rstrip("\n") + "\n", close=True, headers=headers))
     await writer.drain()
-
-
-def _header_name(line: bytes) -> bytes:
-    return line.split(b":", 1)[0].strip().lower()
-
-
-def rewrite_head(raw: bytes, drop: set[bytes], add: list[tuple[str, str]], first: bytes | None = None) -> bytes:
-    """`raw` (a head without its final CRLFCRLF) without the `drop` headers
-    (lower-case names), with `add` appended; `first` replaces the first line."""
-    lines = raw.split(b"\r\n")
-    kept = [ln for ln in lines[1:] if _header_name(ln) not in drop]
-    kept += [f"{k}: {v}".encode("latin-1") for k, v in add]
-    return b"\r\n".join([first or lines[0], *kept]) + b"\r\n\r\n"
 
 
 def split_authority(text: str, default_port: int) -> tuple[str, int]:
@@ -74,13 +51,6 @@ def split_authority(text: str, default_port: int) -> tuple[str, int]:
 def reflecting(method: bytes) -> bool:
     """TRACE and TRACK echo the request, injected credential included."""
     return method.upper() in (b"TRACE", b"TRACK")
-
-
-def wants_close(head: Head) -> bool:
-    tokens = head.tokens(b"connection")
-    if b"close" in tokens:
-        return True
-    return head.version == b"1.0" and b"keep-alive" not in tokens
 
 
 async def read_head(reader: asyncio.StreamReader, timeout: float) -> bytes | None:

@@ -1,5 +1,6 @@
 """Network building blocks shared by both proxies (the routing reverse proxy and
-the grants forward proxy).
+the grants forward proxy): the one HTTP layer; neither proxy keeps a copy of
+any of it.
 
 - `http1`: the HTTP/1 parser and framer;
 - `responses`: reason phrases, local responses, hop-by-hop header rewriting;

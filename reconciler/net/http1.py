@@ -55,24 +55,6 @@ _CHUNK_LINE = re.compile(
 )
 MAX_SIZE = 2**64 - 1  # the largest Content-Length or chunk size
 
-# Headers that describe one connection, never forwarded as they are.
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade", b"transfer-encoding", b"proxy-authorization"}
-)
-
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    421: "Misdirected Request",
-    431: "Request Header Fields Too Large",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    504: "Gateway Timeout",
-}
-
 
 class HttpError(Exception):
     """A malformed message; `status` is what to answer when it was a request."""
@@ -244,13 +226,6 @@ def request_host(head: Head) -> bytes | None:
     if len(hosts) > 1:
         raise HttpError(400, "more than one Host header")
     return hosts[0] if hosts else None
-
-
-def header_dropper(names: frozenset[bytes] | set[bytes]) -> re.Pattern[bytes]:
-    """A regex that removes every header line whose name is in `names` from a
-    header block (lines preceded by CRLF)."""
-    alt = b"|".join(re.escape(n) for n in sorted(names))
-    return re.compile(rb"\r\n(?:" + alt + rb"):[^\r\n]*", re.IGNORECASE)
 
 
 # Body framing

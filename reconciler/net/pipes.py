@@ -4,12 +4,10 @@ For asyncio protocols (the routing proxy's callbacks):
 - `Pausable`: reading paused for as long as any named reason holds
   (backpressure: "the other side's write buffer is full", "still connecting" ...);
 - `tune_read_size(transport)`: read plain sockets 64 KiB at a time;
-- `BodyDelimiter(kind, length)`: `feed(data)` says where a body framed as
-  `kind` (http1's NONE, LENGTH, CHUNKED, UNTIL_CLOSE) ends in the bytes passing
-  by, without copying them; chunked framing is checked strictly by http1's
-  `ChunkScanner` (HttpError).
+(Where a body ends in the bytes passing by is http1's `Body`.)
 
-For asyncio streams (the grants forward proxy):
+For asyncio streams (the grants forward proxy: its request and response bodies,
+its CONNECT tunnels):
 - `copy_body(kind, length, src, dst)`: one message body, never read past its
   end (so the next request on a kept-alive connection starts where it should);
   a malformed chunked piece is never forwarded: the copy stops with HttpError;
@@ -23,7 +21,7 @@ import asyncio
 import contextlib
 import ssl
 
-from reconciler.net.http1 import CHUNKED, LENGTH, NONE, UNTIL_CLOSE, ChunkScanner, HttpError
+from reconciler.net.http1 import CHUNKED, LENGTH, UNTIL_CLOSE, ChunkScanner, HttpError
 
 BUF = 64 * 1024
 PLAIN_READ = 64 * 1024  # the read size for plain connections
@@ -59,34 +57,6 @@ class Pausable(asyncio.Protocol):
             self.paused_for.discard(reason)
             if not self.paused_for and self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
-
-
-class BodyDelimiter:
-    """Where one message body ends in the bytes that carry it.
-
-    `feed(data)` returns the index in `data` just past the body's end, or -1
-    when the body goes on past `data` (all of it belongs to the body). A body
-    framed UNTIL_CLOSE never ends; NONE ends at once (0). HttpError for
-    malformed chunked framing."""
-
-    __slots__ = ("kind", "remaining", "scanner")
-
-    def __init__(self, kind: int, length: int = 0) -> None:
-        self.kind = kind
-        self.remaining = length if kind == LENGTH else 0
-        self.scanner = ChunkScanner() if kind == CHUNKED else None
-
-    def feed(self, data: bytes) -> int:
-        if self.kind == LENGTH:
-            if len(data) < self.remaining:
-                self.remaining -= len(data)
-                return -1
-            end = self.remaining
-            self.remaining = 0
-            return end
-        if self.scanner is not None:
-            return self.scanner.feed(data)
-        return 0 if self.kind == NONE else -1
 
 
 async def copy_exactly(n: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -71,11 +71,12 @@ def local_response(
 
 def keeps_alive(version: bytes, connection: AbstractSet[bytes]) -> bool:
     """Whether a message of HTTP `version` (b"1.0", b"1.1") with these Connection
-    tokens (lower case) leaves its connection open: HTTP/1.1 unless `close`,
-    HTTP/1.0 only with `keep-alive` (RFC 9112 section 9.3)."""
-    if version == b"1.0":
-        return b"keep-alive" in connection
-    return b"close" not in connection
+    tokens (lower case) leaves its connection open: never with `close` (it wins
+    over `keep-alive`), else HTTP/1.1 always and HTTP/1.0 only with `keep-alive`
+    (RFC 9112 section 9.3)."""
+    if b"close" in connection:
+        return False
+    return version != b"1.0" or b"keep-alive" in connection
 
 
 def connection_named(tokens: AbstractSet[bytes], already: AbstractSet[bytes] = HOP_BY_HOP) -> frozenset[bytes]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.net.http1 import NONE
-from reconciler.net.pipes import BodyDelimiter
+from reconciler.net.http1 import NONE, Body
 from reconciler.routing.index import Target
 
 # A connection's (and an upstream connection's) state: reading a head, relaying
@@ -36,7 +35,7 @@ class Exchange:
         self.target = target
         self.hostname = hostname
         self.body_kind = body_kind
-        self.body = BodyDelimiter(body_kind, length) if body_kind != NONE else None  # the request body's end
+        self.body = Body(body_kind, length) if body_kind != NONE else None  # the request body's end
         self.request_done = body_kind == NONE
         self.response_started = False
         self.close_after = False

@@ -2,7 +2,7 @@
 the client connection it is attached to; `UpstreamPool` keeps idle ones alive.
 
 Only response heads are parsed (`http1`); bodies pass as they arrive, their end
-found by `BodyDelimiter`. The common response (HTTP/1.1, one Content-Length,
+found by http1's `Body`. The common response (HTTP/1.1, one Content-Length,
 at most one keep-alive/close token) takes a fast path of a few byte scans.
 """
 
@@ -13,14 +13,14 @@ import ssl
 import time
 from typing import Any, Protocol
 
-from reconciler.net.http1 import LENGTH, NONE, UNTIL_CLOSE, Head, HttpError, parse_response_head, response_framing
-from reconciler.net.pipes import BodyDelimiter, Pausable, tune_read_size
+from reconciler.net.http1 import LENGTH, NONE, UNTIL_CLOSE, Body, Head, HttpError, parse_response_head, response_framing
+from reconciler.net.pipes import Pausable, tune_read_size
 from reconciler.routing.config import ProxyConfig
 from reconciler.routing.exchange import BODY, HEAD, TUNNEL, Exchange
 from reconciler.routing.index import RouteIndex, Target
 from reconciler.routing.rewrite import CLOSE_TAIL, DROP_RESPONSE, END_TAIL, FAST_RESPONSE, KEEP_ALIVE_TAIL
 
-_NO_BODY = BodyDelimiter(NONE)  # never changes: feed() of an empty body touches nothing
+_NO_BODY = Body(NONE)  # never changes: feed() of an empty body touches nothing
 
 
 class RelayServer(Protocol):
@@ -187,7 +187,7 @@ class UpstreamConn(Pausable):
         if body == length:
             client.response_done(self, self.reusable)
         else:
-            self.body = BodyDelimiter(LENGTH, length - body)
+            self.body = Body(LENGTH, length - body)
             self.state = BODY
         return True
 
@@ -231,7 +231,7 @@ class UpstreamConn(Pausable):
                 elif b"close" in head.connection:
                     self.reusable = False
                 kind, length = response_framing(head, ex.method)
-                self.body = BodyDelimiter(kind, length)
+                self.body = Body(kind, length)
                 if kind == UNTIL_CLOSE:
                     self.reusable = False
                     ex.close_after = True

@@ -14,7 +14,6 @@ from reconciler.net.http1 import (
     Body,
     ChunkScanner,
     HttpError,
-    header_dropper,
     parse_request_head,
     parse_response_head,
     request_framing,
@@ -94,11 +93,6 @@ def test_host_and_empty_lines():
         request_host(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b"))
     assert skip_empty_lines(b"\r\n\r\nGET") == 4
     assert skip_empty_lines(b"\n\r\nGET") == 0  # only CRLF pairs are empty lines
-
-
-def test_header_dropper():
-    drop = header_dropper({b"connection", b"te"})
-    assert drop.sub(b"", b"\r\nHost: a\r\nConnection: x\r\nTE: y\r\nTEN: z") == b"\r\nHost: a\r\nTEN: z"
 
 
 # -- framing -------------------------------------------------------------------------------
@@ -254,3 +248,34 @@ def test_a_body_cut_short_is_an_error_at_eof():
         b.feed(b"3\r\n")
         with pytest.raises(HttpError):
             b.eof()
+
+
+# -- Body as the routing proxy feeds it: where a body ends, the rest the next message -------
+
+
+def test_length_body_ends_across_pieces():
+    d = Body(LENGTH, 10)
+    assert d.feed(b"0123") == -1
+    assert d.feed(b"456") == -1
+    assert d.feed(b"789GET /next") == 3  # the rest is the next message
+    assert d.remaining == 0
+
+
+def test_chunked_body_end_and_pipelined_rest():
+    d = Body(CHUNKED)
+    data = b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\nGET / HTTP/1.1"
+    assert d.feed(data[:7]) == -1
+    end = d.feed(data[7:])
+    assert data[7:][end:] == b"GET / HTTP/1.1"
+
+
+@pytest.mark.parametrize("bad", [b"5\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n", b"zz\r\n", b"5;\r\nhello\n"])
+def test_chunked_body_refuses_bad_framing(bad):
+    with pytest.raises(HttpError):
+        Body(CHUNKED).feed(bad)
+
+
+def test_none_and_until_close():
+    assert Body(NONE).feed(b"GET / HTTP/1.1") == 0
+    d = Body(UNTIL_CLOSE)
+    assert d.feed(b"a" * 100) == -1 and d.feed(b"b") == -1

@@ -1,4 +1,4 @@
-"""net.pipes: body delimiting, body copying and piping over real loopback
+"""net.pipes: body copying and piping over real loopback
 TCP connections, and backpressure on a real transport."""
 
 from __future__ import annotations
@@ -10,44 +10,12 @@ import pytest
 from reconciler.net.http1 import CHUNKED, LENGTH, NONE, UNTIL_CLOSE, HttpError
 from reconciler.net.pipes import (
     PLAIN_READ,
-    BodyDelimiter,
     Pausable,
     copy_body,
     copy_exactly,
     pipe_both,
     tune_read_size,
 )
-
-
-# -- BodyDelimiter --------------------------------------------------------------------
-
-
-def test_length_body_ends_across_pieces():
-    d = BodyDelimiter(LENGTH, 10)
-    assert d.feed(b"0123") == -1
-    assert d.feed(b"456") == -1
-    assert d.feed(b"789GET /next") == 3  # the rest is the next message
-    assert d.remaining == 0
-
-
-def test_chunked_body_end_and_pipelined_rest():
-    d = BodyDelimiter(CHUNKED)
-    data = b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\nGET / HTTP/1.1"
-    assert d.feed(data[:7]) == -1
-    end = d.feed(data[7:])
-    assert data[7:][end:] == b"GET / HTTP/1.1"
-
-
-@pytest.mark.parametrize("bad", [b"5\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n", b"zz\r\n", b"5;\r\nhello\n"])
-def test_chunked_body_refuses_bad_framing(bad):
-    with pytest.raises(HttpError):
-        BodyDelimiter(CHUNKED).feed(bad)
-
-
-def test_none_and_until_close():
-    assert BodyDelimiter(NONE).feed(b"GET / HTTP/1.1") == 0
-    d = BodyDelimiter(UNTIL_CLOSE)
-    assert d.feed(b"a" * 100) == -1 and d.feed(b"b") == -1
 
 
 # -- copying over real streams ------------------------------------------------------------

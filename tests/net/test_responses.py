@@ -133,3 +133,4 @@ def test_keeps_alive():
     assert keeps_alive(b"1.1", set()) and keeps_alive(b"1.1", {b"keep-alive"})
     assert not keeps_alive(b"1.1", {b"close"}) and not keeps_alive(b"1.1", {b"keep-alive", b"close"})
     assert not keeps_alive(b"1.0", set()) and keeps_alive(b"1.0", {b"keep-alive"})
+    assert not keeps_alive(b"1.0", {b"keep-alive", b"close"}), "close wins over keep-alive (RFC 9112 9.3)"

@@ -405,6 +405,12 @@ def test_http10_clients_and_until_close_responses(two_agents, port):
         while chunk := s.recv(65536):
             data += chunk
         assert data.startswith(b"HTTP/1.1 200") and b'"backend": "A"' in data
+    with raw_connect(port) as s:  # close wins over keep-alive (RFC 9112 9.3): one answer, then closed
+        s.sendall(b"GET / HTTP/1.0\r\nHost: web.dark-mode.localhost\r\nConnection: keep-alive, close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        assert data.count(b"HTTP/1.1 200") == 1 and b"Connection: close" in data.split(b"\r\n\r\n")[0]
     with raw_connect(port) as s:  # HTTP/1.0 with keep-alive: two answers on one connection
         for _ in range(2):
             s.sendall(b"GET / HTTP/1.0\r\nHost: web.checkout.localhost\r\nConnection: keep-alive\r\n\r\n")

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from reconciler.grants.streams import copy_body
+from reconciler.net.pipes import copy_body
 from reconciler.net.http1 import CHUNKED, LENGTH, HttpError, parse_request_head, request_framing
 
 
