@@ -60,12 +60,6 @@ def run_action(ctx: Context, action: Action) -> Outcome:
     return handler(ctx, action)
 
 
-def _notes(*notes: object) -> str | None:
-    """Join the notes providers returned (None and non-strings are ignored)."""
-    text = "; ".join(n for n in notes if isinstance(n, str) and n)
-    return text or None
-
-
 # ---------------------------------------------------------------- hosts
 
 

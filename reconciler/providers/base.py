@@ -17,9 +17,7 @@ check the declaration through the typed accessors at the end of this module
 - "snapshots" (`Snapshots`): filesystem snapshots of hosts: take one, list the newest (modal)
 - "inventory" (`Inventory`): every fleet's resources on this provider, for `fleet ls` (docker)
 
-Composite methods (`destroy_host`, `create_agent` without extras,
-`destroy_agent`) are written as calls to the single-purpose methods. The
-executor no longer calls `destroy_host`: the plan snapshots a host (`snapshot_host`)
+There are no composite methods: the plan snapshots a host (`snapshot_host`)
 and then terminates it (`terminate_host`) as two actions; a `build:` image is
 built by an action of its own (`build_image`), never inside a create; workspace
 copies are prepared by an action and handed over as `AgentExtras.workspace` /
@@ -98,9 +96,7 @@ class Provider(Protocol):
     def create_host(self, desired: Desired, host: DesiredHost, restore: str | None = None,
                     extras: HostExtras | None = None) -> Outcome | None: ...
     def start_host(self, fleet: str, host: ObservedHost) -> Outcome | None: ...
-    # composite: snapshot (providers with "snapshots") then terminate_host
-    def destroy_host(self, fleet: str, host: ObservedHost) -> str | None: ...
-    # single purpose: the host's resource goes, nothing is saved first
+    # the host's resource goes, nothing is saved first (a snapshot is an action of its own)
     def terminate_host(self, fleet: str, host: ObservedHost) -> None: ...
 
     # agents
@@ -110,9 +106,7 @@ class Provider(Protocol):
     def start_agent(self, fleet: str, agent: ObservedAgent) -> Outcome | None: ...
     def restart_agent(self, fleet: str, agent: ObservedAgent) -> Outcome | None: ...
     def stop_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
-    # the same as remove_agent (kept for callers of the old name)
-    def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
-    # single purpose: the agent's container/process goes
+    # the agent's container/process goes (its credential and hosts file: the engine's)
     def remove_agent(self, fleet: str, agent: ObservedAgent) -> None: ...
 
     # working with running agents

@@ -56,9 +56,10 @@ def test_snapshot_terminate_and_restore_are_separate_steps(fake_modal, modal_cli
         assert again.id != obs.id
         assert _cat(fake_modal, name, "/workspace/notes.txt") == "worked\n"  # the snapshot, not a new upload
 
-        # the composite keeps the old behaviour: snapshot, then terminate, with a note
-        gone = p.destroy_host(name, again)
-        assert gone is not None and "filesystem saved as snapshot im-" in gone
+        # the plan's two steps before a host goes: snapshot, then terminate
+        newer = p.snapshot_host(name, again)
+        assert newer is not None and newer != snap
+        p.terminate_host(name, again)
         assert sandboxes(fake_modal, name) == []
         assert p.observe_snapshots(name)["auth-host"] != snap  # the newest one
     finally:

@@ -182,10 +182,6 @@ class DockerProvider(DockerAgentOps):
     def terminate_host(self, fleet: str, host: ObservedHost) -> None:
         self._remove(f"host {host.name}", host.id, fleet)
 
-    def destroy_host(self, fleet: str, host: ObservedHost) -> None:
-        """Docker keeps nothing before a holder goes (its workspace is a volume or a directory)."""
-        self.terminate_host(fleet, host)
-
     # ------------------------------------------------------------------ agents
 
     def create_agent(self, desired: Desired, agent: DesiredAgent, extras: AgentExtras | None = None) -> Outcome:
@@ -255,11 +251,6 @@ class DockerProvider(DockerAgentOps):
         """Stop and remove the agent's container (gone already: fine)."""
         self._remove(f"agent {agent.name}", agent.id, fleet)
 
-    def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None:
-        """Nothing outside the container goes with it here: the same as remove_agent
-        (its credential and hosts file are the engine's: plan actions and handlers)."""
-        self.remove_agent(fleet, agent)
-
     # ------------------------------------------------------------------ volumes (capability "volumes")
 
     def _volumes(self, fleet: str) -> list[str]:
@@ -298,10 +289,6 @@ class DockerProvider(DockerAgentOps):
                 return False  # removed meanwhile
             raise
         return True
-
-    def remove_volumes(self, fleet: str) -> list[str]:
-        """Composite (`fleet destroy --purge-workspaces`, old path): every workspace volume of the fleet."""
-        return [name for name in self.observe_volumes(fleet) if self.remove_volume(fleet, name)]
 
 
 if TYPE_CHECKING:  # mypy checks that the class implements the protocol and its declared capabilities

@@ -183,10 +183,6 @@ class ModalProvider(ModalHosts, ModalAgentIO):
             self._stop(sb, agent.name, resource)
             self._set_agent_tag(sb, fleet, agent.name, resource, running=False)
 
-    def destroy_agent(self, fleet: str, agent: ObservedAgent) -> None:
-        """Nothing outside the sandbox goes with a Modal agent: the same as remove_agent."""
-        self.remove_agent(fleet, agent)
-
     def remove_agent(self, fleet: str, agent: ObservedAgent) -> None:
         """Stop the agent and forget it; an agent whose sandbox has ended is gone already."""
         modal = _modal()

@@ -154,16 +154,6 @@ class ModalHosts(ModalSession):
     def start_host(self, fleet: str, host: ObservedHost) -> None:
         raise ProviderError(f"host {host.name}", "a Modal sandbox cannot be restarted; `fleet apply --replace` re-creates it")
 
-    def destroy_host(self, fleet: str, host: ObservedHost) -> str | None:
-        """Composite: snapshot the filesystem (so no work is lost), then terminate.
-        Returns a note naming the snapshot, which is also kept in $FLEET_HOME/snapshots."""
-        snapshot = self.snapshot_host(fleet, host)
-        self.terminate_host(fleet, host)
-        if snapshot is None:
-            return None
-        return (f"host {host.name}: filesystem saved as snapshot {snapshot} (in {local.snapshot_path(fleet, host.name)}); "
-                f"`restore: latest` on hosts.{host.name} starts from it")
-
     def snapshot_host(self, fleet: str, host: ObservedHost) -> str | None:
         """Capability "snapshots": snapshot the sandbox's filesystem and record it
         in $FLEET_HOME/snapshots/<fleet>/<host>.json; the snapshot's image id.
