@@ -63,11 +63,13 @@ def relay_id(host: str, op: str) -> str:
 def plan_effects(b: Builder) -> None:
     """Add the credential, relay and network actions the plan's creates and destroys need."""
     b.actions[:] = _credentials(b.actions, b.desired, b.observed, b.opts.prune, b.opts.targets)
-    b.actions[:] = _relays(b.actions, b.desired, b.observed, b.opts.prune)
+    b.actions[:] = _relays(b.actions, b.desired, b.observed, b.opts.prune, b.opts.targets)
     b.actions[:] = network_actions(b.actions, b.observed)
 
 
-def _relays(actions: list[Action], desired: Desired, observed: Observed, prune: bool) -> list[Action]:
+def _relays(
+    actions: list[Action], desired: Desired, observed: Observed, prune: bool, targets: frozenset[str]
+) -> list[Action]:
     """Modal hosts with agents with grants need their relay running on this machine:
     started when it is not, and again when the host's sandbox is created or replaced;
     stopped when no agent on the host has grants any more or the host goes."""
@@ -77,6 +79,8 @@ def _relays(actions: list[Action], desired: Desired, observed: Observed, prune: 
             wanted.setdefault(agent.host, []).append(agent.name)
     out = list(actions)
     for host, names in sorted(wanted.items()):
+        if targets and host not in targets and not targets & set(names):
+            continue  # `--target` touches only what it names
         new_box = [a.id for a in actions if isinstance(a, (HostCreate, HostReplace)) and a.name == host]
         if host in observed.relays and not new_box:
             continue
@@ -90,7 +94,7 @@ def _relays(actions: list[Action], desired: Desired, observed: Observed, prune: 
                   f"ha{'ve' if len(names) > 1 else 's'} grants; {why}",
         ))
     for host in sorted(set(observed.relays) - set(wanted)):
-        if host not in desired.hosts and not prune:
+        if (targets and host not in targets) or (host not in desired.hosts and not prune):
             continue
         cause = f"host {host} is not in fleet.yaml" if host not in desired.hosts else f"no agent on host {host} has grants"
         out.append(relay_stop(host, cause, out))

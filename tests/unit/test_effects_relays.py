@@ -98,3 +98,13 @@ def test_relay_actions_survive_a_saved_plan_and_render():
 def test_the_fingerprint_sees_relays():
     base = observed()
     assert base.fingerprint() != with_relay(base, "box").fingerprint()
+
+
+def test_a_target_elsewhere_leaves_the_relay_alone():
+    from reconciler.core.reconcile import Options
+
+    other = agent("web")
+    plan = reconcile(desired(BOX, coder(), other), observed(), Options(targets=frozenset({"web"})))
+    assert not [a for a in plan.actions if a.kind == "relay"]
+    plan = reconcile(desired(BOX, coder(), other), observed(), Options(targets=frozenset({"coder"})))
+    assert relay_id("box", "start") in by_id(plan)
