@@ -299,6 +299,9 @@ class Observed(Frozen):
     snapshots: Mapping[str, str] = Field(default_factory=dict)
     # the fleet's workspace volumes (providers with "volumes"), for `fleet destroy --purge-workspaces`
     volumes: tuple[str, ...] = ()
+    # owners of the fleet's workspace copies and worktrees under $FLEET_HOME, also
+    # only for `fleet destroy --purge-workspaces` (not in the fingerprint either)
+    workspace_copies: tuple[str, ...] = ()
     # what observation saw but will not act on, for the user (e.g. a copy carrying fleet's labels)
     warnings: tuple[str, ...] = ()
     # the fleet's agents that hold a grant-proxy credential ($FLEET_HOME/grants/agents.json)
