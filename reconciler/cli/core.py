@@ -419,7 +419,7 @@ def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: 
         return load(_path(file, file_opt))
     import re
 
-    from reconciler.load.spec import DNS_LABEL
+    from reconciler.load.schema import DNS_LABEL
 
     if len(fleet_name) > 63 or not re.match(DNS_LABEL, fleet_name):
         raise FleetError(f"--fleet: {fleet_name!r} is not a fleet name (a lowercase DNS label)")

@@ -10,7 +10,7 @@ replaces it. `DesiredHost.spec()` / `DesiredAgent.spec()` build it, `spec_hash`
 is its canonical sha256, providers stamp both on what they create (labels
 `dev.fleet.spec`, `dev.fleet.spec-hash`) and read them back as
 `ObservedHost.spec` / `ObservedAgent.spec`. What fleet.yaml says is the
-"fleet file" (its schema: `load/spec.py`); a `DesiredAgent` is "the desired agent".
+"fleet file" (its schema: `load/schema.py`); a `DesiredAgent` is "the desired agent".
 """
 
 from __future__ import annotations
