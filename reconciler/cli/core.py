@@ -403,7 +403,7 @@ def destroy(
                 raise typer.Exit(1)
             result = pipeline.apply_plan(snap, parallel=parallel, on_event=_progress(out))
             kept = [n for n in result.notes if n.startswith("kept workspace of ")] if purge_workspaces else []
-            if kept:  # --purge-workspaces removes them below: say that, not "kept"
+            if kept:  # the plan's purge actions removed them: say that, not "kept"
                 result.notes = [n for n in result.notes if n not in kept]
             render.print_result(out, plan, result)
             if not result.ok:
@@ -411,11 +411,6 @@ def destroy(
             from reconciler.state import stops
 
             stops.purge(desired.fleet)
-        if purge_workspaces:  # the volumes went with the plan (volume purge actions)
-            from reconciler.state import workspaces
-
-            for path in workspaces.purge(desired.fleet):
-                out.print(f"  - removed workspace {path} (--purge-workspaces)")
 
 
 def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: Optional[str]) -> Desired:
@@ -424,7 +419,7 @@ def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: 
         return load(_path(file, file_opt))
     import re
 
-    from reconciler.load.spec import DNS_LABEL
+    from reconciler.load.schema import DNS_LABEL
 
     if len(fleet_name) > 63 or not re.match(DNS_LABEL, fleet_name):
         raise FleetError(f"--fleet: {fleet_name!r} is not a fleet name (a lowercase DNS label)")

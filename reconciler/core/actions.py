@@ -412,6 +412,15 @@ class WorkspaceRelease(ActionBase):
     workspace: WorkspaceSpec
 
 
+class WorkspacePurge(ActionBase):
+    """Remove a fleet's workspace copy or worktree even if it holds unsaved work
+    (`fleet destroy --purge-workspaces`; `name`: its owner)."""
+
+    op: Literal["purge"] = "purge"
+    kind: Literal["workspace"] = "workspace"
+    SUMMARY: ClassVar[tuple[str, str] | None] = ("workspace", "to purge")
+
+
 class VolumePurge(ActionBase):
     """Remove one of the fleet's workspace volumes (`fleet destroy --purge-workspaces`)."""
 
@@ -426,7 +435,7 @@ ACTION_TYPES: tuple[type[ActionBase], ...] = (
     AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
     MessageSend, RouteUpdate, ImageDestroy,
     CredentialIssue, CredentialRevoke, NetworkCreate, RelayStart, RelayStop,
-    ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, VolumePurge,
+    ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, WorkspacePurge, VolumePurge,
 )
 
 
@@ -460,7 +469,7 @@ if typing.TYPE_CHECKING:  # what mypy sees: the same union, spelled out
         AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
         MessageSend, RouteUpdate, ImageDestroy,
         CredentialIssue, CredentialRevoke, NetworkCreate, RelayStart, RelayStop,
-        ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, VolumePurge,
+        ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, WorkspacePurge, VolumePurge,
     ]
 else:
     Action = Annotated[

@@ -34,6 +34,7 @@ from reconciler.core.plan import (
     ImageBuild,
     RestoreSpec,
     VolumePurge,
+    WorkspacePurge,
     WorkspacePrepare,
     WorkspaceRelease,
 )
@@ -101,7 +102,7 @@ def add_host_effects(
     def once(a: Action) -> Action:
         if a.id not in seen:
             seen[a.id] = a
-            (after if isinstance(a, (WorkspaceRelease, VolumePurge)) else before).append(a)
+            (after if isinstance(a, (WorkspaceRelease, WorkspacePurge, VolumePurge)) else before).append(a)
         return seen[a.id]
 
     snapshots: dict[str, str] = {}  # observed host id -> id of its snapshot action
@@ -155,6 +156,13 @@ def add_host_effects(
         for vol in sorted(observed.volumes):
             once(VolumePurge(id=f"volume:{vol}:purge", name=vol, provider="docker",
                              cause="--purge-workspaces: a shared host's /workspace volume", depends_on=waits))
+        # copies and worktrees: after every destroy (and the release of the same owner)
+        gone = tuple(a.id for a in out if isinstance(a, (HostDestroy, AgentDestroy)))
+        for owner in sorted(observed.workspace_copies):
+            released = tuple(x.id for x in after if isinstance(x, WorkspaceRelease) and x.name == owner)
+            once(WorkspacePurge(id=f"workspace:{owner}:purge", name=owner, provider="docker",
+                                cause=f"--purge-workspaces: the copy or worktree of {owner}, unsaved work included",
+                                depends_on=gone + released))
 
     wired = [a.model_copy(update={"depends_on": tuple(a.depends_on) + tuple(extra_deps[a.id])})
              if a.id in extra_deps else a for a in out]

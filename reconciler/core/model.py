@@ -10,7 +10,7 @@ replaces it. `DesiredHost.spec()` / `DesiredAgent.spec()` build it, `spec_hash`
 is its canonical sha256, providers stamp both on what they create (labels
 `dev.fleet.spec`, `dev.fleet.spec-hash`) and read them back as
 `ObservedHost.spec` / `ObservedAgent.spec`. What fleet.yaml says is the
-"fleet file" (its schema: `load/spec.py`); a `DesiredAgent` is "the desired agent".
+"fleet file" (its schema: `load/schema.py`); a `DesiredAgent` is "the desired agent".
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler.core.frozen import FrozenDict, FrozenMap, thaw
 
@@ -280,6 +281,30 @@ class ObservedAgent(Frozen):
     legacy_name: str | None = None
 
 
+class Route(Frozen):
+    """One agent port reachable through the proxy."""
+
+    agent: str
+    service: str
+    container_port: int
+    target: str  # http://127.0.0.1:49153, or an https tunnel URL
+    tls: bool = True
+    # set when `target` is a Modal host's port router: the port inside the host,
+    # sent as the X-Fleet-Port request header (the router strips it)
+    inner_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("target")
+    @classmethod
+    def _target_is_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"target must be an http:// or https:// URL (found {v!r})")
+        return v
+
+    def hostname(self) -> str:
+        return f"{self.service}.{self.agent}.localhost"
+
+
 class Observed(Frozen):
     """What exists and belongs to one fleet, across providers."""
 
@@ -288,7 +313,7 @@ class Observed(Frozen):
     agents: tuple[ObservedAgent, ...] = ()
     # this fleet's entry in the routing proxy's table, as plain route dicts
     # ({agent, service, container_port, target, tls}); None: no entry at all
-    routes: tuple[dict[str, Any], ...] | None = None
+    routes: tuple[Route, ...] | None = None
     proxy_running: bool = True  # the routing proxy answers for these routes (False after a reboot)
     # images fleet built for this fleet (docker: label dev.fleet.project, kind image):
     # their tags, or the id of one left without a tag
@@ -299,6 +324,9 @@ class Observed(Frozen):
     snapshots: Mapping[str, str] = Field(default_factory=dict)
     # the fleet's workspace volumes (providers with "volumes"), for `fleet destroy --purge-workspaces`
     volumes: tuple[str, ...] = ()
+    # owners of the fleet's workspace copies and worktrees under $FLEET_HOME, also
+    # only for `fleet destroy --purge-workspaces` (not in the fingerprint either)
+    workspace_copies: tuple[str, ...] = ()
     # what observation saw but will not act on, for the user (e.g. a copy carrying fleet's labels)
     warnings: tuple[str, ...] = ()
     # the fleet's agents that hold a grant-proxy credential ($FLEET_HOME/grants/agents.json)
@@ -317,7 +345,7 @@ class Observed(Frozen):
                     (a.name, a.id, a.state, a.spec_hash, a.host_id or "", a.message_pending, a.stop_spec_hash or "")
                     for a in self.agents
                 ),
-                "routes": sorted(json_key(r) for r in self.routes) if self.routes is not None else None,
+                "routes": sorted(json_key(r.model_dump()) for r in self.routes) if self.routes is not None else None,
                 **({"images": sorted(self.images)} if self.images else {}),
                 **({"credentials": sorted(self.credentials)} if self.credentials else {}),
                 **({"network": False} if not self.network else {}),

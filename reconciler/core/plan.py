@@ -46,6 +46,7 @@ from reconciler.core.actions import (
     RouteSpec,
     RouteUpdate,
     VolumePurge,
+    WorkspacePurge,
     WorkspacePrepare,
     WorkspaceRelease,
     parse_action,
@@ -116,5 +117,5 @@ __all__ = [
     "AgentStart", "AgentStop", "Change", "CredentialIssue", "CredentialRevoke", "DISRUPTIVE", "FORMAT_VERSION", "Field", "HostCreate", "HostDestroy",
     "HostReplace", "HostStart", "ImageDestroy", "Kind", "MessageSend", "NetworkCreate", "Op", "Plan", "RelayStart", "RelayStop", "RouteSpec", "RouteUpdate",
     "parse_action",
-    "EFFECT_WORDS", "HostSnapshot", "ImageBuild", "RestoreSpec", "VolumePurge", "WorkspacePrepare", "WorkspaceRelease",
+    "EFFECT_WORDS", "HostSnapshot", "ImageBuild", "RestoreSpec", "VolumePurge", "WorkspacePrepare", "WorkspaceRelease", "WorkspacePurge",
 ]

@@ -21,32 +21,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from reconciler.core.builder import Builder
-from reconciler.core.model import MODAL_ROUTER_PORT, Desired, DesiredAgent, Frozen, Observed, ProxySettings
+from reconciler.core.model import MODAL_ROUTER_PORT, Desired, DesiredAgent, Observed, ProxySettings, Route
 from reconciler.core.plan import AgentDestroy, RouteUpdate
-
-
-class Route(Frozen):
-    """One agent port reachable through the proxy."""
-
-    agent: str
-    service: str
-    container_port: int
-    target: str  # http://127.0.0.1:49153, or an https tunnel URL
-    tls: bool = True
-    # set when `target` is a Modal host's port router: the port inside the host,
-    # sent as the X-Fleet-Port request header (the router strips it)
-    inner_port: int | None = Field(default=None, ge=1, le=65535)
-
-    @field_validator("target")
-    @classmethod
-    def _target_is_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"target must be an http:// or https:// URL (found {v!r})")
-        return v
-
-    def hostname(self) -> str:
-        return f"{self.service}.{self.agent}.localhost"
 
 
 def routes_for(desired: Desired, observed: Observed) -> list[Route]:
@@ -102,8 +78,8 @@ def routes_to_write(desired: Desired, now: Observed) -> list[Route] | None:
         return None
     routed = {r.agent for r in routes}
     for old in now.routes or ():
-        if old.get("agent") in desired.agents and old.get("agent") not in routed:
-            routes.append(Route.model_validate(old))
+        if old.agent in desired.agents and old.agent not in routed:
+            routes.append(old)
     return sorted(routes, key=lambda r: (r.agent, r.service))
 
 
@@ -143,7 +119,7 @@ def plan_routes(b: Builder) -> None:
     if not wants_ports and b.observed.routes is None:
         return
     current = b.observed.routes or ()
-    routed = {r["agent"] for r in current}
+    routed = {r.agent for r in current}
     moving: dict[str, str] = {}
     deps: list[str] = []
     for act in b.actions:
@@ -171,7 +147,7 @@ def plan_routes(b: Builder) -> None:
     # duplicate going, a holder replaced), also those that move no route by name.
     deps += [a.id for a in b.actions if a.kind == "host" or (a.kind == "agent" and a.op in ROUTE_OPS)]
     deps = list(dict.fromkeys(deps))
-    derived = tuple(r.model_dump() for r in routes_for(b.desired, b.observed))
+    derived = tuple(routes_for(b.desired, b.observed))
     if moving:
         shown = [f"{n} ({w})" for n, w in sorted(moving.items())]
         cause = "routes of " + ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
@@ -189,19 +165,19 @@ def plan_routes(b: Builder) -> None:
     b.add(RouteUpdate(cause=cause, depends_on=tuple(deps)))
 
 
-def _key(r: dict[str, Any]) -> tuple[str, str]:
-    return (r["agent"], r["service"])
+def _key(r: Route) -> tuple[str, str]:
+    return (r.agent, r.service)
 
 
-def _missing_or_moved(current: tuple[dict[str, Any], ...], derived: tuple[dict[str, Any], ...]) -> bool:
+def _missing_or_moved(current: tuple[Route, ...], derived: tuple[Route, ...]) -> bool:
     """Routes of running agents that are absent or point elsewhere. Extra routes
     of agents not running right now are kept on purpose (removed only when gone)."""
-    have = {(r["agent"], r["service"]): r for r in current}
-    return any(have.get((r["agent"], r["service"])) != r for r in derived)
+    have = {_key(r): r for r in current}
+    return any(have.get(_key(r)) != r for r in derived)
 
 
-def _of_gone_agents(current: tuple[dict[str, Any], ...], desired: Desired, observed: Observed) -> bool:
+def _of_gone_agents(current: tuple[Route, ...], desired: Desired, observed: Observed) -> bool:
     """Routes of agents that are gone: neither in fleet.yaml nor running anywhere
     (a route action skipped after a failure left them behind; they answer 502)."""
     present = set(desired.agents) | {a.name for a in observed.agents}
-    return any(r["agent"] not in present for r in current)
+    return any(r.agent not in present for r in current)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from reconciler.core.errors import FleetError
 from reconciler.core.outcome import Outcome
-from reconciler.core.plan import HostSnapshot, ImageBuild, VolumePurge, WorkspacePrepare, WorkspaceRelease
+from reconciler.core.plan import HostSnapshot, ImageBuild, VolumePurge, WorkspacePrepare, WorkspacePurge, WorkspaceRelease
 from reconciler.engine.effects_hosts import SNAPSHOT, mounts_outcome
 from reconciler.engine.handlers import handles
 from reconciler.engine.state import Context
@@ -54,6 +54,12 @@ def _workspace_release(ctx: Context, a: WorkspaceRelease) -> Outcome:
         return Outcome(note=workspaces.release(ctx.fleet, a.name, a.workspace))
     except (FleetError, ValueError) as exc:
         return Outcome(note=f"kept workspace of {a.name}: {exc}")
+
+
+@handles(WorkspacePurge)
+def _workspace_purge(ctx: Context, a: WorkspacePurge) -> Outcome:
+    removed = workspaces.purge_one(ctx.fleet, a.name)
+    return Outcome(note=f"removed workspace {removed} (--purge-workspaces)" if removed else None)
 
 
 @handles(VolumePurge)

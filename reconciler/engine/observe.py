@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
 from reconciler.providers.base import get_provider, images_of, network_of, snapshots_of, volumes_of
-from reconciler.state import messages, stops, usage
+from reconciler.state import messages, stops, usage, workspaces
 
 
 def providers_of(desired: Desired) -> list[str]:
@@ -26,8 +26,9 @@ def providers_of(desired: Desired) -> list[str]:
 
 
 def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed:
-    """`volumes`: also list the fleet's workspace volumes (only `fleet destroy
-    --purge-workspaces` acts on them: an apply spends no call on them)."""
+    """`volumes`: also list the fleet's workspace volumes and its copies and
+    worktrees under $FLEET_HOME (only `fleet destroy --purge-workspaces` acts on
+    them: an apply spends no call on them)."""
     hosts: list[ObservedHost] = []
     agents: list[ObservedAgent] = []
     warnings: list[str] = []
@@ -68,6 +69,7 @@ def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
         snapshots=snapshots, volumes=tuple(sorted(vols)), warnings=tuple(warnings),
+        workspace_copies=workspaces.copies(fleet) if volumes else (),
         credentials=holders(fleet), network=net.observe_network() if net is not None else True,
         relays=tuple(sorted(relays_running(fleet))),
     )

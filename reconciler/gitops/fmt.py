@@ -10,7 +10,7 @@ Reviews stay clean when every file orders its keys the same way. Two passes:
 
 Canonical order: top level `fleet, version, defaults, proxy, grants, hosts,
 agents`; inside a section, the field order of its model in the fleet.yaml schema
-(load/spec.py). Names under `hosts:`, `agents:`, `env:`, `ports:` keep the order
+(load/schema.py). Names under `hosts:`, `agents:`, `env:`, `ports:` keep the order
 the user chose.
 
 Formatting never changes meaning: the result is checked to load to the same data,
@@ -33,7 +33,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from reconciler.core.errors import FleetError
 from reconciler.state.home import write_atomic
 from reconciler.load.loader import concrete_types
-from reconciler.load.spec import FleetFile
+from reconciler.load.schema import FleetFile
 
 ROOT_ORDER = ("fleet", "version", "defaults", "proxy", "grants", "hosts", "agents")
 INDENT = 2

@@ -17,7 +17,7 @@ from reconciler.core.errors import Problem
 from reconciler.core.model import MODAL_ROUTER_PORT
 from reconciler.load import pathrules
 from reconciler.load.problems import did_you_mean
-from reconciler.load.spec import BUILTIN_GRANTS, MODAL_ONLY
+from reconciler.load.schema import BUILTIN_GRANTS, MODAL_ONLY
 from reconciler.load.yamldoc import Path_, Positions, dotted
 
 # add(key path, message, prefer_key=False): record one problem at that key

@@ -29,7 +29,7 @@ def misindented(file: str, data: dict, pos: Any, problems: list[Problem]) -> lis
     """An agent named like an agent setting (`ports`, `env`, `image`...) is almost
     always a setting indented one level too little: say that, in place of the
     problems its content causes as an "agent"."""
-    from reconciler.load.spec import Agent
+    from reconciler.load.schema import Agent
 
     agents = data.get("agents")
     if not isinstance(agents, dict):

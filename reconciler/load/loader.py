@@ -30,7 +30,7 @@ from reconciler.load.checks import semantic_problems
 from reconciler.load.hints import misindented
 from reconciler.load.problems import concrete_types, did_you_mean, schema_problems
 from reconciler.load.resolve import resolve
-from reconciler.load.spec import FleetFile
+from reconciler.load.schema import FleetFile
 from reconciler.load.yamldoc import MAX_FILE_BYTES, Positions, describe, dotted, read_document
 
 __all__ = [

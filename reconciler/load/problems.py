@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails
 
 from reconciler.core.errors import Problem
 from reconciler.load.hints import one_typo
-from reconciler.load.spec import FleetFile
+from reconciler.load.schema import FleetFile
 from reconciler.load.yamldoc import Path_, Positions, describe, dotted
 
 

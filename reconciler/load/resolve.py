@@ -26,7 +26,7 @@ from reconciler.core.model import (
 from reconciler.core.routes import service_urls
 from reconciler.load import pathrules
 from reconciler.load.buildctx import context_hash
-from reconciler.load.spec import FleetFile, WorkspaceMap
+from reconciler.load.schema import FleetFile, WorkspaceMap
 
 
 def _image(fleet: str, base: Path, image: str | None, build: Any) -> ImageRef:

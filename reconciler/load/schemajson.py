@@ -1,4 +1,4 @@
-"""The JSON Schema of fleet.yaml, generated from the models of `spec.py`.
+"""The JSON Schema of fleet.yaml, generated from the models of `schema.py`.
 
 pydantic's schema is the starting point; the steps below make it say what
 `fleet validate` says, as far as JSON Schema can:
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.load.spec import BUILTIN_GRANTS, MODAL_ONLY, FleetFile
+from reconciler.load.schema import BUILTIN_GRANTS, MODAL_ONLY, FleetFile
 
 
 def only(fields: list[str], *absent: str) -> dict[str, Any]:

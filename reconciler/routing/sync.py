@@ -20,7 +20,7 @@ from reconciler.core.routes import Route
 from reconciler.routing import table
 
 
-def observe_routes(fleet: str) -> tuple[tuple[dict[str, Any], ...] | None, bool]:
+def observe_routes(fleet: str) -> tuple[tuple[Route, ...] | None, bool]:
     """This fleet's routes in the table, and whether the proxy serving them runs
     (a reboot leaves the table and stops the proxy)."""
     entry = table.read_table().fleets.get(fleet)
@@ -28,7 +28,7 @@ def observe_routes(fleet: str) -> tuple[tuple[dict[str, Any], ...] | None, bool]
         return None, True
     from reconciler.routing.daemon import running_pid
 
-    return tuple(r.model_dump() for r in entry.routes), running_pid() is not None
+    return tuple(entry.routes), running_pid() is not None
 
 
 def check_names(desired: Desired) -> None:

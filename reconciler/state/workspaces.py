@@ -152,18 +152,26 @@ def release(fleet: str, owner: str, ws: Workspace | None) -> str | None:
     return f"removed clean worktree of {owner} ({dest})"
 
 
-def purge(fleet: str) -> list[str]:
-    """Remove every copy and worktree of the fleet (explicit, --purge-workspaces)."""
+def copies(fleet: str) -> tuple[str, ...]:
+    """The owners (agents, hosts) the fleet has a copy or worktree for."""
     base = root(fleet)
-    removed: list[str] = []
-    if not base.exists():
-        return removed
-    for entry in sorted(base.iterdir()):
-        git_file = entry / ".git"
-        if git_file.is_file():  # a worktree: let git forget it too
-            gitdir = git_file.read_text().split(":", 1)[-1].strip()
-            common = Path(gitdir).parent.parent
-            subprocess.run(["git", "--git-dir", str(common), "worktree", "remove", "--force", str(entry)], capture_output=True)
-        shutil.rmtree(entry, ignore_errors=True)
-        removed.append(str(entry))
-    return removed
+    try:
+        return tuple(sorted(e.name for e in base.iterdir() if e.is_dir() and not e.is_symlink()))
+    except OSError:
+        return ()
+
+
+def purge_one(fleet: str, owner: str) -> str | None:
+    """Remove `owner`'s copy or worktree, unsaved work included (explicit:
+    --purge-workspaces); its path, or None when there was none."""
+    entry = location(fleet, owner)
+    if not entry.is_dir() or entry.is_symlink():
+        return None
+    git_file = entry / ".git"
+    if git_file.is_file():  # a worktree: let git forget it too
+        gitdir = git_file.read_text().split(":", 1)[-1].strip()
+        common = Path(gitdir).parent.parent
+        subprocess.run(["git", "--git-dir", str(common), "worktree", "remove", "--force", str(entry)], capture_output=True)
+    shutil.rmtree(entry, ignore_errors=True)
+    return str(entry)
+

@@ -130,7 +130,7 @@ def test_every_key_has_a_description():
         for key, sub in (node.get("properties") or {}).items():
             if not sub.get("description"):
                 missing.append(".".join(map(str, path + (key,))))
-    assert not missing, "keys without a description (add Field(description=...) in reconciler/load/spec.py): " + ", ".join(missing)
+    assert not missing, "keys without a description (add Field(description=...) in reconciler/load/schema.py): " + ", ".join(missing)
     assert all(d.get("description") for d in schema["$defs"].values())
     with_examples = [p for p, n in walk_objects(schema) if "examples" in n]
     assert len(with_examples) >= 15

@@ -215,3 +215,25 @@ def test_every_new_action_round_trips_as_its_class():
         act = parse_action(dict(id="x", name="n", cause="c", **fields))
         assert type(act) is cls
         assert type(parse_action(json.loads(act.model_dump_json()))) is cls
+
+
+def test_purge_workspaces_plans_one_purge_per_copy_after_the_destroys():
+    """`fleet destroy --purge-workspaces`: the copies and worktrees under
+    $FLEET_HOME are plan actions too (after every destroy and the owner's
+    release), never removed by the CLI outside the plan."""
+    from reconciler.core.model import Observed
+    from reconciler.core.teardown import reconcile_destroy
+
+    a = seen(_ws(agent("one"), "/src/app", "copy"))
+    o = Observed(fleet="demo", agents=(a,), workspace_copies=("old", "one"), routes=None)
+    plan = reconcile_destroy(o, purge_volumes=True)
+    purges = [x for x in plan.actions if x.kind == "workspace" and x.op == "purge"]
+    assert [p.name for p in purges] == ["old", "one"]
+    destroy = next(x for x in plan.actions if x.kind == "agent" and x.op == "destroy")
+    release = next(x for x in plan.actions if x.kind == "workspace" and x.op == "release")
+    assert all(destroy.id in p.depends_on for p in purges)
+    assert release.id in purges[1].depends_on and release.id not in purges[0].depends_on
+    assert "unsaved work included" in purges[0].cause
+    assert "2 workspaces to purge" in plan.summary()
+    # a plain destroy lists no copies and purges nothing
+    assert not [x for x in reconcile_destroy(o).actions if x.op == "purge"]
