@@ -38,7 +38,7 @@ Op = Literal[
     "issue", "revoke",  # grant credentials (core/effects.py)
     "build", "snapshot", "prepare", "release", "purge",  # side effects of hosts (core/effects_hosts.py)
 ]
-Kind = Literal["host", "agent", "route", "image", "credentials", "network", "workspace", "volume"]
+Kind = Literal["host", "agent", "route", "image", "credentials", "network", "workspace", "volume", "relay"]
 
 # Ops that change or remove something running: apply asks before these on a TTY.
 DISRUPTIVE: frozenset[str] = frozenset({"replace", "destroy", "restart", "stop", "purge"})
@@ -98,7 +98,7 @@ class ActionBase(Frozen):
     @property
     def disruptive(self) -> bool:
         # removing an unused built image stops nothing
-        return self.op in DISRUPTIVE and self.kind != "image"
+        return self.op in DISRUPTIVE and self.kind not in ("image", "relay")  # nor stopping a relay
 
     @property
     def gone(self) -> str | None:
@@ -350,6 +350,33 @@ class NetworkCreate(ActionBase):
     SUMMARY: ClassVar[tuple[str, str] | None] = ("network", "to create")
 
 
+class RelayStart(ActionBase):
+    """(Re)start the grants relay of a Modal host on this machine: its agents'
+    connections to the forward proxy come back through it. `name`: the host's."""
+
+    op: Literal["start"] = "start"
+    kind: Literal["relay"] = "relay"
+    desired_host: DesiredHost
+    desired_agent: None = None
+    observed_host: None = None
+    observed_agent: None = None
+    route: None = None
+    SUMMARY: ClassVar[tuple[str, str] | None] = ("relay", "to start")
+
+
+class RelayStop(ActionBase):
+    """Stop the grants relay of a Modal host (gone, or no agent on it has grants)."""
+
+    op: Literal["stop"] = "stop"
+    kind: Literal["relay"] = "relay"
+    desired_host: None = None
+    desired_agent: None = None
+    observed_host: None = None
+    observed_agent: None = None
+    route: None = None
+    SUMMARY: ClassVar[tuple[str, str] | None] = ("relay", "to stop")
+
+
 # ---------------------------------------------------------------- host side effects (core/effects_hosts.py)
 
 
@@ -407,7 +434,7 @@ ACTION_TYPES: tuple[type[ActionBase], ...] = (
     HostCreate, HostReplace, HostStart, HostDestroy,
     AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
     MessageSend, RouteUpdate, ImageDestroy,
-    CredentialIssue, CredentialRevoke, NetworkCreate,
+    CredentialIssue, CredentialRevoke, NetworkCreate, RelayStart, RelayStop,
     ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, WorkspacePurge, VolumePurge,
 )
 
@@ -441,7 +468,7 @@ if typing.TYPE_CHECKING:  # what mypy sees: the same union, spelled out
         HostCreate, HostReplace, HostStart, HostDestroy,
         AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
         MessageSend, RouteUpdate, ImageDestroy,
-        CredentialIssue, CredentialRevoke, NetworkCreate,
+        CredentialIssue, CredentialRevoke, NetworkCreate, RelayStart, RelayStop,
         ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, WorkspacePurge, VolumePurge,
     ]
 else:

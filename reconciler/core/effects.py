@@ -10,6 +10,10 @@ plan carries them and the executor only carries them out:
   apply with nothing to change issues nothing.
 - `credentials revoke`: an agent that holds a credential and is no longer in
   fleet.yaml, or has no grants any more, loses it (after its container goes).
+- `relay start` / `relay stop`: a Modal host with agents with grants has a
+  relay on this machine (their way back to the forward proxy): started when
+  observation finds it not running or the host's sandbox is new; stopped when
+  no agent on it has grants any more or the host goes.
 - `network create`: the agents' shared network (Docker `fleet_agents`) is made
   before the first container that needs it, when observation did not find it.
 
@@ -31,6 +35,8 @@ from reconciler.core.plan import (
     HostCreate,
     HostReplace,
     NetworkCreate,
+    RelayStart,
+    RelayStop,
 )
 
 NETWORK_ID = f"network:{L.NETWORK}"
@@ -46,14 +52,59 @@ def revoke_id(agent: str) -> str:
 
 
 def has_grants(agent: DesiredAgent) -> bool:
-    """Grants apply to Docker agents (a Modal sandbox cannot reach the proxy; load refuses them)."""
-    return bool(agent.grants) and agent.provider == "docker"
+    """Grants apply to Docker agents and to agents on Modal hosts (through the host's relay)."""
+    return bool(agent.grants) and agent.provider in ("docker", "modal")
+
+
+def relay_id(host: str, op: str) -> str:
+    return f"relay:{host}:{op}"
 
 
 def plan_effects(b: Builder) -> None:
-    """Add the credential and network actions the plan's creates and destroys need."""
+    """Add the credential, relay and network actions the plan's creates and destroys need."""
     b.actions[:] = _credentials(b.actions, b.desired, b.observed, b.opts.prune, b.opts.targets)
+    b.actions[:] = _relays(b.actions, b.desired, b.observed, b.opts.prune, b.opts.targets)
     b.actions[:] = network_actions(b.actions, b.observed)
+
+
+def _relays(
+    actions: list[Action], desired: Desired, observed: Observed, prune: bool, targets: frozenset[str]
+) -> list[Action]:
+    """Modal hosts with agents with grants need their relay running on this machine:
+    started when it is not, and again when the host's sandbox is created or replaced;
+    stopped when no agent on the host has grants any more or the host goes."""
+    wanted: dict[str, list[str]] = {}
+    for agent in desired.agents.values():
+        if agent.provider == "modal" and has_grants(agent) and agent.host is not None and agent.host in desired.hosts:
+            wanted.setdefault(agent.host, []).append(agent.name)
+    out = list(actions)
+    for host, names in sorted(wanted.items()):
+        if targets and host not in targets and not targets & set(names):
+            continue  # `--target` touches only what it names
+        new_box = [a.id for a in actions if isinstance(a, (HostCreate, HostReplace)) and a.name == host]
+        if host in observed.relays and not new_box:
+            continue
+        why = "its sandbox is new" if host in observed.relays else "it is not running"
+        start_id = relay_id(host, "start")
+        out = [_needs(a, start_id) if isinstance(a, (AgentCreate, AgentReplace)) and a.name in names else a for a in out]
+        out.append(RelayStart(
+            id=start_id, name=host, host=host, provider="modal", desired_host=desired.hosts[host],
+            depends_on=tuple(new_box),
+            cause=f"agent{'s' if len(names) > 1 else ''} {', '.join(sorted(names))} on host {host} "
+                  f"ha{'ve' if len(names) > 1 else 's'} grants; {why}",
+        ))
+    for host in sorted(set(observed.relays) - set(wanted)):
+        if (targets and host not in targets) or (host not in desired.hosts and not prune):
+            continue
+        cause = f"host {host} is not in fleet.yaml" if host not in desired.hosts else f"no agent on host {host} has grants"
+        out.append(relay_stop(host, cause, out))
+    return out
+
+
+def relay_stop(host: str, cause: str, actions: list[Action]) -> RelayStop:
+    """Stop `host`'s relay once its host and agents in `actions` are gone."""
+    waits = tuple(a.id for a in actions if a.op == "destroy" and a.kind in ("host", "agent") and (a.host == host or a.name == host))
+    return RelayStop(id=relay_id(host, "stop"), name=host, host=host, provider="modal", cause=cause, depends_on=waits)
 
 
 def _needs(act: Action, dep: str) -> Action:
@@ -118,5 +169,6 @@ def network_actions(actions: list[Action], observed: Observed) -> list[Action]:
 
 
 def destroy_effects(observed: Observed, actions: list[Action], cause: str) -> list[Action]:
-    """`fleet destroy`: every credential the fleet's agents hold is revoked."""
-    return [revoke_for(name, cause, actions) for name in sorted(set(observed.credentials))]
+    """`fleet destroy`: every credential the fleet's agents hold is revoked, every relay stopped."""
+    return [*(revoke_for(name, cause, actions) for name in sorted(set(observed.credentials))),
+            *(relay_stop(host, cause, actions) for host in sorted(set(observed.relays)))]

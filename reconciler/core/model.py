@@ -333,6 +333,8 @@ class Observed(Frozen):
     credentials: tuple[str, ...] = ()
     # the agents' shared network (docker: fleet_agents) exists (True when not observed)
     network: bool = True
+    # Modal hosts whose grants relay runs on this machine ($FLEET_HOME/relays/<fleet>/)
+    relays: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""
@@ -347,6 +349,7 @@ class Observed(Frozen):
                 **({"images": sorted(self.images)} if self.images else {}),
                 **({"credentials": sorted(self.credentials)} if self.credentials else {}),
                 **({"network": False} if not self.network else {}),
+                **({"relays": sorted(self.relays)} if self.relays else {}),
             }
         )
 

@@ -38,6 +38,8 @@ from reconciler.core.actions import (
     ImageDestroy,
     Kind,
     MessageSend,
+    RelayStart,
+    RelayStop,
     NetworkCreate,
     Op,
     RestoreSpec,
@@ -113,7 +115,7 @@ class Plan(Frozen):
 __all__ = [
     "ACTION_TYPES", "Action", "ActionBase", "AgentCreate", "AgentDestroy", "AgentReplace", "AgentRestart",
     "AgentStart", "AgentStop", "Change", "CredentialIssue", "CredentialRevoke", "DISRUPTIVE", "FORMAT_VERSION", "Field", "HostCreate", "HostDestroy",
-    "HostReplace", "HostStart", "ImageDestroy", "Kind", "MessageSend", "NetworkCreate", "Op", "Plan", "RouteSpec", "RouteUpdate",
+    "HostReplace", "HostStart", "ImageDestroy", "Kind", "MessageSend", "NetworkCreate", "Op", "Plan", "RelayStart", "RelayStop", "RouteSpec", "RouteUpdate",
     "parse_action",
     "EFFECT_WORDS", "HostSnapshot", "ImageBuild", "RestoreSpec", "VolumePurge", "WorkspacePrepare", "WorkspaceRelease", "WorkspacePurge",
 ]

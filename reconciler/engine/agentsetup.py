@@ -36,7 +36,11 @@ def grant_setup(ctx: Context, agent: DesiredAgent) -> tuple[dict[str, str], dict
 def agent_extras(ctx: Context, agent: DesiredAgent) -> AgentExtras | None:
     """Environment and binds for `agent`'s container, and the hook that binds its
     grant credential (if the plan issued one) to the container once it exists.
-    None for agents outside Docker (a sandbox cannot reach this machine's proxy)."""
+    On Modal only the grant settings apply (the credential is bound when issued,
+    to its host's relay; the provider writes the CA bundle into the sandbox)."""
+    if agent.provider == "modal":
+        env, binds = grant_setup(ctx, agent)
+        return AgentExtras(env=env, binds=binds) if env else None
     if agent.provider != "docker":
         return None
     from reconciler.engine.agentnet import container_setup as url_setup

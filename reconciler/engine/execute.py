@@ -21,6 +21,7 @@ from reconciler.core.plan import Action, Plan
 from reconciler.engine.events import Event, EventKind, Result
 from reconciler.engine import handlers_grants  # noqa: F401  (registers the credential and network handlers)
 from reconciler.engine import handlers_hosts  # noqa: F401  (registers the host side-effect handlers)
+from reconciler.engine import handlers_relays  # noqa: F401  (registers the Modal grants relay handlers)
 from reconciler.engine.handlers import run_action
 from reconciler.engine.state import Context, ExecState
 from reconciler.providers.base import Provider, get_provider

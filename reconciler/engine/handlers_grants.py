@@ -61,7 +61,15 @@ def _issue(ctx: Context, a: CredentialIssue) -> Outcome:
     agent = a.desired_agent
     credential = issue_credential(ctx.desired, agent)
     port = ensure_forward()
-    env = proxy_env(credential, port, agent.env)
+    if agent.provider == "modal":  # through its host's relay, listening in the sandbox
+        from reconciler.grants.inject import bind_credential
+        from reconciler.grants.peers import loopback_peer
+        from reconciler.state.relays import SANDBOX_PORT, source_for
+
+        bind_credential(ctx.fleet, agent.name, loopback_peer(source_for(ctx.fleet, agent.host or "")))
+        env = proxy_env(credential, SANDBOX_PORT, agent.env, proxy_host="127.0.0.1")
+    else:
+        env = proxy_env(credential, port, agent.env)
     return Outcome(values={ENV: json.dumps(env), BINDS: json.dumps(container_binds())})
 
 

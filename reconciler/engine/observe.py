@@ -64,12 +64,14 @@ def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed
             vols.extend(held.observe_volumes(fleet))
     net = network_of(get_provider("docker")) if "docker" in providers else None
     from reconciler.grants.agents import holders
+    from reconciler.state.relays import running as relays_running
 
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
         snapshots=snapshots, volumes=tuple(sorted(vols)), warnings=tuple(warnings),
         workspace_copies=workspaces.copies(fleet) if volumes else (),
         credentials=holders(fleet), network=net.observe_network() if net is not None else True,
+        relays=tuple(sorted(relays_running(fleet))),
     )
 
 

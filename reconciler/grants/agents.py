@@ -10,7 +10,9 @@ agent can only ever use the rules recorded for itself.
 A credential is issued just before the agent's container is created, bound
 to that container (`bind`, its Docker id) once it exists and before it starts,
 and replaced when the container is created again (a replaced container's old
-credential stops working). The forward proxy accepts a credential only from an
+credential stops working). A Modal agent's credential is bound when issued to
+`loopback:<ip>`, the address its host's relay dials from (peers.loopback_peer).
+The forward proxy accepts a credential only from an
 address of the container it is bound to (see `peers`); an unbound one (an entry
 written by an older fleet, or a create that failed) is refused. It is not part
 of the agent's spec, so it never shows in plans or spec hashes.
@@ -56,7 +58,7 @@ class AgentEntry:
     agent: str
     grants: tuple[str, ...]
     rules: tuple[Rule, ...]
-    container: str | None = None  # the Docker id of the container it was issued to
+    container: str | None = None  # the Docker id of the container it was issued to, or loopback:<ip> (peers.loopback_peer)
 
 
 @contextlib.contextmanager

@@ -30,10 +30,12 @@ CA_VARS = ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_
 READY_TIMEOUT = 15.0
 
 
-def proxy_env(credential: str, port: int, user_env: Mapping[str, str] | None = None) -> dict[str, str]:
+def proxy_env(credential: str, port: int, user_env: Mapping[str, str] | None = None,
+              proxy_host: str = PROXY_HOST) -> dict[str, str]:
     """The environment that sends an agent's traffic through the forward proxy
-    and makes it trust the interception CA."""
-    url = f"http://{agentmap.PROXY_USER}:{credential}@{PROXY_HOST}:{port}"
+    (at `proxy_host`: a Modal agent's is its host's relay on 127.0.0.1) and
+    makes it trust the interception CA."""
+    url = f"http://{agentmap.PROXY_USER}:{credential}@{proxy_host}:{port}"
     user_env = user_env or {}
     extra = [x for x in (user_env.get("NO_PROXY") or user_env.get("no_proxy") or "").split(",") if x.strip()]
     no_proxy = ",".join(dict.fromkeys([*NO_PROXY, *extra]))

@@ -16,6 +16,11 @@ container's addresses, as the engine reports them now:
 - nothing for a container that is not running, is gone, or shares the
   machine's network (`host`): its credential is refused.
 
+A credential of an agent on a Modal host is bound instead to `loopback:<ip>`
+(`loopback_peer`), the 127.x address its host's relay on this machine dials
+the forward proxy from (state/relays.py): only connections from that address
+may use it.
+
 Addresses change when a container or the engine restarts, so they are never
 stored: the engine is asked again when a cached answer is older than `ttl`
 seconds, and at once (at most every `min_refresh` seconds per container)
@@ -37,6 +42,12 @@ from typing import Callable
 log = logging.getLogger("fleet.grants")
 
 Lookup = Callable[[str], set[str]]
+LOOPBACK = "loopback:"
+
+
+def loopback_peer(ip: str) -> str:
+    """The identity to bind a credential to when its caller is a local relay dialling from `ip`."""
+    return LOOPBACK + ip
 
 
 def _norm(ip: str) -> str:
@@ -136,6 +147,8 @@ class Peers:
         if not container_id or not peer_ip:
             return False
         ip = _norm(peer_ip)
+        if container_id.startswith(LOOPBACK):  # a relay's own address: nothing to ask the engine
+            return ip == container_id[len(LOOPBACK):]
         now = time.monotonic()
         hit = self._cache.get(container_id)
         if hit is not None:

@@ -87,9 +87,6 @@ def semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: P
                         add(where + (key,), f"not allowed on an agent of shared host '{host_name}': set it on hosts.{host_name}", prefer_key=True)
                 if mapping(hosts[host_name]).get("provider") == "modal" and "capabilities" in agent:
                     add(where + ("capabilities",), f"not available on Modal host '{host_name}' (a Modal sandbox sets its own)", prefer_key=True)
-                if mapping(hosts[host_name]).get("provider") == "modal" and (agent.get("grants") or defaults.get("grants")):
-                    source = "" if agent.get("grants") else " (from defaults.grants)"
-                    add(where + ("grants",), f"grants are not available on Modal host '{host_name}'{source} (a sandbox cannot reach this machine's credential proxy)", prefer_key=True)
         else:
             if agent.get("image") and agent.get("build"):
                 add(where + ("build",), "set image or build, not both")

@@ -39,8 +39,6 @@ FLEET_ONLY = {
     "undeclared-host.yaml": "undeclared host: `host:` must name a key of `hosts:`",
     "no-hosts-section.yaml": "undeclared host: `host:` with no `hosts:` at all",
     "unknown-grant.yaml": "unknown grant: a grant must be built in or a key of `grants:`",
-    "grants-on-modal-agent.yaml": "grants on an agent whose host (looked up by name) is a Modal host",
-    "grants-from-defaults-on-modal.yaml": "defaults.grants reaching an agent whose host is a Modal host",
     # values compared with each other
     "duplicate-port-private.yaml": "port uniqueness within one agent",
     "shared-host-port-clash.yaml": "port uniqueness across the agents of one host",

@@ -27,6 +27,8 @@ Part of layer `providers`. May import: `core`, `state`, `load`, `net`.
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.core import labels as L
@@ -128,7 +130,8 @@ class ModalProvider(ModalHosts, ModalAgentIO):
     def create_agent(self, desired: Desired, agent: DesiredAgent, extras: AgentExtras | None = None) -> Outcome:
         """Prepare the agent's supervisor in its host's sandbox and start it; returns
         its id (sandbox:agent:generation). Of `extras` only the environment applies
-        (a sandbox has no binds; the engine gives Modal agents none today)."""
+        and read-only file binds, copied into the sandbox (the grants CA bundle:
+        public certificates, never a secret)."""
         fleet = desired.fleet
         resource = f"agent {agent.name}"
         host = desired.hosts.get(agent.host or "")
@@ -139,6 +142,8 @@ class ModalProvider(ModalHosts, ModalAgentIO):
         with self._errors(resource, host.name):
             self._owned_tags(sb, fleet, resource)  # never exec in a sandbox that is not this fleet's
             env = {**agent.env, **(extras.env if extras is not None else {})}
+            for src, bind in (extras.binds if extras is not None else {}).items():
+                self._put_file(sb, Path(src), bind["bind"], resource)  # a sandbox has no binds: a copy
             script = sh.prepare(agent.name, agent.command, agent.restart, env, tuple(agent.ports.values()))
             code, out, err = self._run(sb, ["sh", "-s"], stdin=script.encode(), timeout=60)
             if code != 0:
@@ -154,6 +159,13 @@ class ModalProvider(ModalHosts, ModalAgentIO):
         agent_id = f"{sb.object_id}:{agent.name}:{gen}"
         self._agent_ids[(fleet, agent.name)] = agent_id
         return Outcome(id=agent_id)
+
+    def _put_file(self, sb: Any, src: Path, dest: str, resource: str) -> None:
+        quoted = shlex.quote(dest)
+        code, out, err = self._run(sb, ["sh", "-c", f"mkdir -p \"$(dirname {quoted})\" && cat > {quoted}"],
+                                   stdin=src.read_bytes(), timeout=60)
+        if code != 0:
+            raise ProviderError(resource, f"could not write {dest} in the sandbox ({(out + err).decode(errors='replace').strip()[-200:]})")
 
     def start_agent(self, fleet: str, agent: ObservedAgent) -> None:
         resource = f"agent {agent.name}"
