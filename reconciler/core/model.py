@@ -30,6 +30,7 @@ Provider = Literal["docker", "modal"]
 Restart = Literal["always", "on-failure", "never"]
 # The one tunnelled port of every Modal host: its port router (providers/modal_router.py)
 MODAL_ROUTER_PORT = 7999
+MODAL_RELAY_PORT = 3128  # the grants relay's listener inside a Modal host (the agents' HTTPS_PROXY)
 
 
 class Frozen(BaseModel):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from reconciler.core.errors import Problem
-from reconciler.core.model import MODAL_ROUTER_PORT
+from reconciler.core.model import MODAL_RELAY_PORT, MODAL_ROUTER_PORT
 from reconciler.load import pathrules
 from reconciler.load.problems import did_you_mean
 from reconciler.load.schema import BUILTIN_GRANTS, MODAL_ONLY
@@ -101,6 +101,8 @@ def semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: P
                 continue
             if owner and port == MODAL_ROUTER_PORT and mapping(hosts[owner]).get("provider") == "modal":
                 add(where + ("ports", service), f"port {port} is taken on Modal host '{owner}' by fleet's port router; use another port")
+            elif owner and port == MODAL_RELAY_PORT and mapping(hosts[owner]).get("provider") == "modal":
+                add(where + ("ports", service), f"port {port} is taken on Modal host '{owner}' by fleet's grants relay; use another port")
             elif port in scope:
                 other_agent, other_service = scope[port]
                 if owner:

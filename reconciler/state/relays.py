@@ -20,9 +20,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from reconciler.core.model import MODAL_RELAY_PORT
 from reconciler.state.home import ensure_dir, fleet_home, read_records, write_record
 
-SANDBOX_PORT = 3128  # where the relay listens inside the sandbox (the agents' HTTPS_PROXY)
+SANDBOX_PORT = MODAL_RELAY_PORT  # where the relay listens inside the sandbox (the agents' HTTPS_PROXY)
 MARKER = "reconciler.providers.modal.relayd"  # in the relay's command line
 
 

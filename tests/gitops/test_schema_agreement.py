@@ -43,6 +43,7 @@ FLEET_ONLY = {
     "duplicate-port-private.yaml": "port uniqueness within one agent",
     "shared-host-port-clash.yaml": "port uniqueness across the agents of one host",
     "modal-router-port.yaml": "a port that depends on the host's provider (the Modal port router's)",
+    "modal-relay-port.yaml": "a port that depends on the host's provider (the Modal grants relay's)",
     # the data model of JSON
     "port-float.yaml": "JSON Schema's integer is a number without fraction: 3000.0 is 3000 to it (and to editors)",
     # not given to the tool at all
