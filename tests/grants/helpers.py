@@ -81,7 +81,10 @@ class Upstream:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went first (attack tests close early): nothing to answer
 
             do_GET = do_POST = do_PUT = _handle
             do_TRACE = do_TRACK = do_trace = _handle  # echoes the request, as a TRACE-reflecting server would
