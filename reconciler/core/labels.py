@@ -36,6 +36,10 @@ IMAGE_KIND = "image"  # KIND of an image fleet built from a `build:` (with PROJE
 NAMING = PREFIX + "naming"
 NAMING_VERSION = "2"
 NETWORK_LABEL = PREFIX + "network"  # on the shared network: "agents"
+# the `engine:` a host or agent was created for, when not the local engine: an
+# engine observes only what was made for it, so one daemon reached under two
+# addresses (or as both the local and a named engine) never sees a resource twice
+ENGINE = PREFIX + "engine"
 
 NETWORK = "fleet_agents"  # one bridge per engine, inter-container traffic off
 

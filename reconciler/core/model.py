@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from reconciler.core.frozen import FrozenDict, FrozenMap, thaw
 
@@ -31,6 +31,20 @@ Restart = Literal["always", "on-failure", "never"]
 # The one tunnelled port of every Modal host: its port router (providers/modal_router.py)
 MODAL_ROUTER_PORT = 7999
 MODAL_RELAY_PORT = 3128  # the grants relay's listener inside a Modal host (the agents' HTTPS_PROXY)
+
+
+def provider_key(provider: str, engine: str | None) -> str:
+    """Which provider instance a resource lives on: "docker" (the local engine from the
+    environment), "modal", or "docker@ENGINE" for a host or agent with `engine:`
+    (ENGINE as written in fleet.yaml). Actions carry it as `provider`, usage.py
+    records it, and `get_provider(key)` returns the provider connected there."""
+    return provider if engine is None else f"{provider}@{engine}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """The inverse of `provider_key`: ("docker", "ssh://dev@box") from "docker@ssh://dev@box"."""
+    provider, sep, engine = key.partition("@")
+    return provider, (engine if sep else None)
 
 
 class Frozen(BaseModel):
@@ -45,6 +59,19 @@ class Frozen(BaseModel):
         if not update:
             return super().model_copy(deep=deep)
         return self.model_validate({**{k: getattr(self, k) for k in type(self).model_fields}, **update})
+
+
+class OnEngine(Frozen):
+    """A record with an `engine` field: dumped without it when it is None (the
+    local engine), so plans, route tables and fingerprints of fleets without
+    `engine:` keep the shape they had before engines existed."""
+
+    @model_serializer(mode="wrap")
+    def _drop_local_engine(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and "engine" in data and data["engine"] is None:
+            del data["engine"]
+        return data
 
 
 def json_key(data: Any) -> str:
@@ -105,7 +132,7 @@ class Workspace(Frozen):
         return self.model_dump(mode="json", exclude={"read_only"})
 
 
-class DesiredHost(Frozen):
+class DesiredHost(OnEngine):
     """A host declared under `hosts:` (a shared host). Private hosts have no record:
     a private agent is its own host."""
 
@@ -116,6 +143,13 @@ class DesiredHost(Frozen):
     env: FrozenMap[str, str] = Field(default_factory=FrozenDict)
     ports: tuple[int, ...] = ()  # union of its agents' container ports, sorted
     modal: ModalOptions | None = None
+    # the Docker engine it runs on (`engine:`, as written); None: the local one
+    engine: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The provider instance it lives on (`provider_key`)."""
+        return provider_key(self.provider, self.engine)
 
     def spec(self) -> dict[str, Any]:
         """What, when changed, means the host must be replaced.
@@ -142,6 +176,8 @@ class DesiredHost(Frozen):
             data["modal"] = self.modal.model_dump(mode="json", exclude_none=True)
         if self.workspace is not None and self.workspace.read_only:
             data["read_only"] = list(self.workspace.read_only)
+        if self.engine is not None:  # only when set: hosts on the local engine keep their hash
+            data["engine"] = self.engine
         return data
 
     @property
@@ -149,7 +185,7 @@ class DesiredHost(Frozen):
         return canonical_hash(self.spec())
 
 
-class DesiredAgent(Frozen):
+class DesiredAgent(OnEngine):
     """A fully resolved agent: defaults, host and agent settings merged."""
 
     name: str
@@ -170,6 +206,14 @@ class DesiredAgent(Frozen):
     # Linux capabilities given back to this agent's container (fleet drops NET_RAW
     # and sets no-new-privileges for every container); sorted, no duplicates
     capabilities: tuple[str, ...] = ()
+    # the Docker engine its container runs on: its shared host's, or its own
+    # `engine:` (private hosts); None: the local one
+    engine: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The provider instance it lives on (`provider_key`)."""
+        return provider_key(self.provider, self.engine)
 
     @property
     def host_name(self) -> str:
@@ -197,6 +241,8 @@ class DesiredAgent(Frozen):
             data["capabilities"] = sorted(self.capabilities)
         if self.workspace is not None and self.workspace.read_only:
             data["read_only"] = list(self.workspace.read_only)
+        if self.engine is not None:  # only when set: agents on the local engine keep their hash
+            data["engine"] = self.engine
         return data
 
     @property
@@ -237,7 +283,7 @@ class Desired(Frozen):
 State = Literal["created", "running", "restarting", "paused", "exited", "dead", "removing", "unknown"]
 
 
-class ObservedHost(Frozen):
+class ObservedHost(OnEngine):
     """A shared host found by a provider (a holder container, a Modal sandbox)."""
 
     name: str
@@ -254,9 +300,14 @@ class ObservedHost(Frozen):
     agents: FrozenMap[str, str] = Field(default_factory=FrozenDict)
     # set when an older fleet version created it under this (ambiguous) name: replaced
     legacy_name: str | None = None
+    engine: str | None = None  # the engine it was observed on (`engine:`); None: the local one
+
+    @property
+    def key(self) -> str:
+        return provider_key(self.provider, self.engine)
 
 
-class ObservedAgent(Frozen):
+class ObservedAgent(OnEngine):
     """An agent found by a provider, from the labels or tags it stamped itself."""
 
     name: str
@@ -280,9 +331,14 @@ class ObservedAgent(Frozen):
     stop_spec_hash: str | None = None
     # set when an older fleet version created it under this (ambiguous) name: replaced
     legacy_name: str | None = None
+    engine: str | None = None  # the engine it was observed on (`engine:`); None: the local one
+
+    @property
+    def key(self) -> str:
+        return provider_key(self.provider, self.engine)
 
 
-class Route(Frozen):
+class Route(OnEngine):
     """One agent port reachable through the proxy."""
 
     agent: str
@@ -293,6 +349,10 @@ class Route(Frozen):
     # set when `target` is a Modal host's port router: the port inside the host,
     # sent as the X-Fleet-Port request header (the router strips it)
     inner_port: int | None = Field(default=None, ge=1, le=65535)
+    # set when the agent runs on a remote Docker engine (`engine:`): `target` is an
+    # address on that engine's network, reached through the SSH connection the
+    # proxy daemon keeps to it
+    engine: str | None = None
 
     @field_validator("target")
     @classmethod
@@ -336,6 +396,9 @@ class Observed(Frozen):
     network: bool = True
     # Modal hosts whose grants relay runs on this machine ($FLEET_HOME/relays/<fleet>/)
     relays: tuple[str, ...] = ()
+    # engines that could not be observed (engine -> why): what runs there is
+    # unknown, so reconcile plans nothing that creates or removes anything there
+    unreachable: FrozenMap[str, str] = Field(default_factory=FrozenDict)
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""
@@ -351,6 +414,7 @@ class Observed(Frozen):
                 **({"credentials": sorted(self.credentials)} if self.credentials else {}),
                 **({"network": False} if not self.network else {}),
                 **({"relays": sorted(self.relays)} if self.relays else {}),
+                **({"unreachable": sorted(self.unreachable)} if self.unreachable else {}),
             }
         )
 

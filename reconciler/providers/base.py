@@ -34,7 +34,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, cast, runtime_checkable
 
-from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
+from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost, split_key
 from reconciler.core.outcome import Outcome
 from reconciler.state.workspaces import Mounts
 
@@ -267,12 +267,17 @@ _instances: dict[str, Provider] = {}
 
 
 def get_provider(name: str, factory: Callable[[], Provider] | None = None) -> Provider:
-    """The provider called `name`, created on first use (lazy import)."""
+    """The provider called `name`, created on first use (lazy import). `name` is a
+    provider key (core/model.py `provider_key`): "docker", "modal", or
+    "docker@ENGINE", a Docker provider connected to that engine (one connection
+    for the life of the process)."""
     if name not in _instances:
         if factory is None:
-            mod, _, cls = _FACTORIES[name].partition(":")
-            factory = getattr(importlib.import_module(mod), cls)
-            assert factory is not None
+            provider, engine = split_key(name)
+            mod, _, cls = _FACTORIES[provider].partition(":")
+            made = getattr(importlib.import_module(mod), cls)
+            assert made is not None
+            factory = (lambda: made(engine=engine)) if engine is not None else made
         _instances[name] = factory()
     return _instances[name]
 

@@ -62,15 +62,15 @@ class DockerProvider(DockerAgentOps):
     name = "docker"
     capabilities = frozenset({base.IMAGES, base.NETWORK, base.VOLUMES, base.EVENTS, base.ARCHIVE, base.INVENTORY})
 
-    def __init__(self, client: Any = None, parallel: int = 8):
-        super().__init__(client, parallel)
+    def __init__(self, client: Any = None, parallel: int = 8, engine: str | None = None):
+        super().__init__(client, parallel, engine)
         self._image_locks: dict[str, threading.Lock] = {}
         self._warnings: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ observe
 
     def observe(self, fleet: str) -> tuple[list[ObservedHost], list[ObservedAgent]]:
-        hosts, agents, warnings = docker_observe.observe(self.api, fleet)
+        hosts, agents, warnings = docker_observe.observe(self.api, fleet, self.engine)
         self._warnings[fleet] = warnings
         return hosts, agents
 
@@ -166,6 +166,7 @@ class DockerProvider(DockerAgentOps):
         lab = {
             L.PROJECT: fleet, L.KIND: "host", L.HOST: host.name, L.NAMING: L.NAMING_VERSION,
             L.SPEC_HASH: host.spec_hash, L.SPEC: _spec_label(host.spec()),
+            **({L.ENGINE: self.engine} if self.engine is not None else {}),
         }
         c = self._call(
             resource, self.api.create_container, image=host.image.ref, command=HOLDER_COMMAND, name=name,
@@ -195,6 +196,7 @@ class DockerProvider(DockerAgentOps):
             L.SPEC_HASH: agent.spec_hash, L.SPEC: _spec_label(agent.spec()),
             L.PORTS: json.dumps(agent.ports, sort_keys=True),
             L.MESSAGE: "pending" if agent.message else "none",
+            **({L.ENGINE: self.engine} if self.engine is not None else {}),
         }
         env = {**agent.env, **extras.env}
         extra_binds: dict[str, Any] = {src: dict(b) for src, b in extras.binds.items()}

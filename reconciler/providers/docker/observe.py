@@ -57,15 +57,16 @@ def list_containers(api: Any, label_filter: str) -> list[dict[str, Any]]:
     return rows
 
 
-def observe(api: Any, fleet: str) -> tuple[list[ObservedHost], list[ObservedAgent], list[str]]:
-    """(hosts, agents, warnings) of `fleet`."""
+def observe(api: Any, fleet: str, engine: str | None = None) -> tuple[list[ObservedHost], list[ObservedAgent], list[str]]:
+    """(hosts, agents, warnings) of `fleet` made for `engine` (label dev.fleet.engine;
+    absent: the local engine): what was made for another engine name is not seen."""
     rows = list_containers(api, L.project_filter(fleet))
     hosts: list[ObservedHost] = []
     agents: list[ObservedAgent] = []
     warnings: list[str] = []
     for c in rows:
         lab = c.get("Labels") or {}
-        if lab.get(L.PROJECT) != fleet:
+        if lab.get(L.PROJECT) != fleet or lab.get(L.ENGINE) != engine:
             continue
         cname = ((c.get("Names") or [""])[0] or "").lstrip("/")
         owned = L.ownership(fleet, lab, cname)
@@ -91,6 +92,7 @@ def observe(api: Any, fleet: str) -> tuple[list[ObservedHost], list[ObservedAgen
             address=address(c),
             created=created(c),
             legacy_name=cname if owned == "legacy" else None,
+            engine=engine,
         )
         kind = lab.get(L.KIND)
         if kind == "host" and lab.get(L.HOST):

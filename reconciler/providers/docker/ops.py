@@ -147,7 +147,8 @@ class DockerAgentOps(DockerSession):
             if time.monotonic() > deadline:
                 raise ProviderError(f"agent {agent.name}", f"did not start ({st.get('Status')}); first message not delivered")
             time.sleep(0.2)
-        obs = ObservedAgent(name=agent.name, host=agent.host, provider="docker", id=info["Id"], state="running", spec_hash="")
+        obs = ObservedAgent(name=agent.name, host=agent.host, provider="docker", id=info["Id"], state="running", spec_hash="",
+                            engine=self.engine)
         self.send_input(fleet, obs, typed(text))
         return str(info["Id"])
 

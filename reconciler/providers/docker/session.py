@@ -42,20 +42,36 @@ def raw_socket(sock: Any) -> Any:
     return getattr(sock, "_sock", sock)
 
 
-class DockerSession:
-    """Plumbing shared by the Docker provider's parts."""
+def connect_engine(engine: str, parallel: int = 8) -> Any:
+    """A docker client on the engine `engine` (an `engine:` value): every call over
+    one connection for the life of the process (connect.py); EngineUnreachable
+    (a FleetError naming the engine) when it cannot be reached."""
+    from reconciler.core.errors import FleetError
+    from reconciler.providers.docker.connect import EngineConnection, parse_engine
 
-    def __init__(self, client: Any = None, parallel: int = 8):
+    address = parse_engine(engine)
+    if isinstance(address, str):
+        raise FleetError(f"engine {engine}: {address}")
+    conn = EngineConnection(address, name=engine, max_pool_size=max(parallel + 2, 10))
+    return conn.open().client
+
+
+class DockerSession:
+    """Plumbing shared by the Docker provider's parts. `engine`: the `engine:` this
+    provider works on (None: the local engine from the environment)."""
+
+    def __init__(self, client: Any = None, parallel: int = 8, engine: str | None = None):
         self._client = client
         self._parallel = parallel
         self._lock = threading.Lock()
+        self.engine = engine
 
     @property
     def client(self) -> Any:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = connect(self._parallel)
+                    self._client = connect(self._parallel) if self.engine is None else connect_engine(self.engine, self._parallel)
         return self._client
 
     @property
