@@ -120,7 +120,7 @@ def _credentials(
         if isinstance(act, (AgentCreate, AgentReplace)) and has_grants(act.desired_agent):
             agent = act.desired_agent
             issue = CredentialIssue(
-                id=issue_id(agent.name), name=agent.name, host=agent.host, provider=agent.provider,
+                id=issue_id(agent.name), name=agent.name, host=agent.host, provider=agent.key,
                 cause=f"agent {agent.name} has grants: {', '.join(agent.grants)}", desired_agent=agent,
             )
             issues.append(issue)

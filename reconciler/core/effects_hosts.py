@@ -110,7 +110,7 @@ def add_host_effects(
         if isinstance(a, (HostDestroy, HostReplace)) and a.observed_host.provider in SNAPSHOTTING:
             obs = a.observed_host
             snap = once(HostSnapshot(
-                id=f"host:{obs.name}:snapshot:{obs.id[:12]}", name=obs.name, provider=obs.provider,
+                id=f"host:{obs.name}:snapshot:{obs.id[:12]}", name=obs.name, provider=obs.key,
                 cause=f"keep host {obs.name}'s /workspace before it goes (restorable with `restore: latest`)",
                 depends_on=a.depends_on, observed_host=obs,
             ))
@@ -148,7 +148,7 @@ def add_host_effects(
             if desired is not None and obs_rec.name in (desired.agents if kind == "agent" else desired.hosts):
                 continue  # a duplicate going: the owner stays, and so does its workspace
             once(WorkspaceRelease(id=f"workspace:{obs_rec.name}:release:{obs_rec.id[:12]}", name=obs_rec.name,
-                                  provider=obs_rec.provider, cause=_release_cause(ws, _owner(kind, obs_rec.name)),
+                                  provider=obs_rec.key, cause=_release_cause(ws, _owner(kind, obs_rec.name)),
                                   depends_on=(a.id,), workspace=ws))
 
     if purge_volumes:

@@ -74,7 +74,7 @@ class World:
         return ObservedHost(
             name=host.name, provider=host.provider, id=outcome.id or f"new-host:{host.name}",
             state=outcome.state or "running", spec_hash=host.spec_hash, spec=host.spec(),
-            ports=dict(outcome.ports), urls=dict(outcome.urls), address=outcome.address,
+            ports=dict(outcome.ports), urls=dict(outcome.urls), address=outcome.address, engine=host.engine,
         )
 
     def made_agent(self, agent: DesiredAgent, outcome: Outcome) -> ObservedAgent:
@@ -83,6 +83,7 @@ class World:
             name=agent.name, host=agent.host, provider=agent.provider, id=outcome.id or f"new-agent:{agent.name}",
             state=outcome.state or "running", spec_hash=agent.spec_hash, spec=agent.spec(),
             ports=dict(outcome.ports), address=outcome.address, host_id=holder.id if holder else None,
+            engine=agent.engine,
         )
 
     def started(self, record: R, outcome: Outcome) -> R:

@@ -107,7 +107,7 @@ def _caps_note(agent: DesiredAgent) -> str:
 
 
 def _host_destroy(obs: ObservedHost, cause: str) -> HostDestroy:
-    return HostDestroy(id=f"host:{obs.name}:destroy:{obs.id[:12]}", name=obs.name, provider=obs.provider, cause=cause,
+    return HostDestroy(id=f"host:{obs.name}:destroy:{obs.id[:12]}", name=obs.name, provider=obs.key, cause=cause,
                        observed_host=obs)
 
 
@@ -127,7 +127,7 @@ def _reconcile_hosts(b: Builder) -> dict[str, Action]:
                     b.add(_host_destroy(obs, "no enabled agents on this host"))
             continue
         if not found:
-            out[name] = b.add(HostCreate(id=f"host:{name}", name=name, provider=host.provider,
+            out[name] = b.add(HostCreate(id=f"host:{name}", name=name, provider=host.key,
                                          cause=f"no {HOST_NOUN[host.provider]}", desired_host=host))
             continue
         keep, extras = pick(found, host.spec_hash)
@@ -145,10 +145,10 @@ def _reconcile_hosts(b: Builder) -> dict[str, Action]:
                     cause = MIGRATE_PUBLISHED
                 elif host.provider == keep.provider == "modal" and "router" in {c.key for c in changes}:
                     cause = MIGRATE_TUNNELS
-            out[name] = b.add(HostReplace(id=f"host:{name}", name=name, provider=host.provider, cause=cause,
+            out[name] = b.add(HostReplace(id=f"host:{name}", name=name, provider=host.key, cause=cause,
                                           changes=changes, desired_host=host, observed_host=keep))
         elif keep.state != "running":
-            out[name] = b.add(HostStart(id=f"host:{name}", name=name, provider=host.provider,
+            out[name] = b.add(HostStart(id=f"host:{name}", name=name, provider=host.key,
                                         cause=f"{HOST_NOUN[keep.provider]} {_exit_cause(keep)}", desired_host=host,
                                         observed_host=keep))
         else:
@@ -165,7 +165,7 @@ def _reconcile_agents(b: Builder, host_actions: dict[str, Action]) -> dict[str, 
 
     def destroy(obs: ObservedAgent, cause: str) -> None:
         act = b.add(AgentDestroy(id=f"agent:{obs.name}:destroy:{obs.id[:12]}", name=obs.name, host=obs.host,
-                                 provider=obs.provider, cause=cause, observed_agent=obs))
+                                 provider=obs.key, cause=cause, observed_agent=obs))
         if obs.host:
             waits.setdefault(obs.host, []).append(act.id)
 
@@ -184,18 +184,18 @@ def _reconcile_agents(b: Builder, host_actions: dict[str, Action]) -> dict[str, 
                 for obs in extras:
                     destroy(obs, "duplicate container")
                 if keep.state in ("running", "restarting", "paused"):
-                    b.add(AgentStop(id=f"agent:{name}", name=name, host=agent.host, provider=agent.provider,
+                    b.add(AgentStop(id=f"agent:{name}", name=name, host=agent.host, provider=agent.key,
                                     cause="enabled: false", desired_agent=agent, observed_agent=keep))
                 else:
                     b.unchanged.append(f"agent:{name}")
             continue
         if not found:
             if agent.host:
-                b.add(AgentCreate(id=f"agent:{name}", op="join", name=name, host=agent.host, provider=agent.provider,
+                b.add(AgentCreate(id=f"agent:{name}", op="join", name=name, host=agent.host, provider=agent.key,
                                   cause=f"not on host {agent.host}{_caps_note(agent)}", depends_on=deps,
                                   desired_agent=agent))
             else:
-                b.add(AgentCreate(id=f"agent:{name}", op="create", name=name, provider=agent.provider,
+                b.add(AgentCreate(id=f"agent:{name}", op="create", name=name, provider=agent.key,
                                   cause=f"no container{_caps_note(agent)}", desired_agent=agent))
             continue
         keep, extras = pick(found, agent.spec_hash)
@@ -223,7 +223,7 @@ def _reconcile_one(
     deps: tuple[str, ...],
 ) -> None:
     name = agent.name
-    common = dict(id=f"agent:{name}", name=name, host=agent.host, provider=agent.provider, depends_on=deps,
+    common = dict(id=f"agent:{name}", name=name, host=agent.host, provider=agent.key, depends_on=deps,
                   desired_agent=agent, observed_agent=obs)
     changes = changed_keys(obs.spec, agent.spec())
     rejoin = host_act is not None and host_act.op in ("create", "replace") or bool(
@@ -314,7 +314,7 @@ def _first_messages(b: Builder) -> None:
         obs = pick(observed[name], agent.spec_hash)[0] if observed.get(name) else None
 
         def message(cause: str, deps: tuple[str, ...] = (), seen: ObservedAgent | None = None) -> None:
-            b.add(MessageSend(id=f"message:{name}", name=name, host=agent.host, provider=agent.provider, cause=cause,
+            b.add(MessageSend(id=f"message:{name}", name=name, host=agent.host, provider=agent.key, cause=cause,
                               depends_on=deps, desired_agent=agent, observed_agent=seen))
 
         if act is not None and act.op in ("create", "join", "replace"):

@@ -46,12 +46,12 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy", purge_vo
     waits: dict[str, list[str]] = {}
     for obs in sorted(observed.agents, key=lambda a: a.name):
         act = AgentDestroy(id=f"agent:{obs.name}:destroy:{obs.id[:12]}", name=obs.name, host=obs.host,
-                           provider=obs.provider, cause=cause, observed_agent=obs)
+                           provider=obs.key, cause=cause, observed_agent=obs)
         actions.append(act)
         if obs.host:
             waits.setdefault(obs.host, []).append(act.id)
     for host in sorted(observed.hosts, key=lambda h: h.name):
-        actions.append(HostDestroy(id=f"host:{host.name}:destroy:{host.id[:12]}", name=host.name, provider=host.provider,
+        actions.append(HostDestroy(id=f"host:{host.name}:destroy:{host.id[:12]}", name=host.name, provider=host.key,
                                    cause=cause, observed_host=host, depends_on=tuple(waits.get(host.name, ()))))
     actions.extend(destroy_effects(observed, actions, cause))  # credentials the agents hold
     if observed.routes is not None:

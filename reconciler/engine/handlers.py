@@ -72,7 +72,7 @@ def _host_create(ctx: Context, a: HostCreate) -> Outcome:
 @handles(HostReplace)
 def _host_replace(ctx: Context, a: HostReplace) -> Outcome:
     # the snapshot before it goes (Modal) is an action of its own, done before this one
-    ctx.provider_of(a.observed_host.provider).terminate_host(ctx.fleet, a.observed_host)
+    ctx.provider_of(a.observed_host.key).terminate_host(ctx.fleet, a.observed_host)
     return as_outcome(ctx.provider_of(a.provider).create_host(
         ctx.desired, a.desired_host, restore=restore_of(ctx, a), extras=host_extras(ctx, a.name)))
 
@@ -85,7 +85,7 @@ def _host_start(ctx: Context, a: HostStart) -> Outcome:
 @handles(HostDestroy)
 def _host_destroy(ctx: Context, a: HostDestroy) -> Outcome:
     # snapshot (Modal) before and workspace release after are actions of their own
-    ctx.provider_of(a.observed_host.provider).terminate_host(ctx.fleet, a.observed_host)
+    ctx.provider_of(a.observed_host.key).terminate_host(ctx.fleet, a.observed_host)
     return Outcome()
 
 
@@ -103,14 +103,14 @@ def _create_agent(ctx: Context, agent: DesiredAgent) -> Outcome:
     from reconciler.engine.agentsetup import agent_extras
 
     extras = with_workspace(ctx, agent, agent_extras(ctx, agent))  # plus the copy/worktree a prepare action made
-    return _made_agent(ctx.provider_of(agent.provider).create_agent(ctx.desired, agent, extras))
+    return _made_agent(ctx.provider_of(agent.key).create_agent(ctx.desired, agent, extras))
 
 
 def _remove_agent(ctx: Context, agent: ObservedAgent) -> None:
     """The container goes, and its hosts file (its credential: `credentials revoke`)."""
     from reconciler.engine.agentsetup import forget_agent
 
-    ctx.provider_of(agent.provider).remove_agent(ctx.fleet, agent)
+    ctx.provider_of(agent.key).remove_agent(ctx.fleet, agent)
     forget_agent(ctx.fleet, agent.name)
 
 

@@ -29,7 +29,7 @@ def _image_build(ctx: Context, a: ImageBuild) -> Outcome:
 
 @handles(HostSnapshot)
 def _host_snapshot(ctx: Context, a: HostSnapshot) -> Outcome:
-    snaps = snapshots_of(ctx.provider_of(a.observed_host.provider))
+    snaps = snapshots_of(ctx.provider_of(a.observed_host.key))
     if snaps is None:
         raise FleetError(f"provider {a.observed_host.provider} takes no snapshots")
     taken = snaps.snapshot_host(ctx.fleet, a.observed_host)

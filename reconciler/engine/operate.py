@@ -38,7 +38,7 @@ class ResolvedAgent:
 
     @property
     def provider(self) -> Provider:
-        return get_provider(self.agent.provider)
+        return get_provider(self.agent.key)
 
     @property
     def fleet(self) -> str:

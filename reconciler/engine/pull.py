@@ -56,7 +56,7 @@ class _ChunkReader(io.RawIOBase):
 
 def _archive(fleet: str, agent: ObservedAgent) -> tuple[Iterable[bytes], str]:
     """A tar stream of the agent's /workspace and the prefix its members carry."""
-    archive = archive_of(get_provider(agent.provider))
+    archive = archive_of(get_provider(agent.key))
     if archive is None:
         raise FleetError(f"agent {agent.name}: pulling files is not available on provider {agent.provider}")
     return archive.archive(fleet, agent, WORKDIR)

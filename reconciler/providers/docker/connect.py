@@ -34,7 +34,7 @@ import docker
 import requests.exceptions
 
 from reconciler.core.errors import EngineUnavailable
-from reconciler.providers.docker.address import REMOTE_SOCKET, EngineAddress, TLSFiles, parse_engine
+from reconciler.load.engines import REMOTE_SOCKET, EngineAddress, TLSFiles, parse_engine
 
 __all__ = ["EngineAddress", "EngineConnection", "EngineUnreachable", "TLSFiles", "parse_engine"]
 
