@@ -48,7 +48,7 @@ demo-down: install
 # The default suite in TEST_WORKERS processes, one test file at a time each
 # (tests/parallel.py: tests/remote stays in one worker, long files start first);
 # then tests/zz_engine_restart alone, as it starts and stops dockerds. Both must pass.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: install base-image remote-engine-deps
 	rc=0; \
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/zz_engine_restart || rc=$$?; \
