@@ -194,7 +194,8 @@ def add_host_effects(
                                   depends_on=(a.id,), workspace=ws))
 
     if purge_volumes:
-        waits = tuple(a.id for a in out if isinstance(a, HostDestroy))
+        # after the containers mounting them: holders, and private agents on remote engines
+        waits = tuple(a.id for a in out if isinstance(a, HostDestroy) or isinstance(a, AgentDestroy) and a.observed_agent.engine)
         on_engines = [("docker", vol) for vol in observed.volumes] + [
             (key, vol) for key, vols in sorted(observed.engine_volumes.items()) for vol in vols]
         for key, vol in sorted(on_engines, key=lambda kv: (kv[1], kv[0])):

@@ -1,0 +1,151 @@
+"""A shared host on a remote engine: its workspace is uploaded to the host's
+volume there (a plan action, once), its agents share it, a later apply never
+overwrites their work, `fleet pull` brings it back, destroy removes what is
+there (the volume with --purge-workspaces). Real engine behind sshd, real
+containers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reconciler.core.actions import WorkspaceUpload
+from reconciler.core.model import DesiredAgent, ImageRef, Workspace
+from reconciler.core.plan import VolumePurge
+from reconciler.engine.pull import pull
+from tests.conftest import BASE_IMAGE
+from tests.remote.remote_fleet import (
+    apply, cleanup_remote, destroy, engine_of, ensure_remote_network, key_of, plan_of, remote_exec, shared_fleet,
+)
+
+pytestmark = pytest.mark.docker
+
+
+def make_app(root: Path) -> Path:
+    app = root / "my-app"
+    (app / "src" / "deep").mkdir(parents=True)
+    (app / "README.md").write_text("hello from this machine\n")
+    (app / "src" / "main.py").write_text("print('hi')\n")
+    (app / "src" / "deep" / "data.bin").write_bytes(bytes(range(256)) * 64)
+    os.symlink("src/main.py", app / "link.py")
+    return app
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    out: dict[str, bytes | str] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = "-> " + os.readlink(p)
+        elif p.is_file():
+            out[rel] = p.read_bytes()
+    return out
+
+
+@pytest.fixture
+def remote_fleet_name(remote_engine, fleet_name):
+    yield fleet_name
+    cleanup_remote(remote_engine, fleet_name)
+
+
+def test_shared_workspace_uploaded_once_shared_by_agents_pulled_back_and_purged(remote_engine, remote_fleet_name, tmp_path):
+    fleet, remote = remote_fleet_name, remote_engine
+    app = make_app(tmp_path)
+    ensure_remote_network(remote)
+    d = shared_fleet(fleet, remote, app)
+    volume = f"fleet_{fleet}_host_big-box_workspace"
+
+    _, plan = apply(d)
+    up = next(a for a in plan.actions if isinstance(a, WorkspaceUpload))
+    assert up.provider == key_of(remote) and up.name == "big-box"
+    client = remote.docker()
+    vol = client.volumes.get(volume)
+    assert vol.attrs["Labels"] == {"dev.fleet.project": fleet, "dev.fleet.host": "big-box",
+                                   "dev.fleet.kind": "workspace", "dev.fleet.engine": engine_of(remote)}
+    # nothing of it on this machine's engine, no helper left on the remote one
+    import docker
+
+    assert not docker.from_env().volumes.list(filters={"name": volume})
+    assert not client.containers.list(all=True, filters={"label": "dev.fleet.upload"})
+    holder = client.containers.get(f"fleet_{fleet}_host_big-box")
+    assert any(m.get("Name") == volume and m["Destination"] == "/workspace" for m in holder.attrs["Mounts"])
+
+    # the uploaded content is the local directory's; the agents share it
+    code, out = remote_exec(remote, fleet, "impl", "cat /workspace/README.md && readlink /workspace/link.py "
+                                                   "&& sha256sum /workspace/src/deep/data.bin")
+    assert code == 0 and out.startswith("hello from this machine\nsrc/main.py\n"), out
+    import hashlib
+
+    assert hashlib.sha256((app / "src/deep/data.bin").read_bytes()).hexdigest() in out
+    assert remote_exec(remote, fleet, "impl", "echo written-by-impl > /workspace/note.txt")[0] == 0
+    code, out = remote_exec(remote, fleet, "test", "cat /workspace/note.txt")
+    assert (code, out) == (0, "written-by-impl\n")
+
+    # a second apply: nothing to do, nothing uploaded again; the agent's file is still there
+    (app / "README.md").write_text("changed here later\n")
+    observed, plan = plan_of(d)
+    assert volume in observed.engine_volumes[key_of(remote)]
+    assert plan.empty, [(a.id, a.cause) for a in plan.actions]
+    assert remote_exec(remote, fleet, "test", "cat /workspace/note.txt /workspace/README.md")[1] == \
+        "written-by-impl\nhello from this machine\n"
+
+    # fleet pull: the workspace comes back, the agent's file included
+    agent = next(a for a in observed.agents if a.name == "test")
+    assert agent.engine == engine_of(remote) and agent.key == key_of(remote)
+    dest = tmp_path / "pulled"
+    got = pull(fleet, agent, dest)
+    assert (dest / "note.txt").read_text() == "written-by-impl\n"
+    expected = tree(app)
+    expected["README.md"] = b"hello from this machine\n"
+    pulled = tree(dest)
+    assert pulled.pop("note.txt") == b"written-by-impl\n"
+    assert pulled == expected and got.files == 4
+
+    # destroy without --purge-workspaces keeps the volume; with it, it goes (on that engine)
+    destroy(d)
+    assert not client.containers.list(all=True, filters={"label": f"dev.fleet.project={fleet}"})
+    assert client.volumes.get(volume)
+    plan = destroy(d, purge=True)
+    purge = next(a for a in plan.actions if isinstance(a, VolumePurge))
+    assert (purge.name, purge.provider) == (volume, key_of(remote))
+    assert not client.volumes.list(filters={"label": f"dev.fleet.project={fleet}"})
+
+
+def test_private_agent_with_a_workspace_on_the_remote_engine_gets_its_own_copy(remote_engine, remote_fleet_name, tmp_path):
+    fleet, remote = remote_fleet_name, remote_engine
+    app = make_app(tmp_path)
+    ensure_remote_network(remote)
+    solo = DesiredAgent(name="solo", image=ImageRef(ref=BASE_IMAGE), command=("sleep", "infinity"),
+                        workspace=Workspace(path=app), engine=engine_of(remote))
+    d = shared_fleet(fleet, remote, app, agents=(), extra=(solo,))
+    d = d.model_copy(update={"hosts": {}})
+    _, plan = apply(d)
+    assert [a.name for a in plan.actions if isinstance(a, WorkspaceUpload)] == ["solo"]
+    code, out = remote_exec(remote, fleet, "solo", "pwd; cat README.md; touch mine")
+    assert code == 0 and out == "/workspace\nhello from this machine\n", out
+    assert not (app / "mine").exists()  # a copy: this machine's directory is untouched
+    assert plan_of(d)[1].empty
+    destroy(d, purge=True)
+    assert not remote.docker().volumes.list(filters={"label": f"dev.fleet.project={fleet}"})
+
+
+def test_a_missing_image_on_the_remote_engine_is_a_clear_error_naming_it(remote_engine, remote_fleet_name, tmp_path):
+    from reconciler.core.plan import HostCreate
+    from reconciler.core.reconcile import reconcile
+    from reconciler.engine.execute import execute
+    from reconciler.engine.observe import observe
+    from tests.remote.remote_fleet import keys
+
+    fleet, remote = remote_fleet_name, remote_engine
+    ensure_remote_network(remote)
+    d = shared_fleet(fleet, remote, make_app(tmp_path), agents=("impl",), image=ImageRef(ref="fleet-nowhere:1"))
+    observed = observe(fleet, keys(d))
+    plan = reconcile(d, observed)
+    assert any(isinstance(a, HostCreate) for a in plan.actions)
+    result = execute(d, plan, observed=observed)
+    assert not result.ok
+    why = " ".join(str(v) for v in result.failed.values())
+    assert f"image fleet-nowhere:1 is not on engine {engine_of(remote)}" in why, why
+    assert not remote.docker().volumes.list(filters={"label": f"dev.fleet.project={fleet}"})  # nothing half-made
