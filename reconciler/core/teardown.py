@@ -10,10 +10,12 @@ from reconciler.core.model import Observed, ObservedAgent, ObservedHost
 from reconciler.core.plan import Action, AgentDestroy, HostDestroy, ImageDestroy, Plan, RouteSpec, RouteUpdate
 
 
-def image_actions(remove: list[str], cause: str, after: list[Action]) -> list[ImageDestroy]:
+def image_actions(remove: list[str], cause: str, after: list[Action], provider: str = "docker") -> list[ImageDestroy]:
+    """`provider`: the key of the engine they are on ("docker@ENGINE": ids carry "@ENGINE")."""
     waits = tuple(a.id for a in after if a.kind in ("host", "agent"))
+    at = provider[len("docker"):] if provider.startswith("docker@") else ""
     return [
-        ImageDestroy(id=f"image:{ref}:destroy", name=ref, provider="docker", cause=cause, depends_on=waits)
+        ImageDestroy(id=f"image:{ref}{at}:destroy", name=ref, provider=provider, cause=cause, depends_on=waits)
         for ref in sorted(remove)
     ]
 
@@ -58,6 +60,8 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy", purge_vo
         actions.append(RouteUpdate(cause="remove this fleet's routes", depends_on=tuple(a.id for a in actions),
                                    route=RouteSpec(remove=True)))
     actions.extend(image_actions(list(observed.images), f"{cause}: an image built for this fleet", actions))
+    for key, refs in sorted(observed.engine_images.items()):  # built on remote engines
+        actions.extend(image_actions(list(refs), f"{cause}: an image built for this fleet", actions, key))
     actions = add_host_effects(actions, observed, None, purge_volumes)
     return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint(),
                 warnings=observed.warnings)
