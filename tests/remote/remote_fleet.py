@@ -13,7 +13,6 @@ from reconciler.core.plan import Plan
 from reconciler.core.reconcile import reconcile, reconcile_destroy
 from reconciler.engine.execute import execute
 from reconciler.engine.observe import observe
-from reconciler.providers.base import get_provider
 from tests.conftest import BASE_IMAGE
 
 
@@ -43,11 +42,6 @@ def shared_fleet(fleet: str, remote, workspace: Path, agents: tuple[str, ...] = 
 
 def keys(desired: Desired) -> list[str]:
     return sorted({"docker"} | {h.key for h in desired.hosts.values()} | {a.key for a in desired.agents.values()})
-
-
-def ensure_remote_network(remote) -> None:
-    """The agents' network on the remote engine (its plan action is not per engine yet)."""
-    get_provider(key_of(remote)).ensure_network()  # type: ignore[attr-defined]
 
 
 def plan_of(desired: Desired) -> tuple[Observed, Plan]:

@@ -16,7 +16,7 @@ from reconciler.load.buildctx import context_hash
 from reconciler.providers.base import get_provider
 from tests.conftest import BASE_IMAGE, wait_for
 from tests.remote.remote_fleet import (
-    apply, captured, cleanup_remote, destroy, ensure_remote_network, key_of, plan_of, shared_fleet,
+    apply, captured, cleanup_remote, destroy, key_of, plan_of, shared_fleet,
 )
 from tests.remote.helpers import ssh_children
 
@@ -45,7 +45,6 @@ def test_build_message_exec_logs_input_on_the_remote_engine(remote_engine, remot
     app.mkdir()
     (app / "hello.txt").write_text("hi\n")
     image = built_image(fleet, tmp_path)
-    ensure_remote_network(remote)
     d = shared_fleet(fleet, remote, app, image=image, messages={"impl": "first hello"})
     d = d.model_copy(update={"agents": {**d.agents, "impl": d.agents["impl"].model_copy(update={"command": ECHO})}})
 
@@ -97,7 +96,6 @@ def test_one_build_two_engines_builds_once_on_each(remote_engine, remote_fleet_n
     app = tmp_path / "app"
     app.mkdir()
     image = built_image(fleet, tmp_path)
-    ensure_remote_network(remote)
     local = DesiredAgent(name="here", image=image, command=("sleep", "infinity"))
     d = shared_fleet(fleet, remote, app, agents=("there",), image=image, extra=(local,))
     _, plan = apply(d)

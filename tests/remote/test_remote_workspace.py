@@ -17,7 +17,7 @@ from reconciler.core.plan import VolumePurge
 from reconciler.engine.pull import pull
 from tests.conftest import BASE_IMAGE
 from tests.remote.remote_fleet import (
-    apply, cleanup_remote, destroy, engine_of, ensure_remote_network, key_of, plan_of, remote_exec, shared_fleet,
+    apply, cleanup_remote, destroy, engine_of, key_of, plan_of, remote_exec, shared_fleet,
 )
 
 pytestmark = pytest.mark.docker
@@ -53,7 +53,6 @@ def remote_fleet_name(remote_engine, fleet_name):
 def test_shared_workspace_uploaded_once_shared_by_agents_pulled_back_and_purged(remote_engine, remote_fleet_name, tmp_path):
     fleet, remote = remote_fleet_name, remote_engine
     app = make_app(tmp_path)
-    ensure_remote_network(remote)
     d = shared_fleet(fleet, remote, app)
     volume = f"fleet_{fleet}_host_big-box_workspace"
 
@@ -116,7 +115,6 @@ def test_shared_workspace_uploaded_once_shared_by_agents_pulled_back_and_purged(
 def test_private_agent_with_a_workspace_on_the_remote_engine_gets_its_own_copy(remote_engine, remote_fleet_name, tmp_path):
     fleet, remote = remote_fleet_name, remote_engine
     app = make_app(tmp_path)
-    ensure_remote_network(remote)
     solo = DesiredAgent(name="solo", image=ImageRef(ref=BASE_IMAGE), command=("sleep", "infinity"),
                         workspace=Workspace(path=app), engine=engine_of(remote))
     d = shared_fleet(fleet, remote, app, agents=(), extra=(solo,))
@@ -139,7 +137,6 @@ def test_a_missing_image_on_the_remote_engine_is_a_clear_error_naming_it(remote_
     from tests.remote.remote_fleet import keys
 
     fleet, remote = remote_fleet_name, remote_engine
-    ensure_remote_network(remote)
     d = shared_fleet(fleet, remote, make_app(tmp_path), agents=("impl",), image=ImageRef(ref="fleet-nowhere:1"))
     observed = observe(fleet, keys(d))
     plan = reconcile(d, observed)
