@@ -26,17 +26,27 @@ def unused_images(b: Builder) -> None:
     stays. Each edit of a build context makes a new image, so without this they
     pile up. A run limited to some agents (--target) or one that keeps what
     fleet.yaml no longer names (--no-prune) removes none."""
-    if not b.observed.images or b.opts.targets or not b.opts.prune:
+    if not (b.observed.images or b.observed.engine_images) or b.opts.targets or not b.opts.prune:
         return
-    keep = {h.image.ref for h in b.desired.hosts.values()} | {a.image.ref for a in b.desired.agents.values()}
     going = {a.gone for a in b.actions if a.gone is not None}
     records: list[ObservedAgent | ObservedHost] = [*b.observed.agents, *b.observed.hosts]
-    for obs in records:
-        image = obs.spec.get("image")
-        if obs.id not in going and isinstance(image, str):
-            keep.add(image)
+
+    def kept(key: str | None) -> set[str]:
+        """What fleet.yaml and the containers that stay use (on the engine of `key`; None: anywhere)."""
+        wanted = [*b.desired.hosts.values(), *b.desired.agents.values()]
+        keep = {w.image.ref for w in wanted if key is None or w.key == key}
+        for obs in records:
+            image = obs.spec.get("image")
+            if obs.id not in going and isinstance(image, str) and (key is None or obs.key == key):
+                keep.add(image)
+        return keep
+
+    keep = kept(None)
     unused = [ref for ref in b.observed.images if ref not in keep]
     b.actions.extend(image_actions(unused, "built image no longer used", b.actions))
+    for key, refs in sorted(b.observed.engine_images.items()):  # per remote engine: what runs there
+        there = kept(key)
+        b.actions.extend(image_actions([r for r in refs if r not in there], "built image no longer used", b.actions, key))
 
 
 def reconcile_destroy(observed: Observed, cause: str = "fleet destroy", purge_volumes: bool = False) -> Plan:

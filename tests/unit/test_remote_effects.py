@@ -112,3 +112,22 @@ def test_destroying_a_remote_owner_releases_nothing_here_and_purge_goes_to_its_e
     assert purges["volume:fleet_demo_host_h_workspace:purge"].provider == "docker"
     remote = purges[f"volume:{VOL}@{E}:purge"]
     assert remote.provider == KEY and remote.name == VOL and E in remote.cause
+
+
+def test_a_built_image_no_longer_used_on_a_remote_engine_goes_from_that_engine_only():
+    from reconciler.core.plan import ImageDestroy
+
+    d = remote_fleet(BUILT)
+    h = seen_host(d.hosts["big-box"]).model_copy(update={"engine": E})
+    agents = [seen(d.agents[n], host_id=h.id).model_copy(update={"engine": E}) for n in ("impl", "test")]
+    old = "fleet_demo_build:old"
+    obs = settled(d, h, *agents).model_copy(update={
+        "engine_volumes": {KEY: (VOL,)}, "images": (old,), "engine_images": {KEY: (BUILT.ref, old)}})
+    gone = sorted((a.id, a.provider) for a in reconcile(d, obs).actions if isinstance(a, ImageDestroy))
+    assert gone == sorted([(f"image:{old}:destroy", "docker"), (f"image:{old}@{E}:destroy", KEY)])
+    # the same build used only here: the remote copy goes, the local one stays
+    local = agent("solo").model_copy(update={"image": ImageRef(ref=old)})
+    d2 = desired(*d.hosts.values(), *d.agents.values(), local)
+    obs2 = obs.model_copy(update={"agents": obs.agents + (seen(local),)})
+    gone = sorted((a.id, a.provider) for a in reconcile(d2, obs2).actions if isinstance(a, ImageDestroy))
+    assert gone == [(f"image:{old}@{E}:destroy", KEY)]
