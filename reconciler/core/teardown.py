@@ -33,8 +33,8 @@ def unused_images(b: Builder) -> None:
 
     def kept(key: str | None) -> set[str]:
         """What fleet.yaml and the containers that stay use (on the engine of `key`; None: anywhere)."""
-        wanted = [*b.desired.hosts.values(), *b.desired.agents.values()]
-        keep = {w.image.ref for w in wanted if key is None or w.key == key}
+        keep = {h.image.ref for h in b.desired.hosts.values() if key is None or h.key == key}
+        keep |= {a.image.ref for a in b.desired.agents.values() if key is None or a.key == key}
         for obs in records:
             image = obs.spec.get("image")
             if obs.id not in going and isinstance(image, str) and (key is None or obs.key == key):
