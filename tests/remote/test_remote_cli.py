@@ -94,6 +94,14 @@ def test_remote_shared_host_through_the_cli(remote_engine, remote_fleet_name, ba
         assert b"detached from impl" in seen, seen
         assert term.exit_code() == 0
 
+    # exec -it: a shell on a terminal, its exit code back
+    with Terminal("exec", *f, "-i", "-t", "test", "--", "sh") as term:
+        time.sleep(0.3)
+        term.write(b"echo $((6*7))x\r")
+        term.read_until(b"42x")
+        term.write(b"exit 3\r")
+        assert term.exit_code() == 3
+
     # a second apply is up to date: no upload again, the agents' files stay
     (app / "src" / "main.py").write_text("changed here\n")
     r = run_fleet("apply", "--yes", str(path))

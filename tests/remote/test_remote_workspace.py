@@ -146,3 +146,26 @@ def test_a_missing_image_on_the_remote_engine_is_a_clear_error_naming_it(remote_
     why = " ".join(str(v) for v in result.failed.values())
     assert f"image fleet-nowhere:1 is not on engine {engine_of(remote)}" in why, why
     assert not remote.docker().volumes.list(filters={"label": f"dev.fleet.project={fleet}"})  # nothing half-made
+
+
+def test_a_stranger_volume_with_the_workspace_name_is_never_filled_nor_mounted(remote_engine, remote_fleet_name, tmp_path):
+    from reconciler.core.reconcile import reconcile
+    from reconciler.engine.execute import execute
+    from reconciler.engine.observe import observe
+    from tests.remote.remote_fleet import keys
+
+    fleet, remote = remote_fleet_name, remote_engine
+    volume = f"fleet_{fleet}_host_big-box_workspace"
+    stranger = remote.docker().volumes.create(name=volume, labels={"someone": "else"})
+    try:
+        d = shared_fleet(fleet, remote, make_app(tmp_path), agents=("impl",))
+        observed = observe(fleet, keys(d))
+        plan = reconcile(d, observed)
+        result = execute(d, plan, observed=observed)
+        why = result.failed.get("workspace:big-box:upload", "")
+        assert f"volume {volume} on {engine_of(remote)} exists but is not this workspace's" in why, result.failed
+        assert "host:big-box" in result.skipped  # nothing mounts it
+        assert remote.docker().volumes.get(volume).attrs["Labels"] == {"someone": "else"}
+        assert not remote.docker().containers.list(all=True, filters={"label": f"dev.fleet.project={fleet}"})
+    finally:
+        stranger.remove(force=True)
