@@ -111,3 +111,35 @@ def test_a_remote_shared_host_beside_a_local_agent(tmp_path, fleet_name, docker_
             remote_engine.script("up", remote_engine.name)
         cleanup_fleet(far, fleet_name)
         cleanup_fleet(docker_client, fleet_name)
+
+
+def test_two_fleets_on_one_remote_engine_never_touch_each_other(tmp_path, fleet_name, remote_engine):
+    engine = f"ssh://{remote_engine.name}"
+    far = remote_engine.docker()
+    other = f"{fleet_name}-b"
+    files = {}
+    for name in (fleet_name, other):
+        d = tmp_path / name
+        d.mkdir()
+        files[name] = d / "fleet.yaml"
+        files[name].write_text(f"""fleet: {name}
+agents:
+  same-name:
+    engine: {engine}
+    image: fleet-base:bookworm
+    command: sleep infinity
+""")
+    try:
+        for name in (fleet_name, other):
+            r = run_fleet("apply", "--yes", str(files[name]))
+            assert r.code == 0, r.text
+        kept = _ids(far, other)
+        assert len(kept) == 1
+        r = run_fleet("destroy", "--yes", str(files[fleet_name]))
+        assert r.code == 0, r.text
+        assert _ids(far, fleet_name) == {} and _ids(far, other) == kept
+        r = run_fleet("apply", "--yes", str(files[other]))
+        assert r.code == 0 and "is up to date" in r.out, r.text
+    finally:
+        cleanup_fleet(far, fleet_name)
+        cleanup_fleet(far, other)
