@@ -137,14 +137,15 @@ def test_a_missing_image_on_the_remote_engine_is_a_clear_error_naming_it(remote_
     from tests.remote.remote_fleet import keys
 
     fleet, remote = remote_fleet_name, remote_engine
-    d = shared_fleet(fleet, remote, make_app(tmp_path), agents=("impl",), image=ImageRef(ref="fleet-nowhere:1"))
+    missing = ImageRef(ref="127.0.0.1:1/fleet-nowhere:1")  # no registry there: refused at once
+    d = shared_fleet(fleet, remote, make_app(tmp_path), agents=("impl",), image=missing)
     observed = observe(fleet, keys(d))
     plan = reconcile(d, observed)
     assert any(isinstance(a, HostCreate) for a in plan.actions)
     result = execute(d, plan, observed=observed)
     assert not result.ok
     why = " ".join(str(v) for v in result.failed.values())
-    assert f"image fleet-nowhere:1 is not on engine {engine_of(remote)}" in why, why
+    assert f"image 127.0.0.1:1/fleet-nowhere:1 is not on engine {engine_of(remote)}" in why, why
     assert not remote.docker().volumes.list(filters={"label": f"dev.fleet.project={fleet}"})  # nothing half-made
 
 
