@@ -131,3 +131,18 @@ def test_a_built_image_no_longer_used_on_a_remote_engine_goes_from_that_engine_o
     obs2 = obs.model_copy(update={"agents": obs.agents + (seen(local),)})
     gone = sorted((a.id, a.provider) for a in reconcile(d2, obs2).actions if isinstance(a, ImageDestroy))
     assert gone == [(f"image:{old}@{E}:destroy", KEY)]
+
+
+def test_the_plan_output_schema_knows_the_upload_and_per_engine_builds():
+    from reconciler.gitops.output import plan_document
+    from tests.gitops.helpers import validate_plan_output
+
+    d = remote_fleet(BUILT)
+    plan = reconcile(d, observed())
+    doc = plan_document(plan)
+    validate_plan_output(doc)
+    rows = {row["id"]: row for row in doc["changes"]}
+    up = rows["workspace:big-box:upload"]
+    assert (up["action"], up["kind"], up["engine"]) == ("upload", "workspace", E)
+    assert (up["before"], up["after"]) == ({}, {})
+    assert rows[f"image:{BUILT.ref}@{E}:build"]["engine"] == E
