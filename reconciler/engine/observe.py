@@ -95,7 +95,7 @@ def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed
     from reconciler.state.relays import running as relays_running
     from reconciler.engine.observe_engines import engine_facts
 
-    engine_images, engine_volumes = engine_facts(fleet, reached, unreachable)
+    engine_images, engine_volumes = engine_facts(fleet, reached, unreachable, partial=volumes)
 
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,

@@ -3,7 +3,8 @@ the fleet's built images and its workspace volumes there. Both are needed on
 every run, not only on `fleet destroy`: a `build:` is built on each engine that
 runs it (a no-op apply plans no build), and a workspace is uploaded to a remote
 engine only while its volume is missing there (core/effects_hosts.py). Two list
-calls per remote engine, over its one connection. No decisions.
+calls per remote engine (a third when the fleet has volumes there: uploads cut
+off), over its one connection. No decisions.
 
 Layer `engine`. May import: `core`, `state`, `load`, `net`, `grants`, `routing`, `providers`.
 """
@@ -23,8 +24,10 @@ def remote_keys(keys: Iterable[str]) -> list[str]:
 
 
 def engine_facts(fleet: str, keys: Iterable[str], unreachable: Mapping[str, str] | None = None,
-                 ) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
-    """(built images, workspace volumes) of `fleet` per remote engine key. An
+                 partial: bool = False) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """(built images, workspace volumes) of `fleet` per remote engine key. A
+    volume whose upload was cut off counts as missing (so it is uploaded again),
+    unless `partial` (`fleet destroy --purge-workspaces`: it goes too). An
     engine that cannot be reached (in `unreachable`, or failing now) is left
     out: what is there is unknown, and the plan creates nothing there anyway."""
     images: dict[str, tuple[str, ...]] = {}
@@ -37,7 +40,9 @@ def engine_facts(fleet: str, keys: Iterable[str], unreachable: Mapping[str, str]
         look, held = images_of(provider), volumes_of(provider)
         try:
             images[key] = look.observe_images(fleet) if look is not None else ()
-            volumes[key] = held.observe_volumes(fleet) if held is not None else ()
+            vols = held.observe_volumes(fleet) if held is not None else ()
+            cut = set(held.partial_volumes(fleet)) if held is not None and vols and not partial else set()
+            volumes[key] = tuple(v for v in vols if v not in cut)
         except FleetError:  # EngineUnavailable, ProviderError: observation reports the engine
             images.pop(key, None)
             continue

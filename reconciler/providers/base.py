@@ -172,6 +172,10 @@ class Volumes(Protocol):
         Refuses a volume that is not the fleet's."""
         ...
 
+    def partial_volumes(self, fleet: str) -> tuple[str, ...]:
+        """The fleet's workspace volumes whose upload was cut off (filled again by the next upload)."""
+        ...
+
     def upload_workspace(self, fleet: str, owner: str, workspace: Workspace, image: ImageRef) -> str:
         """Create `owner`'s workspace volume and copy the workspace directory of
         this machine into it (an engine that cannot bind-mount it: `engine:`),

@@ -67,7 +67,7 @@ def test_shared_workspace_uploaded_once_shared_by_agents_pulled_back_and_purged(
     import docker
 
     assert not docker.from_env().volumes.list(filters={"name": volume})
-    assert not client.containers.list(all=True, filters={"label": "dev.fleet.upload"})
+    assert not client.containers.list(all=True, filters={"label": f"dev.fleet.upload={fleet}/big-box"})
     holder = client.containers.get(f"fleet_{fleet}_host_big-box")
     assert any(m.get("Name") == volume and m["Destination"] == "/workspace" for m in holder.attrs["Mounts"])
 
@@ -170,3 +170,52 @@ def test_a_stranger_volume_with_the_workspace_name_is_never_filled_nor_mounted(r
         assert not remote.docker().containers.list(all=True, filters={"label": f"dev.fleet.project={fleet}"})
     finally:
         stranger.remove(force=True)
+
+
+def leave_cut_off_upload(remote, fleet: str, owner: str) -> None:
+    """The state an upload killed midway leaves: its helper (which made the
+    labelled volume) and part of the files, as upload.py makes them."""
+    from docker.types import Mount
+
+    from reconciler.providers.docker.upload import UPLOAD, helper_name, volume_labels
+
+    api = remote.docker().api
+    volume = f"fleet_{fleet}_host_{owner}_workspace"
+    labels = volume_labels(fleet, owner, engine_of(remote))
+    c = api.create_container(BASE_IMAGE, command=["true"], name=helper_name(fleet, owner), labels={UPLOAD: f"{fleet}/{owner}"},
+                             host_config=api.create_host_config(mounts=[Mount("/workspace", volume, labels=labels)]))
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("half-uploaded.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"half"))
+    assert api.put_archive(c["Id"], "/workspace", buf.getvalue())
+
+
+def test_an_upload_cut_off_midway_is_made_again_by_the_next_apply(remote_engine, remote_fleet_name, tmp_path):
+    fleet, remote = remote_fleet_name, remote_engine
+    app = make_app(tmp_path)
+    d = shared_fleet(fleet, remote, app, agents=("impl",))
+    leave_cut_off_upload(remote, fleet, "big-box")
+    observed, plan = plan_of(d)
+    assert f"fleet_{fleet}_host_big-box_workspace" not in observed.engine_volumes.get(key_of(remote), ())
+    assert any(isinstance(a, WorkspaceUpload) for a in plan.actions)
+    apply(d)
+    code, out = remote_exec(remote, fleet, "impl", "ls /workspace")
+    assert code == 0 and out.split() == ["README.md", "link.py", "src"], out
+    assert not remote.docker().containers.list(all=True, filters={"label": f"dev.fleet.upload={fleet}/big-box"})
+    assert plan_of(d)[1].empty
+
+
+def test_purge_removes_a_volume_whose_upload_was_cut_off(remote_engine, remote_fleet_name, tmp_path):
+    fleet, remote = remote_fleet_name, remote_engine
+    d = shared_fleet(fleet, remote, make_app(tmp_path), agents=("impl",))
+    leave_cut_off_upload(remote, fleet, "big-box")
+    plan = destroy(d, purge=True)
+    assert [a.name for a in plan.actions if isinstance(a, VolumePurge)] == [f"fleet_{fleet}_host_big-box_workspace"]
+    client = remote.docker()
+    assert not client.volumes.list(filters={"label": f"dev.fleet.project={fleet}"})
+    assert not client.containers.list(all=True, filters={"label": f"dev.fleet.upload={fleet}/big-box"})

@@ -289,6 +289,11 @@ class DockerProvider(DockerAgentOps):
                                self.engine, resource)
         return note
 
+    def partial_volumes(self, fleet: str) -> tuple[str, ...]:
+        """The fleet's workspace volumes whose upload did not finish (cut off): not uploaded yet."""
+        found: tuple[str, ...] = self._call(f"fleet {fleet} uploads", docker_upload.partial, self.api, fleet)
+        return found
+
     def _on(self) -> str:
         return f" on {self.engine}" if self.engine is not None else ""
 
@@ -307,6 +312,8 @@ class DockerProvider(DockerAgentOps):
             L.workspace_volume(fleet, host), L.legacy_workspace_volume(fleet, host)
         ):
             raise ProviderError(resource, f"is not a workspace volume of fleet {fleet}; not touching it")
+        if host:  # a helper left by a cut-off upload still mounts it
+            self._call(resource, docker_upload.forget_helper, self.api, fleet, host)
         try:
             self._call(resource, self.api.remove_volume, name, force=True)
         except ProviderError:

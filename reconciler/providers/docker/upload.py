@@ -2,13 +2,15 @@
 engine (a remote one: `engine:`), where no bind mount of this machine's files
 can reach.
 
-One thing, in order: create the volume (labelled as the fleet's workspace
-volume, named as the local one, `labels.workspace_volume`), create a
-short-lived helper container from the owner's image with the volume at
-/workspace (never started: Docker copies into the volumes of a created
-container), put a tar of the directory into it, remove the helper. What went
-wrong on the way is undone (helper and volume removed), so the next plan sees
-the volume missing and uploads again.
+One thing, in order: create a short-lived helper container from the owner's
+image whose volume mount at /workspace creates the volume (labelled as the
+fleet's workspace volume, named as the local one, `labels.workspace_volume`)
+in the same call; put a tar of the directory into it (never started: Docker
+copies into the volumes of a created container); remove the helper. The helper
+is the mark of an upload not finished: while it exists, its volume does not
+count as uploaded (`partial`), so a run killed or cut off midway is followed by
+a fresh upload on the next apply (the partial volume and the helper removed
+first). What fails on the way is undone at once.
 
 The tar holds what Modal's upload holds: regular files, directories, symlinks
 (as links, never what they point to) and hard links, owned by root; sockets,
@@ -80,54 +82,90 @@ def _remove_helper(api: Any, name: str, mark: str) -> None:
         raise ProviderError(f"container {name}", (exc.explanation or str(exc)).strip()) from None
 
 
+def forget_helper(api: Any, fleet: str, owner: str) -> None:
+    """Remove the helper a cut-off upload of `owner`'s workspace left (none: fine)."""
+    _remove_helper(api, helper_name(fleet, owner), f"{fleet}/{owner}")
+
+
+def partial(api: Any, fleet: str) -> tuple[str, ...]:
+    """The workspace volumes of `fleet` whose upload did not finish (a helper is
+    left): one list call."""
+    rows = api.containers(all=True, filters={"label": UPLOAD})
+    owners = []
+    for c in rows:
+        mark = (c.get("Labels") or {}).get(UPLOAD) or ""
+        f, _, owner = mark.partition("/")
+        if f == fleet and owner and ((c.get("Names") or [""])[0] or "").lstrip("/") == helper_name(fleet, owner):
+            owners.append(owner)
+    return tuple(sorted(L.workspace_volume(fleet, o) for o in owners))
+
+
+def _helper_left(api: Any, name: str, mark: str) -> bool:
+    from docker.errors import NotFound
+
+    try:
+        info = api.inspect_container(name)
+    except NotFound:
+        return False
+    return (info.get("Config", {}).get("Labels") or {}).get(UPLOAD) == mark
+
+
 def upload(api: Any, fleet: str, owner: str, source: Path, image: str, engine: str | None, resource: str) -> str:
     """Create the workspace volume of `owner` and copy `source` into it; a note.
-    A volume already there (made meanwhile) is kept as it is."""
+    A complete volume already there (made meanwhile) is kept as it is; a partial
+    one (its helper left by a run that was cut off) is made again."""
     from docker.errors import APIError, DockerException, NotFound
+    from docker.types import Mount
 
     where = f" on {engine}" if engine is not None else ""
     volume = L.workspace_volume(fleet, owner)
     want = volume_labels(fleet, owner, engine)
     if not source.is_dir():
         raise ProviderError(resource, f"workspace {source} is not a directory")
+    mark = f"{fleet}/{owner}"
+    helper = helper_name(fleet, owner)
+    left = _helper_left(api, helper, mark)
     try:
         found = api.inspect_volume(volume)
     except NotFound:
         found = None
+    redo = ""
     if found is not None:
         lab = found.get("Labels") or {}
         if any(lab.get(k) != v for k, v in want.items()):
             raise ProviderError(resource, f"volume {volume}{where} exists but is not this workspace's "
                                           "(labels differ); fleet does not fill a volume it did not create")
-        return f"volume {volume}{where} exists already: kept as it is (not uploaded again)"
-    mark = f"{fleet}/{owner}"
-    helper = helper_name(fleet, owner)
-    _remove_helper(api, helper, mark)  # left by a run that was killed
-    made_volume = False
+        if not left:
+            return f"volume {volume}{where} exists already: kept as it is (not uploaded again)"
+        redo = " (again: the previous upload was cut off)"
+    _remove_helper(api, helper, mark)  # left by a run that was cut off
+    if found is not None:
+        api.remove_volume(volume, force=True)  # partial: only the cut-off upload ever wrote to it
+    made = False
     try:
         with tempfile.TemporaryFile() as buf:
             files, size = pack(source, buf)
             buf.seek(0)
-            api.create_volume(name=volume, labels=want)
-            made_volume = True
+            # the helper's mount creates the labelled volume in the same call: no volume without its helper
             c = api.create_container(
                 image=image, command=["true"], name=helper, labels={UPLOAD: mark}, network_disabled=True,
-                host_config=api.create_host_config(binds={volume: {"bind": WORKDIR, "mode": "rw"}}, network_mode="none"),
+                host_config=api.create_host_config(
+                    mounts=[Mount(WORKDIR, volume, type="volume", labels=want)], network_mode="none"),
             )
-            try:
-                if not api.put_archive(c["Id"], WORKDIR, buf):
-                    raise ProviderError(resource, f"the engine{where} refused the archive of {source}")
-            finally:
-                _remove_helper(api, helper, mark)
+            made = True
+            if not api.put_archive(c["Id"], WORKDIR, buf):
+                raise ProviderError(resource, f"the engine{where} refused the archive of {source}")
+            _remove_helper(api, helper, mark)  # the upload is complete from here on
     except (APIError, DockerException, OSError, ProviderError) as exc:
-        if made_volume:
+        if made:
             try:
+                _remove_helper(api, helper, mark)
                 api.remove_volume(volume, force=True)
             except Exception:
-                pass  # the next apply finds it and keeps it: said in the error
+                pass  # the helper, if left, marks the volume partial: the next apply uploads again
         if isinstance(exc, ProviderError):
             raise
-        text = getattr(exc, "explanation", None) or str(exc)
+        text = str(getattr(exc, "explanation", None) or exc).strip()
         raise ProviderError(resource, f"upload of workspace {source} to volume {volume}{where} failed: "
-                                      f"{str(text).strip().splitlines()[0][:200] if str(text).strip() else type(exc).__name__}") from None
-    return f"uploaded {source} ({files} files, {size} bytes) to volume {volume}{where}"
+                                      f"{text.splitlines()[0][:200] if text else type(exc).__name__}") from None
+    return f"uploaded {source} ({files} files, {size} bytes) to volume {volume}{where}{redo}"
