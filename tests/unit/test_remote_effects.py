@@ -146,3 +146,9 @@ def test_the_plan_output_schema_knows_the_upload_and_per_engine_builds():
     assert (up["action"], up["kind"], up["engine"]) == ("upload", "workspace", E)
     assert (up["before"], up["after"]) == ({}, {})
     assert rows[f"image:{BUILT.ref}@{E}:build"]["engine"] == E
+
+
+def test_nothing_is_uploaded_or_built_on_an_engine_that_does_not_answer():
+    d = remote_fleet(BUILT)
+    plan = reconcile(d, observed().model_copy(update={"unreachable": {E: "ssh: connect refused"}}))
+    assert not [a for a in plan.actions if isinstance(a, (WorkspaceUpload, ImageBuild))]
