@@ -143,3 +143,30 @@ agents:
     finally:
         cleanup_fleet(far, fleet_name)
         cleanup_fleet(far, other)
+
+
+def test_destroy_with_an_unreachable_engine_removes_what_it_can_and_says_the_rest(tmp_path, fleet_name, docker_client,
+                                                                                 remote_engine):
+    engine = f"ssh://{remote_engine.name}"
+    far = remote_engine.docker()
+    f = tmp_path / "fleet.yaml"
+    _write(f, fleet_name, engine)
+    try:
+        r = run_fleet("apply", "--yes", str(f))
+        assert r.code == 0, r.text
+        remote_before = _ids(far, fleet_name)
+        subprocess.run(["kill", str(_sshd_pid(remote_engine))], check=True)
+        r = run_fleet("destroy", "--yes", str(f))
+        assert r.code == 1, r.text  # not everything is gone: the exit code says so
+        assert f"engine {engine} unreachable" in r.text and "run `fleet destroy` again" in r.text
+        assert _ids(docker_client, fleet_name) == {}  # the local agent went
+        assert remote_engine.script("up", remote_engine.name).returncode == 0
+        assert _ids(far, fleet_name) == remote_before  # untouched while unknown
+        r = run_fleet("destroy", "--yes", str(f))
+        assert r.code == 0, r.text
+        assert _ids(far, fleet_name) == {}
+    finally:
+        if remote_engine.script("status", remote_engine.name).returncode != 0:
+            remote_engine.script("up", remote_engine.name)
+        cleanup_fleet(far, fleet_name)
+        cleanup_fleet(docker_client, fleet_name)
