@@ -77,18 +77,21 @@ def test_remote_shared_host_through_the_cli(remote_engine, remote_fleet_name, ba
     assert r.out == "fed through stdin\n", r.text
 
     # first message, then fleet message and logs
-    wait_for(lambda: "got: first hello" in run_fleet("logs", *f, "impl").out, timeout=30, what="the first message")
+    impl = client.containers.get(f"fleet_{fleet}_impl")
+    wait_for(lambda: b"got: first hello" in impl.logs(), timeout=30, what="the first message")
     r = run_fleet("message", *f, "impl", "second message")
     assert r.code == 0, r.text
-    wait_for(lambda: "got: second message" in run_fleet("logs", *f, "impl", "--tail", "1").out, timeout=30,
-             what="fleet message")
+    wait_for(lambda: b"got: second message" in impl.logs(), timeout=30, what="fleet message")
+    r = run_fleet("logs", *f, "impl", "--tail", "1")
+    assert r.code == 0 and "got: second message" in r.out and "first hello" not in r.out, r.text
 
     # attach to the remote agent's terminal, type, detach
     with Terminal("attach", *f, "--detach-keys", "ctrl-x,q", "impl") as term:
         seen = term.read_until(b"got: second message")
+        assert b"got: second message" in seen, seen  # the replay of its recent output
         time.sleep(0.3)
         term.write(b"typed remotely\r")
-        term.read_until(b"got: typed remotely")
+        assert b"got: typed remotely" in term.read_until(b"got: typed remotely")
         term.write(b"\x18q")
         seen = term.read_until(b"keeps running")
         assert b"detached from impl" in seen, seen
@@ -96,9 +99,9 @@ def test_remote_shared_host_through_the_cli(remote_engine, remote_fleet_name, ba
 
     # exec -it: a shell on a terminal, its exit code back
     with Terminal("exec", *f, "-i", "-t", "test", "--", "sh") as term:
-        time.sleep(0.3)
+        assert b"# " in term.read_until(b"# ")  # sh's prompt: the terminal is raw, typing reaches it
         term.write(b"echo $((6*7))x\r")
-        term.read_until(b"42x")
+        assert b"42x" in term.read_until(b"42x")
         term.write(b"exit 3\r")
         assert term.exit_code() == 3
 
