@@ -281,7 +281,7 @@ class DockerProvider(DockerAgentOps):
         directory into it (upload.py); a note. For engines that cannot bind-mount
         this machine's directories (`engine:`); `image` (the owner's) runs the helper."""
         resource = f"workspace {owner}"
-        if not docker_images.exists(self.api, image.ref):
+        if not self._call(resource, docker_images.exists, self.api, image.ref):
             if image.build is not None:
                 raise ProviderError(resource, f"image {image.ref} is not built{self._on()}; run `fleet apply` again")
             self.pull_image(fleet, image, resource)
