@@ -70,6 +70,8 @@ def test_shared_workspace_uploaded_once_shared_by_agents_pulled_back_and_purged(
     assert not client.containers.list(all=True, filters={"label": f"dev.fleet.upload={fleet}/big-box"})
     holder = client.containers.get(f"fleet_{fleet}_host_big-box")
     assert any(m.get("Name") == volume and m["Destination"] == "/workspace" for m in holder.attrs["Mounts"])
+    # nothing of this machine's filesystem is bound there (the test's "remote" shares it: a bind would pass unseen)
+    assert [m["Type"] for m in holder.attrs["Mounts"]] == ["volume"], holder.attrs["Mounts"]
 
     # the uploaded content is the local directory's; the agents share it
     code, out = remote_exec(remote, fleet, "impl", "cat /workspace/README.md && readlink /workspace/link.py "
@@ -124,6 +126,9 @@ def test_private_agent_with_a_workspace_on_the_remote_engine_gets_its_own_copy(r
     code, out = remote_exec(remote, fleet, "solo", "pwd; cat README.md; touch mine")
     assert code == 0 and out == "/workspace\nhello from this machine\n", out
     assert not (app / "mine").exists()  # a copy: this machine's directory is untouched
+    mounts = remote.docker().containers.get(f"fleet_{fleet}_solo").attrs["Mounts"]
+    assert [(m["Type"], m.get("Name")) for m in mounts if m["Destination"] == "/workspace"] == \
+        [("volume", f"fleet_{fleet}_host_solo_workspace")]
     assert plan_of(d)[1].empty
     destroy(d, purge=True)
     assert not remote.docker().volumes.list(filters={"label": f"dev.fleet.project={fleet}"})
