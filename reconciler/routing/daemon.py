@@ -302,12 +302,31 @@ async def _serve(config: "ProxyConfig") -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_event.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: server.reload(force=True))
-    await server.start()
     from reconciler.grants.forward import ForwardProxy  # grants: the credential-injecting forward proxy
+    from reconciler.routing.links import EngineLinks  # ssh links to remote engines
 
     forward = ForwardProxy()
+    links = server.links = EngineLinks(forward, on_change=lambda: on_change(server))
+    wake = asyncio.Event()
+
+    def hup() -> None:
+        server.reload(force=True)
+        wake.set()
+
+    loop.add_signal_handler(signal.SIGHUP, hup)
+    await server.start()
     await forward.start()
+
+    async def keep_links() -> None:  # the links the routes and the remote agents' credentials need
+        while True:
+            try:
+                forward.access.reload()
+                await links.sync(server.route_engines())
+            except Exception:  # never let the keeper die
+                log.exception("keeping the engine links failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), 1.0)
+            wake.clear()
     # What start-up built lives as long as the process: keep it out of the
     # collector's way, so a full collection never stalls a request for long.
     gc.collect()
@@ -320,11 +339,14 @@ async def _serve(config: "ProxyConfig") -> None:
             logcontrol.say_suppressed()
 
     said = loop.create_task(summaries())
+    kept = loop.create_task(keep_links())
     try:
         await stop_event.wait()
     finally:
         said.cancel()
+        kept.cancel()
         log.info("fleet proxy stopping")
+        await links.stop()
         await forward.stop()
         await server.stop()
 

@@ -1,0 +1,157 @@
+"""Routing to agents on a remote engine, on the real thing: a second dockerd behind
+sshd (remote_engine), agents made by the real Docker provider over ssh, the real
+proxy daemon keeping ONE ssh link to the engine and dialling the agents' bridge
+addresses there through its SOCKS forward. Nothing is published or listens on the
+remote's network for it; a killed link comes back by itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from reconciler.core.routes import routes_for
+from reconciler.net.ca import routing_ca
+from reconciler.routing import daemon
+from reconciler.routing.table import Listen, set_fleet_routes
+from tests.conftest import free_port, wait_for
+from tests.remote.helpers import alive
+from tests.remote.world import SERVER, RemoteFleet, link_state, tail_log, wait_link_up
+from tests.routing.helpers import client_ssl, request
+
+pytestmark = pytest.mark.docker
+
+YAML = """\
+fleet: {fleet}
+defaults:
+  image: {image}
+hosts:
+  box: {{}}
+agents:
+  impl:
+    host: box
+    ports: {{web: 3000}}
+    command: ["sh", "-c", "cd /tmp && exec python3 -m http.server 3000"]
+  mate:
+    host: box
+    ports: {{api: 3001}}
+    command: ["sh", "-c", "cd /tmp && exec python3 -m http.server 3001"]
+  solo:
+    ports: {{web: 3000}}
+    command: ["sh", "-c", "cd /tmp && exec python3 -m http.server 3000"]
+"""
+
+
+@pytest.fixture(scope="module")
+def world(remote_engine, base_image, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("remote-routing")
+    home = tmp / "home"
+    home.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FLEET_HOME", str(home))
+    w = RemoteFleet(tmp, remote_engine, base_image, YAML)
+    w.home = home
+    w.port = free_port()
+    try:
+        w.create()
+        for agent in ("impl", "mate", "solo"):  # the servers answer in their containers
+            wait_for(lambda a=agent: w.container(a).exec_run(
+                ["python3", "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:{w.desired.agents[a].ports[next(iter(w.desired.agents[a].ports))]}/')"]
+            ).exit_code == 0, timeout=20, what=f"{agent}'s server")
+        routes = routes_for(w.desired, w.observed())
+        set_fleet_routes(w.name, [Listen(port=w.port)], routes)
+        w.routes = routes
+        daemon.start()
+        wait_link_up(w.engine)
+        yield w
+    finally:
+        daemon.stop()
+        w.cleanup()
+        mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _world_home(world, fleet_home, monkeypatch):
+    monkeypatch.setenv("FLEET_HOME", str(world.home))
+
+
+def test_routes_of_remote_agents_are_their_bridge_addresses_on_that_engine(world):
+    by = {(r.agent, r.service): r for r in world.routes}
+    assert set(by) == {("impl", "web"), ("mate", "api"), ("solo", "web")}
+    obs = world.observed()
+    holder = next(h for h in obs.hosts if h.name == "box")
+    solo = next(a for a in obs.agents if a.name == "solo")
+    assert holder.address and solo.address
+    assert by[("impl", "web")].target == f"http://{holder.address}:3000"
+    assert by[("mate", "api")].target == f"http://{holder.address}:3001"
+    assert by[("solo", "web")].target == f"http://{solo.address}:3000"
+    assert {r.engine for r in world.routes} == {world.engine}
+
+
+@pytest.mark.parametrize("agent,service", [("impl", "web"), ("mate", "api"), ("solo", "web")])
+def test_a_remote_agent_answers_through_the_local_proxy_http_and_https(world, agent, service):
+    host = f"{service}.{agent}.localhost"
+    status, _, body = request(host, world.port, "/")
+    assert status == 200, body[:300]
+    assert b"Directory listing" in body
+    status, _, body = request(host, world.port, "/", tls=client_ssl(routing_ca()))
+    assert status == 200, body[:300]
+    assert b"Directory listing" in body
+
+
+def test_one_ssh_link_per_engine_and_nothing_listens_on_the_remote_network(world):
+    state = link_state(world.engine)
+    assert state["up"] and state["pid"] and state["reverse"] is None  # no grants here: no reverse forward
+    with open(f"/proc/{state['pid']}/cmdline", "rb") as fh:
+        argv = fh.read().split(b"\0")
+    assert argv[0] == b"ssh" and b"-D" in argv and b"-R" not in argv and argv[-2] == world.remote.name.encode()
+    # several requests, one link: the pid does not change
+    for _ in range(5):
+        assert request("web.impl.localhost", world.port, "/")[0] == 200
+    assert link_state(world.engine)["pid"] == state["pid"]
+    # on the remote machine, only sshd (and loopback) listen: no published port
+    r = subprocess.run(["nsenter", f"--net=/var/run/netns/{world.remote.netns}", "ss", "-Hltn"],
+                       capture_output=True, text=True, check=True)
+    local = [line.split()[3] for line in r.stdout.splitlines()]
+    exposed = [a for a in local if not a.startswith(("127.", "[::1]", "::1")) and a != f"{world.remote.remote_ip}:22"]
+    assert exposed == [], r.stdout
+    ports = world.remote.docker().api.inspect_container(world.container("solo").id)["NetworkSettings"]["Ports"]
+    assert all(b["HostIp"] in ("127.0.0.1", "::1") for bs in ports.values() if bs for b in bs), ports
+
+
+def test_a_killed_link_comes_back_and_the_route_answers_again(world):
+    first = wait_link_up(world.engine)["pid"]
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not alive(first), timeout=10, what="ssh to die")
+    wait_for(lambda: link_state(world.engine).get("up") and link_state(world.engine).get("pid") != first,
+             timeout=30, interval=0.05, what=f"the link back ({link_state(world.engine)}; {tail_log()})")
+    assert link_state(world.engine)["restarts"] >= 1
+    status, _, body = request("web.impl.localhost", world.port, "/")
+    assert status == 200, body[:300]
+
+
+def test_a_route_to_an_engine_that_cannot_be_reached_is_a_502_naming_it(world):
+    engine = "ssh://fleet-no-such-host.invalid"
+    bad = world.routes[0].model_copy(update={"engine": engine, "agent": "ghost"})
+    set_fleet_routes(world.name + "x", [Listen(port=world.port)], [bad])
+    try:
+        daemon.wait_loaded(daemon_revision())
+        wait_for(lambda: link_state(engine).get("error"), timeout=20, what=f"the link to fail ({link_state(engine)})")
+        status, _, body = request("web.ghost.localhost", world.port, "/")
+        assert status == 502
+        assert engine.encode() in body and b"down" in body, body
+    finally:
+        from reconciler.routing.table import remove_fleet
+
+        remove_fleet(world.name + "x")
+    # no route needs it any more: its link goes
+    wait_for(lambda: not link_state(engine), timeout=10, what="the unneeded link to stop")
+    assert link_state(world.engine)["up"]
+
+
+def daemon_revision() -> int:
+    from reconciler.routing.table import read_table
+
+    return read_table().revision
