@@ -37,7 +37,8 @@ class RemoteFleet:
         self.dir.mkdir(parents=True)
         (self.dir / "fleet.yaml").write_text(textwrap.dedent(yaml).format(fleet=self.name, image=image))
         self.desired = on_engine(load(self.dir / "fleet.yaml"), self.engine)
-        self.provider = get_provider(f"docker@{self.engine}")
+        self.provider_key = f"docker@{self.engine}"
+        self.provider = get_provider(self.provider_key)
 
     def create(self, extras: dict[str, AgentExtras] | None = None) -> None:
         net = self.provider
