@@ -6,6 +6,7 @@ remote's network for it; a killed link comes back by itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -155,3 +156,44 @@ def daemon_revision() -> int:
     from reconciler.routing.table import read_table
 
     return read_table().revision
+
+
+def test_proxy_status_shows_the_link_and_checks_remote_targets_through_it(world):
+    from tests.conftest import run_fleet
+
+    r = run_fleet("proxy", "status", "-o", "json", env={"FLEET_HOME": str(world.home)})
+    assert r.code == 0, r.text
+    st = json.loads(r.out)
+    assert st["links"][world.engine]["up"] is True
+    mine = {(x["agent"], x["service"]): x for x in st["routes"] if x["fleet"] == world.name}
+    assert {k: (v["engine"], v["healthy"]) for k, v in mine.items()} == {
+        ("impl", "web"): (world.engine, True), ("mate", "api"): (world.engine, True), ("solo", "web"): (world.engine, True)}
+    r = run_fleet("proxy", "status", env={"FLEET_HOME": str(world.home)})
+    assert f"engine {world.engine}: link up (ssh pid" in r.out, r.out
+    assert f"via {world.engine}" in r.out
+
+
+def test_routes_for_a_remote_engine_are_pure_and_need_an_address():
+    """routes_for (pure): an agent observed on an engine gets `engine` and its (or
+    its holder's) bridge address; without an address there, no route (never a
+    127.0.0.1 port of this machine)."""
+    from reconciler.core.model import Desired, DesiredAgent, ImageRef, ObservedAgent, ObservedHost, Observed
+    from pathlib import Path
+
+    e = "ssh://box"
+    img = ImageRef(ref="x")
+    d = Desired(fleet="f", file=Path("/f.yaml"), agents={
+        "a": DesiredAgent(name="a", image=img, ports={"web": 3000}, engine=e),
+        "b": DesiredAgent(name="b", host="h", image=img, ports={"api": 8000}, engine=e),
+        "c": DesiredAgent(name="c", image=img, ports={"web": 3000}, engine=e),
+    })
+    o = Observed(fleet="f", hosts=(ObservedHost(name="h", provider="docker", id="H", state="running", spec_hash="x",
+                                                address="172.30.0.9", engine=e),),
+                 agents=(ObservedAgent(name="a", host=None, provider="docker", id="A", state="running", spec_hash="x",
+                                       address="172.30.0.5", ports={3000: 49000}, engine=e),
+                         ObservedAgent(name="b", host="h", provider="docker", id="B", state="running", spec_hash="x",
+                                       engine=e),
+                         ObservedAgent(name="c", host=None, provider="docker", id="C", state="running", spec_hash="x",
+                                       ports={3000: 49001}, engine=e)))
+    got = {(r.agent, r.target, r.engine) for r in routes_for(d, o)}
+    assert got == {("a", "http://172.30.0.5:3000", e), ("b", "http://172.30.0.9:8000", e)}
