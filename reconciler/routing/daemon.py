@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy
 
 __all__ = [
     "ProxyStatus", "RouteStatus", "ensure_running", "lock_path", "log_path", "pid_path", "read_state",
-    "run_foreground", "running_pid", "start", "start_lock", "state_path", "status", "stop", "wait_loaded",
+    "run_foreground", "running_pid", "start", "start_lock", "state_path", "status", "stop", "wait_links", "wait_loaded",
 ]
 
 log = logging.getLogger("fleet.proxy")
@@ -254,6 +254,25 @@ def wait_loaded(revision: int, timeout: float = LOAD_TIMEOUT) -> None:
                 f"(it serves revision {serving}); see {log_path()}"
             )
         time.sleep(0.01)
+
+
+LINK_TIMEOUT = 20.0
+
+
+def wait_links(engines: set[str], timeout: float = LINK_TIMEOUT) -> dict[str, str]:
+    """Wait (bounded) until the running proxy's ssh links to `engines` are up,
+    or have failed (an unreachable engine costs no wait); returns engine -> why
+    not, for those still down (their routes answer 502 naming the engine until
+    the link is back; the daemon keeps retrying)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        links = (read_state() or {}).get("links") or {}
+        down = {e: str((links.get(e) or {}).get("error") or "connecting") for e in engines
+                if not (links.get(e) or {}).get("up")}
+        pending = [e for e in down if not (links.get(e) or {}).get("error")]
+        if not pending or running_pid() is None or time.monotonic() > deadline:
+            return down
+        time.sleep(0.05)
 
 
 # -- the process itself -------------------------------------------------------------------
