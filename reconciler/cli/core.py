@@ -349,6 +349,9 @@ def status(
         return
     # piped: every cell in full, one line per agent; a terminal: fitted to its width
     out.print(render.status_table(rows, out.width if out.is_terminal else None), crop=False)
+    for engine in sorted({r.engine for r in rows if r.state == "unknown" and r.engine}):
+        out.print(Text(f"engine {engine} did not answer: the state of its agents is unknown (`fleet diff` says why)",
+                       style="yellow"))
 
 
 def _watch_status(desired: Desired) -> None:

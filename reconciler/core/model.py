@@ -399,6 +399,8 @@ class Observed(Frozen):
     # engines that could not be observed (engine -> why): what runs there is
     # unknown, so reconcile plans nothing that creates or removes anything there
     unreachable: FrozenMap[str, str] = Field(default_factory=FrozenDict)
+    # provider keys of other engines ("docker@ENGINE") where the agents' network is missing
+    networks_missing: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""
@@ -415,6 +417,7 @@ class Observed(Frozen):
                 **({"network": False} if not self.network else {}),
                 **({"relays": sorted(self.relays)} if self.relays else {}),
                 **({"unreachable": sorted(self.unreachable)} if self.unreachable else {}),
+                **({"networks_missing": sorted(self.networks_missing)} if self.networks_missing else {}),
             }
         )
 

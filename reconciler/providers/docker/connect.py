@@ -382,7 +382,10 @@ class EngineConnection:
         except OSError:
             return ""
         lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("Warning: Permanently added")]
-        return f"ssh: {lines[-1][:200]}" if lines else ""
+        if not lines:
+            return ""
+        last = lines[-1][:200]
+        return last if last.startswith("ssh: ") else f"ssh: {last}"
 
     def _reason(self, exc: BaseException) -> str:
         if self.address.scheme == "ssh":
