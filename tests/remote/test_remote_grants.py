@@ -1,5 +1,5 @@
-"""Grants for agents on a remote engine, on the real thing: the plan (reconcile,
-then execute with the real handlers) makes agents on the remote engine; their
+"""Grants for agents on a remote engine, on the real thing: `fleet apply` of a
+fleet.yaml whose shared host and private agent name `engine: ssh://NAME`; their
 `credentials issue` has the proxy daemon's ssh link to that engine carry a
 reverse forward from the remote `fleet_agents` gateway back to this machine's
 forward proxy, which injects the token. The token is in no remote container, no
@@ -16,14 +16,11 @@ import uuid
 
 import pytest
 
-from reconciler.core.reconcile import reconcile
-from reconciler.engine.execute import execute
-from reconciler.engine.observe import observe
 from reconciler.grants.forward import bridge_gateway
 from reconciler.net.ca import routing_ca
 from reconciler.routing import daemon
 from reconciler.state.links import read_links, remote_port_for, source_for_engine
-from tests.conftest import free_port, run_fleet, wait_for
+from tests.conftest import free_port, wait_for
 from tests.grants.helpers import Upstream
 from tests.remote.world import RemoteFleet, link_state
 from tests.routing.helpers import client_ssl, request
@@ -39,15 +36,17 @@ defaults:
   image: {image}
   command: ["sh", "-c", "cd /tmp && exec python3 -m http.server 3000"]
 hosts:
-  box: {{}}
+  box: {{engine: "{engine}"}}
 agents:
   coder:
     host: box
     grants: [github]
     ports: {{web: 3000}}
   solo:
+    engine: "{engine}"
     grants: [github]
-  plain: {{}}
+  plain:
+    engine: "{engine}"
 """
 
 
@@ -76,20 +75,20 @@ def world(remote_engine, base_image, tmp_path_factory, docker_client):
     for k, v in env.items():
         mp.setenv(k, v)
     port = free_port()
-    w = RemoteFleet(tmp, remote_engine, base_image, YAML.replace("PORT", str(port)))
-    w.home, w.env, w.up, w.port, w.local = home, env, up, port, []
+    w = RemoteFleet(tmp, remote_engine, base_image, YAML.replace("PORT", str(port)), env)
+    w.home, w.up, w.port, w.local = home, up, port, []
     try:
-        r = run_fleet("grant", "set", "github", env=env, input=TOKEN + "\n")
+        r = w.fleet("grant", "set", "github", input=TOKEN + "\n")
         assert r.code == 0, r.text
-        w.provider.ensure_network()  # type: ignore[attr-defined]  (the lead's `network create` per engine)
-        observed = observe(w.name, [w.provider_key]).model_copy(update={"network": True})
-        w.plan = reconcile(w.desired, observed)
-        w.result = execute(w.desired, w.plan, observed=observed)
-        assert w.result.ok, w.result
+        r = w.fleet("plan", "--out", str(tmp / "plan.json"))
+        assert r.code in (0, 2), r.text
+        w.plan = json.loads((tmp / "plan.json").read_text())
+        r = w.fleet("apply", "--yes")
+        assert r.code == 0, r.text
         yield w
     finally:
-        daemon.stop()
         w.cleanup()
+        daemon.stop()
         for c in w.local:
             c.remove(force=True)
         up.stop()
@@ -111,8 +110,8 @@ def headers(text: str) -> dict[str, str]:
     return {k.lower(): v for k, v in json.loads(text)["headers"]}
 
 
-def test_the_plan_issued_credentials_and_the_link_carries_the_reverse_forward(world):
-    issued = sorted(a.name for a in world.plan.actions if a.kind == "credentials" and a.op == "issue")
+def test_the_plan_issues_credentials_and_the_link_carries_the_reverse_forward(world):
+    issued = sorted(a["name"] for a in world.plan["plan"]["actions"] if a["kind"] == "credentials" and a["op"] == "issue")
     assert issued == ["coder", "solo"]
     rec = read_links()[world.engine]
     assert rec["port"] == remote_port_for(world.engine)
@@ -169,6 +168,11 @@ def test_the_token_is_absent_remote_side(world):
     root = f"/var/lib/fleet-remote/{world.remote.name}/docker/containers"
     r = subprocess.run(["grep", "-r", "-l", "-F", TOKEN, root], capture_output=True, text=True)
     assert r.returncode == 1, r.stdout
+    # a second apply changes nothing (the remote credentials do not churn), and no output of fleet holds it
+    r = world.fleet("apply", "--yes")
+    assert r.code == 0 and "up to date" in r.out, r.text
+    world.fleet("status", "--output", "json")
+    assert not [t for t in world.outputs if TOKEN in t]
 
 
 def _credential(world, agent: str) -> str:

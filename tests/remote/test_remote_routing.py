@@ -1,7 +1,8 @@
 """Routing to agents on a remote engine, on the real thing: a second dockerd behind
-sshd (remote_engine), agents made by the real Docker provider over ssh, the real
-proxy daemon keeping ONE ssh link to the engine and dialling the agents' bridge
-addresses there through its SOCKS forward. Nothing is published or listens on the
+sshd (remote_engine), a fleet.yaml with a shared host and a private agent on it
+(`engine: ssh://NAME`) applied with `fleet apply`, the real proxy daemon
+keeping ONE ssh link to the engine and dialling the agents' bridge addresses
+there through its SOCKS forward. Nothing is published or listens on the
 remote's network for it; a killed link comes back by itself."""
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ import pytest
 from reconciler.core.routes import routes_for
 from reconciler.net.ca import routing_ca
 from reconciler.routing import daemon
-from reconciler.routing.table import Listen, set_fleet_routes
+from reconciler.routing.table import Listen, read_table, set_fleet_routes
 from tests.conftest import free_port, wait_for
 from tests.remote.helpers import alive
-from tests.remote.world import SERVER, RemoteFleet, link_state, tail_log, wait_link_up
+from tests.remote.world import RemoteFleet, link_state, tail_log, wait_link_up
 from tests.routing.helpers import client_ssl, request
 
 pytestmark = pytest.mark.docker
 
 YAML = """\
 fleet: {fleet}
+proxy: {{port: PORT}}
 defaults:
   image: {image}
 hosts:
-  box: {{}}
+  box: {{engine: "{engine}"}}
 agents:
   impl:
     host: box
@@ -40,6 +42,7 @@ agents:
     ports: {{api: 3001}}
     command: ["sh", "-c", "cd /tmp && exec python3 -m http.server 3001"]
   solo:
+    engine: "{engine}"
     ports: {{web: 3000}}
     command: ["sh", "-c", "cd /tmp && exec python3 -m http.server 3000"]
 """
@@ -52,24 +55,23 @@ def world(remote_engine, base_image, tmp_path_factory):
     home.mkdir()
     mp = pytest.MonkeyPatch()
     mp.setenv("FLEET_HOME", str(home))
-    w = RemoteFleet(tmp, remote_engine, base_image, YAML)
-    w.home = home
-    w.port = free_port()
+    port = free_port()
+    w = RemoteFleet(tmp, remote_engine, base_image, YAML.replace("PORT", str(port)), {"FLEET_HOME": str(home)})
+    w.home, w.port = home, port
     try:
-        w.create()
+        r = w.fleet("apply", "--yes")
+        assert r.code == 0, r.text
+        w.link_after_apply = link_state(w.engine)  # apply returns once the link is up
         for agent in ("impl", "mate", "solo"):  # the servers answer in their containers
-            wait_for(lambda a=agent: w.container(a).exec_run(
-                ["python3", "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:{w.desired.agents[a].ports[next(iter(w.desired.agents[a].ports))]}/')"]
-            ).exit_code == 0, timeout=20, what=f"{agent}'s server")
-        routes = routes_for(w.desired, w.observed())
-        set_fleet_routes(w.name, [Listen(port=w.port)], routes)
-        w.routes = routes
-        daemon.start()
-        wait_link_up(w.engine)
+            port_in = next(iter(w.desired.agents[agent].ports.values()))
+            wait_for(lambda a=agent, p=port_in: w.container(a).exec_run(
+                ["python3", "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:{p}/')"]).exit_code == 0,
+                timeout=20, what=f"{agent}'s server")
+        w.routes = read_table().fleets[w.name].routes
         yield w
     finally:
-        daemon.stop()
         w.cleanup()
+        daemon.stop()
         mp.undo()
 
 
@@ -89,6 +91,12 @@ def test_routes_of_remote_agents_are_their_bridge_addresses_on_that_engine(world
     assert by[("mate", "api")].target == f"http://{holder.address}:3001"
     assert by[("solo", "web")].target == f"http://{solo.address}:3000"
     assert {r.engine for r in world.routes} == {world.engine}
+
+
+def test_apply_returns_with_the_link_up_and_a_second_apply_is_up_to_date(world):
+    assert world.link_after_apply.get("up") is True, world.link_after_apply
+    r = world.fleet("apply", "--yes")
+    assert r.code == 0 and "up to date" in r.out, r.text
 
 
 @pytest.mark.parametrize("agent,service", [("impl", "web"), ("mate", "api"), ("solo", "web")])

@@ -1,7 +1,8 @@
-"""A fleet on the remote engine for the routing and grants tests, made with the
-real Docker provider over ssh (`docker@ssh://NAME`) from a real fleet.yaml,
-its hosts and agents put on the remote engine (`engine:`), and the real proxy
-daemon of a FLEET_HOME of its own."""
+"""A fleet on the remote engine for the routing and grants tests: a real
+fleet.yaml whose hosts (and private agents) name `engine: ssh://NAME`, applied
+with the real CLI (`fleet apply`) in a FLEET_HOME of its own, whose proxy
+daemon keeps the link to the engine. `provider` is a Docker provider on that
+engine (over ssh) for assertions about what runs there."""
 
 from __future__ import annotations
 
@@ -10,43 +11,32 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from reconciler.core.frozen import FrozenDict
-from reconciler.core.model import Desired, Observed
+from reconciler.core.model import Observed
 from reconciler.load.loader import load
-from reconciler.providers.base import AgentExtras, get_provider
+from reconciler.providers.base import get_provider
 from reconciler.routing import daemon
 from reconciler.routing.process import read_state
-from tests.conftest import cleanup_fleet, wait_for
-
-SERVER = "cd /tmp && exec python3 -m http.server {port}"
-
-
-def on_engine(desired: Desired, engine: str) -> Desired:
-    """Every host and agent of `desired` on `engine` (what `engine:` in fleet.yaml sets)."""
-    hosts = {n: h.model_copy(update={"engine": engine}) for n, h in desired.hosts.items()}
-    agents = {n: a.model_copy(update={"engine": engine}) for n, a in desired.agents.items()}
-    return desired.model_copy(update={"hosts": FrozenDict(hosts), "agents": FrozenDict(agents)})
-
+from tests.conftest import cleanup_fleet, run_fleet, wait_for
 
 class RemoteFleet:
-    def __init__(self, tmp: Path, remote, image: str, yaml: str):
+    def __init__(self, tmp: Path, remote, image: str, yaml: str, env: dict[str, str]):
         self.remote = remote
         self.engine = f"ssh://{remote.name}"
         self.name = "r" + uuid.uuid4().hex[:10]
+        self.env = env
+        self.outputs: list[str] = []
         self.dir = tmp / "project"
         self.dir.mkdir(parents=True)
-        (self.dir / "fleet.yaml").write_text(textwrap.dedent(yaml).format(fleet=self.name, image=image))
-        self.desired = on_engine(load(self.dir / "fleet.yaml"), self.engine)
+        (self.dir / "fleet.yaml").write_text(
+            textwrap.dedent(yaml).format(fleet=self.name, image=image, engine=self.engine))
+        self.desired = load(self.dir / "fleet.yaml")
         self.provider_key = f"docker@{self.engine}"
         self.provider = get_provider(self.provider_key)
 
-    def create(self, extras: dict[str, AgentExtras] | None = None) -> None:
-        net = self.provider
-        net.ensure_network()  # type: ignore[attr-defined]
-        for host in self.desired.hosts.values():
-            self.provider.create_host(self.desired, host)
-        for agent in self.desired.agents.values():
-            self.provider.create_agent(self.desired, agent, (extras or {}).get(agent.name))
+    def fleet(self, *args: str, input: str | None = None):
+        r = run_fleet(*args, cwd=self.dir, env=self.env, input=input)
+        self.outputs.append(r.text)
+        return r
 
     def observed(self) -> Observed:
         hosts, agents = self.provider.observe(self.name)
@@ -56,6 +46,7 @@ class RemoteFleet:
         return self.remote.docker().containers.get(f"fleet_{self.name}_{agent}")
 
     def cleanup(self) -> None:
+        self.fleet("destroy", "--yes")
         cleanup_fleet(self.remote.docker(), self.name)
 
 
