@@ -201,6 +201,24 @@ def test_the_remote_agents_route_answers_too(world):
     assert status == 200, body[:300]
 
 
+@pytest.mark.slow
+def test_a_killed_link_comes_back_with_its_reverse_forward_and_grants_work_again(world):
+    import os
+    import signal
+
+    from tests.remote.helpers import alive
+
+    for _ in range(3):
+        first = link_state(world.engine)["pid"]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not alive(first), timeout=10, what="ssh to die")
+        wait_for(lambda: link_state(world.engine).get("up") and link_state(world.engine).get("pid") != first,
+                 timeout=40, interval=0.05, what=f"the link back ({link_state(world.engine)})")
+        assert link_state(world.engine)["reverse"]
+        code, out = sh(world, "solo", "curl -sS https://api.github.com/echo/after-kill")
+        assert code == 0 and headers(out)["authorization"] == f"Bearer {TOKEN}", out
+
+
 def test_zz_the_link_drops_the_reverse_forward_when_no_credential_needs_it(world):
     from reconciler.grants.inject import revoke
 

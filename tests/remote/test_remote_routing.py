@@ -205,3 +205,22 @@ def test_routes_for_a_remote_engine_are_pure_and_need_an_address():
                                        ports={3000: 49001}, engine=e)))
     got = {(r.agent, r.target, r.engine) for r in routes_for(d, o)}
     assert got == {("a", "http://172.30.0.5:3000", e), ("b", "http://172.30.0.9:8000", e)}
+
+
+def test_a_remote_port_nobody_listens_on_is_a_502_at_once(world):
+    """The SOCKS forward says yes before the far end answers; a refused connection
+    there still ends as a 502 naming the agent, quickly (no hang)."""
+    import time
+
+    dead = world.routes[0].model_copy(update={"agent": "deaf", "target": world.routes[0].target.rsplit(":", 1)[0] + ":3999"})
+    set_fleet_routes(world.name + "d", [Listen(port=world.port)], [dead])
+    try:
+        daemon.wait_loaded(read_table().revision)
+        t = time.monotonic()
+        status, _, body = request(f"{dead.service}.deaf.localhost", world.port, "/")
+        assert status == 502 and b"agent deaf" in body, body
+        assert time.monotonic() - t < 5
+    finally:
+        from reconciler.routing.table import remove_fleet
+
+        remove_fleet(world.name + "d")
