@@ -27,7 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -44,6 +47,28 @@ BACKOFF_FIRST, BACKOFF_MAX, STABLE = 0.2, 10.0, 30.0
 SSH_OPTIONS = ("-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "ExitOnForwardFailure=yes",
                "-o", "ControlPath=none", "-o", "ControlMaster=no", "-o", "BatchMode=yes",
                "-o", "ConnectTimeout=10")
+
+
+def _pdeathsig() -> Callable[[], None] | None:
+    """Linux: a preexec function that has the kernel end the ssh with the daemon
+    (even a daemon killed with SIGKILL leaves no ssh behind). The daemon forks
+    it from its event loop's thread, which lives as long as the daemon."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up now: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the daemon died before that: nobody to signal us
+            os._exit(1)
+
+    return preexec
 
 
 def _free_port() -> int:
@@ -185,7 +210,7 @@ class Link:
         argv = self.argv(self.socks_port, back)
         self.proc = proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_pdeathsig(),
         )
         log.info("engine %s: ssh link starting (pid %d): %s", self.engine, proc.pid, " ".join(argv))
         self.on_change()

@@ -224,3 +224,15 @@ def test_a_remote_port_nobody_listens_on_is_a_502_at_once(world):
         from reconciler.routing.table import remove_fleet
 
         remove_fleet(world.name + "d")
+
+
+def test_zz_a_killed_daemon_leaves_no_ssh_and_the_next_one_links_again(world):
+    pid, ssh = daemon.running_pid(), wait_link_up(world.engine)["pid"]
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(ssh), timeout=10, what="the daemon's ssh to end with it")
+    wait_for(lambda: daemon.running_pid() is None, timeout=10, what="the daemon gone")
+    daemon.start()  # what the next apply does; the route table and links are files: served at once
+    wait_link_up(world.engine)
+    status, _, body = request("web.solo.localhost", world.port, "/")
+    assert status == 200, body[:300]
