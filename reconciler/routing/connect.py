@@ -89,7 +89,11 @@ class Connecting(ClientBase):
         if isinstance(where, str):
             self._bad_gateway(ex, where)
             return None
-        sock = await socks_connect(where, t.host, t.port)
+        try:
+            sock = await socks_connect(where, t.host, t.port)
+        except OSError as exc:  # the link went down this moment
+            self._bad_gateway(ex, f"the SSH link to engine {t.route.engine} did not connect ({describe_oserror(exc)})")
+            return None
         _, up = await asyncio.get_running_loop().create_connection(
             lambda: UpstreamConn(self.server, t), sock=sock, ssl=ssl_ctx,
             server_hostname=t.host if ssl_ctx else None,

@@ -134,6 +134,9 @@ def test_a_killed_link_comes_back_and_the_route_answers_again(world):
     first = wait_link_up(world.engine)["pid"]
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: not alive(first), timeout=10, what="ssh to die")
+    # while it is down (it comes back after a backoff): a 502 that names the engine
+    status, _, body = request("web.impl.localhost", world.port, "/")
+    assert status == 502 and f"SSH link to engine {world.engine}".encode() in body, (status, body)
     wait_for(lambda: link_state(world.engine).get("up") and link_state(world.engine).get("pid") != first,
              timeout=30, interval=0.05, what=f"the link back ({link_state(world.engine)}; {tail_log()})")
     assert link_state(world.engine)["restarts"] >= 1
