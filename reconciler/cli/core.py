@@ -413,7 +413,8 @@ def destroy(
         snap = pipeline.destroy_snapshot(desired, purge_volumes=purge_workspaces)
         plan = snap.plan
         if plan.empty:
-            out.print(f"fleet {desired.fleet} has nothing running")
+            render.print_warnings(out, plan)
+            out.print(f"fleet {desired.fleet} has nothing running" + (" that fleet could reach" if plan.unreachable else ""))
         else:
             render.print_plan(out, plan)
             if not yes and not typer.confirm(f"Destroy everything fleet {desired.fleet} owns?", default=False):
@@ -429,6 +430,8 @@ def destroy(
             from reconciler.state import stops
 
             stops.purge(desired.fleet)
+        if plan.unreachable:  # not all gone: say so in the exit code, as a failed destroy would
+            raise typer.Exit(1)
 
 
 def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: Optional[str]) -> Desired:

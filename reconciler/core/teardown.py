@@ -59,8 +59,10 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy", purge_vo
                                    route=RouteSpec(remove=True)))
     actions.extend(image_actions(list(observed.images), f"{cause}: an image built for this fleet", actions))
     actions = add_host_effects(actions, observed, None, purge_volumes)
+    dark = tuple(f"engine {e} unreachable ({why}): what the fleet has there is not removed; "
+                 "run `fleet destroy` again when it answers" for e, why in sorted(observed.unreachable.items()))
     return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint(),
-                warnings=observed.warnings)
+                warnings=observed.warnings + dark, unreachable=observed.unreachable)
 
 
 def mass_destroy(plan: Plan, observed: Observed) -> tuple[int, int] | None:

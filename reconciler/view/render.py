@@ -83,9 +83,13 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
     return lines
 
 
-def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bool = False) -> None:
+def print_warnings(console: Console, plan: Plan) -> None:
     for w in plan.warnings:
         console.print(Text(f"warning: {w}", style="yellow"))
+
+
+def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bool = False) -> None:
+    print_warnings(console, plan)
     if plan.empty:
         n = len([u for u in plan.unchanged if not u.startswith("route:")])
         dark = f"; engine{'s' if len(plan.unreachable) > 1 else ''} {', '.join(sorted(plan.unreachable))} not reached" if plan.unreachable else ""
