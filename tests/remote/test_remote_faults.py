@@ -203,7 +203,7 @@ def test_remote_dockerd_down_during_apply(mixed):
 def test_killing_the_ssh_connection_mid_apply_converges_on_the_next_apply(mixed):
     m = mixed
     remote_before, local_before = m.remote_ids(), m.local_ids()
-    extra = ("r3", "r4", "r5", "r6")
+    extra = ("r3", "r4", "r5", "r6", "r7", "r8")
     m.write(extra=extra)
     env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
     proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--yes", "--parallel", "2", str(m.path)],
