@@ -254,13 +254,15 @@ def apply(
                     out.print("nothing changed")
                     raise typer.Exit(1)
             _execute(out, snap, parallel)
-        _not_reached(snap)
+        _not_reached(snap, opts.targets)
 
 
-def _not_reached(snap: pipeline.Snapshot) -> None:
+def _not_reached(snap: pipeline.Snapshot, targets: frozenset[str] = frozenset()) -> None:
     """An engine that did not answer: everything else was applied, but the fleet is
-    not known to match the file, so exit 1 (as a failed action), naming it."""
-    dark = snap.plan.unreachable
+    not known to match the file, so exit 1 (as a failed action), naming it. With
+    --target, only an engine a target runs on counts."""
+    dark = {e for e in snap.plan.unreachable
+            if not targets or any((a := snap.desired.agents.get(t)) is not None and a.engine == e for t in targets)}
     if dark:
         names = ", ".join(sorted(dark))
         console(stderr=True).print(

@@ -178,6 +178,10 @@ def _unreachable_apply(m: Mixed, stop) -> None:
     assert "STEP=2" in env
     s = m.fleet_cmd("status")
     assert re.search(r"^r1 .* unknown", s.out, re.M) and re.search(r"^loc .* running", s.out, re.M), s.text
+    r = m.fleet_cmd("apply", "--yes", "--target", "loc")  # only the local agent: its engine answered
+    assert r.code == 0 and "did not answer" not in r.err, r.text
+    r = m.fleet_cmd("apply", "--yes", "--target", "r1")
+    assert r.code == 1 and f"engine {m.engine} did not answer" in r.err, r.text
 
     restore(m.remote)
     r = m.fleet_cmd("apply", "--yes")
