@@ -258,15 +258,13 @@ def apply(
 
 
 def _not_reached(snap: pipeline.Snapshot, targets: frozenset[str] = frozenset()) -> None:
-    """An engine that did not answer: everything else was applied, but the fleet is
-    not known to match the file, so exit 1 (as a failed action), naming it. With
-    --target, only an engine a target runs on counts."""
-    dark = {e for e in snap.plan.unreachable
-            if not targets or any((a := snap.desired.agents.get(t)) is not None and a.engine == e for t in targets)}
+    """An engine that did not answer (one a --target runs on): the rest was applied, but
+    the fleet is not known to match the file, so exit 1 (as a failed action), naming it."""
+    dark = sorted(e for e in snap.plan.unreachable
+                  if not targets or any((a := snap.desired.agents.get(t)) is not None and a.engine == e for t in targets))
     if dark:
-        names = ", ".join(sorted(dark))
         console(stderr=True).print(
-            f"fleet {snap.plan.fleet}: engine{'s' if len(dark) > 1 else ''} {names} did not answer: what runs there was "
+            f"fleet {snap.plan.fleet}: engine{'s' if len(dark) > 1 else ''} {', '.join(dark)} did not answer: what runs there was "
             "neither checked nor changed (everything else was applied); run `fleet apply` again once it answers",
             markup=False)
         raise typer.Exit(1)
