@@ -285,3 +285,28 @@ def test_remote_engine_stopped_mid_watch(mixed):
 @pytest.mark.slow
 def test_remote_sshd_and_its_sessions_gone_mid_watch(mixed):
     _engine_stops_mid_watch(mixed, lambda remote: stop_sshd(remote, sessions=True))
+
+
+@pytest.mark.slow
+def test_watch_started_while_the_remote_engine_is_down(mixed):
+    """The engine is away before the watcher starts: its event stream keeps trying,
+    and once the engine answers, drift there is healed through that stream."""
+    m = mixed
+    remote_before = m.remote_ids()
+    stop_sshd(m.remote)
+    w = WatchProcess(m.path, "--resync", "600")
+    try:
+        w.wait_for(rf"engine {re.escape(m.engine)} unreachable .*still watching", timeout=60)
+        w.wait_for(r"watching .* for fleet", timeout=60)
+        at = w.mark()
+        restore(m.remote)
+        w.wait_for(rf"engine {re.escape(m.engine)} answers again", timeout=60, after=at)
+        assert m.remote_ids() == remote_before
+        time.sleep(6)  # the event stream's own retry (at most 5 s apart) has reconnected by now
+        at = w.mark()
+        m.remote.docker().containers.get(m.name("r1")).remove(force=True)
+        w.wait_for(r"joined agent r1", timeout=30, after=at)
+        assert not re.search(r"^\S+\s+-\s+destroy|destroyed ", w.text(), re.M), w.text()
+    finally:
+        w.close()
+    assert w.proc.returncode == 0, w.text()
