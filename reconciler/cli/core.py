@@ -246,13 +246,28 @@ def apply(
         plan = snap.plan
         render.print_plan(out, plan, verbose=verbose)
         _target_note(out, opts)
-        if plan.empty or dry_run:
+        if dry_run:
             return
-        if plan.disruptive and not yes and _is_tty():
-            if not typer.confirm("Replace or destroy as shown?", default=False):
-                out.print("nothing changed")
-                raise typer.Exit(1)
-        _execute(out, snap, parallel)
+        if not plan.empty:
+            if plan.disruptive and not yes and _is_tty():
+                if not typer.confirm("Replace or destroy as shown?", default=False):
+                    out.print("nothing changed")
+                    raise typer.Exit(1)
+            _execute(out, snap, parallel)
+        _not_reached(snap, opts.targets)
+
+
+def _not_reached(snap: pipeline.Snapshot, targets: frozenset[str] = frozenset()) -> None:
+    """An engine that did not answer (one a --target runs on): the rest was applied, but
+    the fleet is not known to match the file, so exit 1 (as a failed action), naming it."""
+    dark = sorted(e for e in snap.plan.unreachable
+                  if not targets or any((a := snap.desired.agents.get(t)) is not None and a.engine == e for t in targets))
+    if dark:
+        console(stderr=True).print(
+            f"fleet {snap.plan.fleet}: engine{'s' if len(dark) > 1 else ''} {', '.join(dark)} did not answer: what runs there was "
+            "neither checked nor changed (everything else was applied); run `fleet apply` again once it answers",
+            markup=False)
+        raise typer.Exit(1)
 
 
 def _execute(out, snap: pipeline.Snapshot, parallel: int) -> None:

@@ -43,7 +43,8 @@ def _observe_one(key: str, fleet: str, unreachable: dict[str, str]) -> tuple[lis
             raise
         reason = str(exc)
         prefix = f"engine {engine} unreachable: "
-        unreachable[engine] = reason[len(prefix):] if reason.startswith(prefix) else reason
+        # "cannot list containers: engine E unreachable: WHY" -> "WHY" (the engine is named by the caller)
+        unreachable[engine] = reason.split(prefix, 1)[1] if prefix in reason else reason
         return None
 
 

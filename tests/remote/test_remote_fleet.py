@@ -88,7 +88,7 @@ def test_a_remote_shared_host_beside_a_local_agent(tmp_path, fleet_name, docker_
         subprocess.run(["kill", str(_sshd_pid(remote_engine))], check=True)
         _write(f, fleet_name, engine, local_command="sleep 100000")
         r = run_fleet("apply", "--yes", str(f))
-        assert r.code == 0, r.text
+        assert r.code == 1, r.text  # the rest converged, but not everything is known to match: the exit code says so
         assert f"engine {engine} unreachable" in r.text and "agent impl" in r.text
         assert "destroy" not in r.out and "replace   host" not in r.out  # only the local agent is replaced
         after_here = _ids(docker_client, fleet_name)

@@ -134,7 +134,11 @@ class DockerProvider(DockerAgentOps):
     # ------------------------------------------------------------------ events (capability "events")
 
     def follow_events(self, fleet: str, on_event: Callable[[str, str], None]) -> docker_events.DockerEvents:
-        return docker_events.DockerEvents(fleet, on_event)
+        if self.engine is None:
+            return docker_events.DockerEvents(fleet, on_event)
+        # a remote engine: the stream goes over the provider's one connection (it
+        # reconnects ssh when needed); retried less eagerly while the engine is away
+        return docker_events.DockerEvents(fleet, on_event, client=lambda: self.client, engine=self.engine, max_delay=5.0)
 
     # ------------------------------------------------------------------ hosts
 
