@@ -84,7 +84,8 @@ def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed
         snaps = snapshots_of(get_provider(name))
         if snaps is not None:
             snapshots.update(snaps.observe_snapshots(fleet))
-        held = volumes_of(get_provider(name)) if volumes else None
+        # remote engines' volumes are per engine (observe_engines.py), never mixed with the local ones
+        held = volumes_of(get_provider(name)) if volumes and "@" not in name else None
         if held is not None:
             vols.extend(held.observe_volumes(fleet))
     net = network_of(get_provider("docker")) if "docker" in providers else None
@@ -93,6 +94,9 @@ def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed
                     and not nw.observe_network())
     from reconciler.grants.agents import holders
     from reconciler.state.relays import running as relays_running
+    from reconciler.engine.observe_engines import engine_facts
+
+    engine_images, engine_volumes = engine_facts(fleet, reached, unreachable, partial=volumes)
 
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
@@ -100,6 +104,7 @@ def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed
         workspace_copies=workspaces.copies(fleet) if volumes else (),
         credentials=holders(fleet), network=net.observe_network() if net is not None else True,
         relays=tuple(sorted(relays_running(fleet))), unreachable=unreachable, networks_missing=missing,
+        engine_images=engine_images, engine_volumes=engine_volumes,
     )
 
 

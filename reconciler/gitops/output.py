@@ -36,11 +36,11 @@ MASK = "***"
 
 # the order a summary lists operations in (unknown future ops go last)
 OP_ORDER = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message", "issue", "revoke",
-            "build", "prepare", "snapshot", "release", "purge"]
+            "build", "prepare", "upload", "snapshot", "release", "purge"]
 SYMBOL = {
     "create": "+", "join": "+", "replace": "~", "restart": "~", "start": ">", "stop": "=",
     "destroy": "-", "route": "*", "message": ">", "issue": "+", "revoke": "-",
-    "build": "+", "prepare": "+", "snapshot": "*", "release": "-", "purge": "-",  # host side effects
+    "build": "+", "prepare": "+", "upload": "+", "snapshot": "*", "release": "-", "purge": "-",  # host side effects
 }
 # ops shown after the destroys they follow (a workspace released, a volume purged)
 LATE_OPS = ("release", "purge")

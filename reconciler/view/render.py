@@ -31,6 +31,7 @@ SYMBOL: dict[str, tuple[str, str]] = {
     # host side effects (core/effects_hosts.py)
     "build": ("+", "green"),
     "prepare": ("+", "green"),
+    "upload": ("+", "green"),  # a workspace copied to a remote engine's volume
     "snapshot": ("*", "cyan"),
     "release": ("-", "dim"),
     "purge": ("-", "red"),
