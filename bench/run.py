@@ -13,7 +13,10 @@ Scenarios (issue 9), each with its peer in the same run, repeated, medians:
 6. peak memory: max RSS of `fleet apply` (and of docker-compose) from wait4,
    and VmHWM of the proxy daemon serving N routes;
 7. an agent joining (and leaving) a running shared host with a port against
-   without one, and whether the neighbour restarted (bench/join_bench.py).
+   without one, and whether the neighbour restarted (bench/join_bench.py);
+8. a no-op apply of 20 agents on a remote engine (a second dockerd behind sshd,
+   started and removed by the benchmark) against the same on the local engine,
+   and the ssh processes and API calls per engine it takes (bench/remote_bench.py).
 
 Tools run in a rotating order in every repetition, so drift in the machine's
 load hits all of them alike. A table of medians, ratios and pass/miss against
@@ -527,6 +530,31 @@ def join_scenario(ws: Workspace, quick: bool) -> dict | None:
     return {"rounds": rounds, **{k: int(m.group(1)) for k, m in found.items() if m}}
 
 
+_REMOTE = {
+    "agents": r"^agents\s+(\d+)",
+    "local_ms": r"no-op apply local\s+(\d+) ms",
+    "remote_ms": r"no-op apply remote\s+(\d+) ms",
+    "ssh": r"ssh processes remote\s+(\d+)",
+    "ssh_small": r"ssh processes remote\s+\d+\s+\(at \d+ agents: (\d+)",
+    "ssh_max": r"most in a timed no-op: (\d+)",
+    "calls": r"api calls remote engine\s+(\d+)",
+    "calls_small": r"api calls remote engine\s+\d+\s+\(at \d+ agents: (\d+)",
+}
+
+
+def remote_scenario(ws: Workspace, quick: bool) -> dict | None:
+    """8. a no-op apply on a remote engine against the local one."""
+    script = BENCH / "remote_bench.py"
+    rounds = 2 if quick else 5
+    print(f"remote engine no-op: bench/remote_bench.py --rounds {rounds} --image {TINY} ...", flush=True)
+    s = run_timed([PY, str(script), "--rounds", str(rounds), "--image", TINY], timeout=1800)
+    found = {k: re.search(rx, s.output, re.M) for k, rx in _REMOTE.items()}
+    if not s.ok or not all(found.values()):
+        print(f"  ! remote_bench.py exited {s.code} or printed something else:\n{s.output[-1500:]}", flush=True)
+        return None
+    return {"rounds": rounds, **{k: int(m.group(1)) for k, m in found.items() if m}}
+
+
 # -- the report -----------------------------------------------------------------------------
 
 
@@ -555,7 +583,7 @@ class Target:
 
 
 def summarise(rec: dict, proxy: dict | None, watch: dict | None, mem: dict | None,
-              join: dict | None = None) -> tuple[dict, list[str], list[Target]]:
+              join: dict | None = None, remote: dict | None = None) -> tuple[dict, list[str], list[Target]]:
     lines: list[str] = []
     targets: list[Target] = []
     medians: dict[str, dict[str, float | None]] = {}
@@ -622,6 +650,16 @@ def summarise(rec: dict, proxy: dict | None, watch: dict | None, mem: dict | Non
         lines.append(f"{'7 join a shared host, with a port':<34} {'':>4} {join['join_port_ms']:>7} ms   (leave {join['leave_port_ms']} ms)")
         targets.append(Target("join with a port: neighbour restarts", str(join["neighbour_restarts"]), "0",
                               join["neighbour_restarts"] == 0))
+    if remote:
+        rr = remote["remote_ms"] / remote["local_ms"] if remote["local_ms"] else None
+        lines.append(f"{'8 no-op apply, remote engine':<34} {remote['agents']:>4} {remote['remote_ms'] / 1000:>8.2f} s"
+                     f"   local engine {remote['local_ms'] / 1000:.2f} s" + (f", remote/local {rr:.2f}" if rr else ""))
+        lines.append(f"{'8 ... per remote engine':<34} {'':>4} {remote['ssh']:>6} ssh   {remote['calls']} API calls"
+                     f" (at N/4: {remote['ssh_small']} ssh, {remote['calls_small']} calls)")
+        targets.append(Target("remote no-op: ssh processes per engine", str(max(remote["ssh"], remote["ssh_max"])), "1",
+                              max(remote["ssh"], remote["ssh_max"], remote["ssh_small"]) == 1))
+        targets.append(Target("remote no-op: API calls, N/4 -> N agents", f"{remote['calls_small']} -> {remote['calls']}",
+                              "constant", remote["calls"] == remote["calls_small"]))
     return medians, lines, targets
 
 
@@ -663,7 +701,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=None, help="repetitions of each cold apply (default 3)")
     ap.add_argument("--noop-samples", type=int, default=2, help="no-op samples per repetition")
     ap.add_argument("--parallel", type=int, default=8, help="concurrency for fleet and the floor (compose: see compose_env)")
-    ap.add_argument("--skip", default="", help="comma-separated: apply,proxy,watch,memory,join")
+    ap.add_argument("--skip", default="", help="comma-separated: apply,proxy,watch,memory,join,remote")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/<timestamp>.json)")
     args = ap.parse_args()
     ns = [int(x) for x in (args.ns or ("3,6" if args.quick else "10,100")).split(",")]
@@ -688,7 +726,7 @@ def main() -> int:
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     print(f"fleet bench {run_id}: N={ns}, {reps} repetitions, parallel {args.parallel}, load average {load_before[0]:.2f}", flush=True)
     rec: dict = {}
-    proxy = watch = mem = join = None
+    proxy = watch = mem = join = remote = None
     interrupted = False
     try:
         if "apply" not in skip:
@@ -702,6 +740,8 @@ def main() -> int:
             watch = watch_scenario(ws, args.quick)
         if "join" not in skip:
             join = join_scenario(ws, args.quick)
+        if "remote" not in skip:
+            remote = remote_scenario(ws, args.quick)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: cleaning up", flush=True)
@@ -715,7 +755,7 @@ def main() -> int:
         return 130
 
     load_after = os.getloadavg()
-    medians, lines, targets = summarise(rec, proxy, watch, mem, join)
+    medians, lines, targets = summarise(rec, proxy, watch, mem, join, remote)
     print()
     print(f"Medians of {reps} repetitions (fleet and floor --parallel {args.parallel}, docker-compose unlimited; "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after):")
@@ -737,6 +777,7 @@ def main() -> int:
         "proxy": proxy,
         "watch": watch,
         "join": join,
+        "remote": remote,
         "targets": [t.__dict__ for t in targets],
         "table": lines,
     }

@@ -46,8 +46,8 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             console(stderr=True).print("interrupted", markup=False)
             raise typer.Exit(130)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
+        except (typer.Exit, typer.Abort, SystemExit, BrokenPipeError):
+            raise  # a closed pipe (`fleet diff -o json | head`): main() ends quietly
         except OSError as exc:  # a read-only or full $FLEET_HOME: one line, whatever the command
             from reconciler.state.home import unwritable_line
 

@@ -246,13 +246,28 @@ def apply(
         plan = snap.plan
         render.print_plan(out, plan, verbose=verbose)
         _target_note(out, opts)
-        if plan.empty or dry_run:
+        if dry_run:
             return
-        if plan.disruptive and not yes and _is_tty():
-            if not typer.confirm("Replace or destroy as shown?", default=False):
-                out.print("nothing changed")
-                raise typer.Exit(1)
-        _execute(out, snap, parallel)
+        if not plan.empty:
+            if plan.disruptive and not yes and _is_tty():
+                if not typer.confirm("Replace or destroy as shown?", default=False):
+                    out.print("nothing changed")
+                    raise typer.Exit(1)
+            _execute(out, snap, parallel)
+        _not_reached(snap, opts.targets)
+
+
+def _not_reached(snap: pipeline.Snapshot, targets: frozenset[str] = frozenset()) -> None:
+    """An engine that did not answer (one a --target runs on): the rest was applied, but
+    the fleet is not known to match the file, so exit 1 (as a failed action), naming it."""
+    dark = sorted(e for e in snap.plan.unreachable
+                  if not targets or any((a := snap.desired.agents.get(t)) is not None and a.engine == e for t in targets))
+    if dark:
+        console(stderr=True).print(
+            f"fleet {snap.plan.fleet}: engine{'s' if len(dark) > 1 else ''} {', '.join(dark)} did not answer: what runs there was "
+            "neither checked nor changed (everything else was applied); run `fleet apply` again once it answers",
+            markup=False)
+        raise typer.Exit(1)
 
 
 def _execute(out, snap: pipeline.Snapshot, parallel: int) -> None:
@@ -349,6 +364,9 @@ def status(
         return
     # piped: every cell in full, one line per agent; a terminal: fitted to its width
     out.print(render.status_table(rows, out.width if out.is_terminal else None), crop=False)
+    for engine in sorted({r.engine for r in rows if r.state == "unknown" and r.engine}):
+        out.print(Text(f"engine {engine} did not answer: the state of its agents is unknown (`fleet diff` says why)",
+                       style="yellow"))
 
 
 def _watch_status(desired: Desired) -> None:
@@ -395,7 +413,8 @@ def destroy(
         snap = pipeline.destroy_snapshot(desired, purge_volumes=purge_workspaces)
         plan = snap.plan
         if plan.empty:
-            out.print(f"fleet {desired.fleet} has nothing running")
+            render.print_warnings(out, plan)
+            out.print(f"fleet {desired.fleet} has nothing running" + (" that fleet could reach" if plan.unreachable else ""))
         else:
             render.print_plan(out, plan)
             if not yes and not typer.confirm(f"Destroy everything fleet {desired.fleet} owns?", default=False):
@@ -411,6 +430,8 @@ def destroy(
             from reconciler.state import stops
 
             stops.purge(desired.fleet)
+        if plan.unreachable:  # not all gone: say so in the exit code, as a failed destroy would
+            raise typer.Exit(1)
 
 
 def _destroy_target(file: Optional[Path], file_opt: Optional[Path], fleet_name: Optional[str]) -> Desired:

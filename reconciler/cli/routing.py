@@ -109,6 +109,10 @@ def proxy_status(
         out.print(f"cannot listen on {addr}: {msg}", markup=False)
     out.print(f"CA: {st.ca}", markup=False)
     out.print(f"log: {st.log}", markup=False)
+    for engine, link in sorted(st.links.items()):  # the daemon's ssh links to remote engines
+        what = f"up (ssh pid {link.get('pid')})" if link.get("up") else f"DOWN: {link.get('error') or 'connecting'}"
+        back = f", grants back from {link['reverse']}" if link.get("reverse") else ""
+        out.print(f"engine {engine}: link {what}{back}", markup=False)
     if not st.routes:
         out.print("no routes", markup=False)
         return
@@ -117,7 +121,8 @@ def proxy_status(
         table.add_column(col, overflow="fold")  # URLs are copied: never cut with an ellipsis
     for r in st.routes:
         health = "-" if r.healthy is None else ("ok" if r.healthy else "DOWN")
-        table.add_row(r.fleet, r.agent, r.service, " ".join(r.urls), r.target, health)
+        target = f"{r.target} via {r.engine}" if r.engine else r.target
+        table.add_row(r.fleet, r.agent, r.service, " ".join(r.urls), target, health)
     if not out.is_terminal:
         out.width = 240  # piped: whole lines
     out.print(table)

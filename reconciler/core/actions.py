@@ -37,6 +37,7 @@ Op = Literal[
     "create", "join", "restart", "replace", "start", "stop", "destroy", "route", "message",
     "issue", "revoke",  # grant credentials (core/effects.py)
     "build", "snapshot", "prepare", "release", "purge",  # side effects of hosts (core/effects_hosts.py)
+    "upload",  # a workspace copied to its volume on a remote Docker engine (core/effects_hosts.py)
 ]
 Kind = Literal["host", "agent", "route", "image", "credentials", "network", "workspace", "volume", "relay"]
 
@@ -404,6 +405,20 @@ class WorkspacePrepare(ActionBase):
     workspace: WorkspaceSpec
 
 
+class WorkspaceUpload(ActionBase):
+    """Copy a workspace directory into its named volume on a remote Docker engine
+    (`name`: its owner, a shared host or a private agent; the volume is
+    `labels.workspace_volume(fleet, name)`), made by this action: planned only
+    when that volume does not exist there yet, so agents' work is never
+    overwritten. `image`: the owner's image (the short-lived helper container's)."""
+
+    op: Literal["upload"] = "upload"
+    kind: Literal["workspace"] = "workspace"
+    workspace: WorkspaceSpec
+    image: ImageRef
+    SUMMARY: ClassVar[tuple[str, str] | None] = ("workspace", "to upload")
+
+
 class WorkspaceRelease(ActionBase):
     """Remove a destroyed owner's copy or worktree, unless it holds unsaved work."""
 
@@ -435,7 +450,7 @@ ACTION_TYPES: tuple[type[ActionBase], ...] = (
     AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
     MessageSend, RouteUpdate, ImageDestroy,
     CredentialIssue, CredentialRevoke, NetworkCreate, RelayStart, RelayStop,
-    ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, WorkspacePurge, VolumePurge,
+    ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, WorkspacePurge, VolumePurge, WorkspaceUpload,
 )
 
 
@@ -469,7 +484,7 @@ if typing.TYPE_CHECKING:  # what mypy sees: the same union, spelled out
         AgentCreate, AgentReplace, AgentStart, AgentRestart, AgentStop, AgentDestroy,
         MessageSend, RouteUpdate, ImageDestroy,
         CredentialIssue, CredentialRevoke, NetworkCreate, RelayStart, RelayStop,
-        ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, WorkspacePurge, VolumePurge,
+        ImageBuild, HostSnapshot, WorkspacePrepare, WorkspaceRelease, WorkspacePurge, VolumePurge, WorkspaceUpload,
     ]
 else:
     Action = Annotated[

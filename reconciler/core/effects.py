@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from reconciler.core import labels as L
 from reconciler.core.builder import Builder
-from reconciler.core.model import Desired, DesiredAgent, Observed
+from reconciler.core.model import Desired, DesiredAgent, Observed, split_key
 from reconciler.core.plan import (
     Action,
     AgentCreate,
@@ -151,11 +151,15 @@ def revoke_for(name: str, cause: str, actions: list[Action]) -> CredentialRevoke
 def network_actions(actions: list[Action], observed: Observed) -> list[Action]:
     """When the agents' network is missing, create it before every container that goes on it
     (Docker shared-host holders and private agents; joined agents use their holder's)."""
-    if observed.network:
-        return actions
+    missing = ([] if observed.network else ["docker"]) + list(observed.networks_missing)
+    for key in missing:  # the local engine, then each other engine (docker@ENGINE) lacking it
+        actions = _network_for(key, actions)
+    return actions
 
+
+def _network_for(key: str, actions: list[Action]) -> list[Action]:
     def uses(a: Action) -> bool:
-        if a.provider != "docker":
+        if a.provider != key:
             return False
         if isinstance(a, (HostCreate, HostReplace)):
             return True
@@ -163,8 +167,9 @@ def network_actions(actions: list[Action], observed: Observed) -> list[Action]:
 
     if not any(uses(a) for a in actions):
         return actions
-    net = NetworkCreate(id=NETWORK_ID, name=L.NETWORK, provider="docker",
-                        cause=f"the agents' network {L.NETWORK} does not exist")
+    engine = split_key(key)[1]
+    net = NetworkCreate(id=NETWORK_ID if engine is None else f"{NETWORK_ID}@{engine}", name=L.NETWORK, provider=key,
+                        cause=f"the agents' network {L.NETWORK} does not exist" + (f" on engine {engine}" if engine else ""))
     return [net, *(_needs(a, net.id) if uses(a) else a for a in actions)]
 
 

@@ -11,7 +11,12 @@ plan actions (each with a cause), never inside a provider's create or destroy:
 - `workspace prepare` (a copy or a git worktree) before the create that mounts
   it, and `workspace release` after the destroy of its owner (the work it holds
   is kept: that rule is applied when it runs, and said in the cause);
-- `volume purge`: the fleet's workspace volumes on `fleet destroy --purge-workspaces`.
+- `workspace upload`: a host (or private agent) on a remote Docker engine
+  (`engine:`) cannot mount this machine's directory: its workspace is copied
+  into its named volume there, only while that volume does not exist on that
+  engine (a later apply never overwrites the agents' work);
+- `volume purge`: the fleet's workspace volumes on `fleet destroy --purge-workspaces`,
+  on the engine each was found on.
 
 `add_host_effects` takes the actions reconcile (or teardown) decided and
 returns them with these added and the dependencies wired. Pure.
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, Observed, WorkspaceSpec
+from reconciler.core import labels as L
+from reconciler.core.actions import WorkspaceUpload
+from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, Observed, WorkspaceSpec, split_key
 from reconciler.core.plan import (
     Action,
     AgentCreate,
@@ -72,14 +79,34 @@ def _workspace_of(spec: Mapping[str, object]) -> WorkspaceSpec | None:
 
 
 def _created(a: Action) -> tuple[str, str, str, ImageRef, WorkspaceSpec | None] | None:
-    """(kind, name, provider, image, private workspace) of what `a` creates, if anything."""
+    """(kind, name, provider key, image, private workspace) of what `a` creates, if anything."""
     if isinstance(a, (HostCreate, HostReplace)):
         h: DesiredHost = a.desired_host
-        return "host", h.name, h.provider, h.image, h.workspace
+        return "host", h.name, h.key, h.image, h.workspace
     if isinstance(a, (AgentCreate, AgentReplace)):
         g: DesiredAgent = a.desired_agent
-        return "agent", g.name, g.provider, g.image, g.workspace if g.host is None else None
+        return "agent", g.name, g.key, g.image, g.workspace if g.host is None else None
     return None
+
+
+def _at(key: str) -> str:
+    """What ids of per-engine actions carry after the resource's name: "" on the
+    local engine (ids as before engines existed), "@ENGINE" on another one."""
+    engine = split_key(key)[1]
+    return "" if engine is None else f"@{engine}"
+
+
+def _built_on(observed: Observed, key: str) -> set[str]:
+    """The fleet's built images on the engine of `key`."""
+    if split_key(key)[1] is None:
+        return set(observed.images)
+    return set(observed.engine_images.get(key, ()))
+
+
+def _upload_cause(kind: str, name: str, engine: str, ws: WorkspaceSpec, volume: str) -> str:
+    how = "" if ws.mode in ("shared", "copy") else f" (a copy: mode {ws.mode} applies to this machine's engine only)"
+    return (f"{_owner(kind, name)} runs on {engine}: {ws.path} is copied to volume {volume} there{how}; "
+            "once, while the volume does not exist (it keeps the agents' work)")
 
 
 def add_host_effects(
@@ -96,7 +123,6 @@ def add_host_effects(
     extra_deps: dict[str, list[str]] = {}
     before: list[Action] = []
     after: list[Action] = []
-    built = set(observed.images)
     seen: dict[str, Action] = {}
 
     def once(a: Action) -> Action:
@@ -121,11 +147,27 @@ def add_host_effects(
     for a in acts:
         made = _created(a)
         if made is not None:
-            kind, name, provider, image, ws = made
-            if provider in BUILDING and image.build is not None and image.ref not in built:
-                build = once(ImageBuild(id=f"image:{image.ref}:build", name=image.ref, provider=provider,
-                                        cause=f"image {image.ref} is not built yet", image=image))
+            kind, name, key, image, ws = made
+            provider, engine = split_key(key)
+            build_id = None
+            if provider in BUILDING and image.build is not None and image.ref not in _built_on(observed, key):
+                build = once(ImageBuild(
+                    id=f"image:{image.ref}{_at(key)}:build", name=image.ref, provider=key, image=image,
+                    cause=f"image {image.ref} is not built yet" if engine is None
+                    else f"image {image.ref} is not built on {engine} yet",
+                ))
+                build_id = build.id
                 extra_deps.setdefault(a.id, []).append(build.id)
+            if provider in PREPARING and engine is not None and ws is not None:
+                volume = L.workspace_volume(observed.fleet, name)
+                if volume not in observed.engine_volumes.get(key, ()):
+                    up = once(WorkspaceUpload(
+                        id=f"workspace:{name}:upload", name=name, provider=key, workspace=ws, image=image,
+                        cause=_upload_cause(kind, name, engine, ws, volume),
+                        depends_on=(build_id,) if build_id else (),
+                    ))
+                    extra_deps.setdefault(a.id, []).append(up.id)
+                ws = None  # nothing to prepare on this machine: the volume is the workspace
             if provider in PREPARING and ws is not None and ws.mode != "shared":
                 prep = once(WorkspacePrepare(id=f"workspace:{name}:prepare", name=name, provider=provider,
                                              cause=_prepare_cause(ws, _owner(kind, name), name), workspace=ws))
@@ -139,8 +181,8 @@ def add_host_effects(
             if isinstance(a, AgentDestroy) and a.observed_agent.host:
                 continue  # an agent on a shared host: the workspace is its host's
             obs_rec = a.observed_agent if isinstance(a, AgentDestroy) else a.observed_host
-            if obs_rec.provider not in PREPARING:
-                continue
+            if obs_rec.provider not in PREPARING or obs_rec.engine is not None:
+                continue  # on a remote engine the workspace is a volume there: kept, purged explicitly
             ws = _workspace_of(obs_rec.spec)
             if ws is None:
                 continue
@@ -152,10 +194,15 @@ def add_host_effects(
                                   depends_on=(a.id,), workspace=ws))
 
     if purge_volumes:
-        waits = tuple(a.id for a in out if isinstance(a, HostDestroy))
-        for vol in sorted(observed.volumes):
-            once(VolumePurge(id=f"volume:{vol}:purge", name=vol, provider="docker",
-                             cause="--purge-workspaces: a shared host's /workspace volume", depends_on=waits))
+        # after the containers mounting them: holders, and private agents on remote engines
+        waits = tuple(a.id for a in out if isinstance(a, HostDestroy) or isinstance(a, AgentDestroy) and a.observed_agent.engine)
+        on_engines = [("docker", vol) for vol in observed.volumes] + [
+            (key, vol) for key, vols in sorted(observed.engine_volumes.items()) for vol in vols]
+        for key, vol in sorted(on_engines, key=lambda kv: (kv[1], kv[0])):
+            engine = split_key(key)[1]
+            once(VolumePurge(id=f"volume:{vol}{_at(key)}:purge", name=vol, provider=key, depends_on=waits,
+                             cause="--purge-workspaces: a shared host's /workspace volume" if engine is None
+                             else f"--purge-workspaces: a /workspace volume on {engine}"))
         # copies and worktrees: after every destroy (and the release of the same owner)
         gone = tuple(a.id for a in out if isinstance(a, (HostDestroy, AgentDestroy)))
         for owner in sorted(observed.workspace_copies):

@@ -399,6 +399,14 @@ class Observed(Frozen):
     # engines that could not be observed (engine -> why): what runs there is
     # unknown, so reconcile plans nothing that creates or removes anything there
     unreachable: FrozenMap[str, str] = Field(default_factory=FrozenDict)
+    # provider keys of other engines ("docker@ENGINE") where the agents' network is missing
+    networks_missing: tuple[str, ...] = ()
+    # per remote Docker engine (provider key "docker@ENGINE"; the local engine's are
+    # `images` and `volumes`): the fleet's built images there, and its workspace
+    # volumes there, observed on every run (a workspace is uploaded to a remote
+    # engine only while its volume is missing there)
+    engine_images: FrozenMap[str, tuple[str, ...]] = Field(default_factory=FrozenDict)
+    engine_volumes: FrozenMap[str, tuple[str, ...]] = Field(default_factory=FrozenDict)
 
     def fingerprint(self) -> str:
         """Changes whenever anything reconcile looks at changes (saved plans)."""
@@ -415,6 +423,9 @@ class Observed(Frozen):
                 **({"network": False} if not self.network else {}),
                 **({"relays": sorted(self.relays)} if self.relays else {}),
                 **({"unreachable": sorted(self.unreachable)} if self.unreachable else {}),
+                **({"networks_missing": sorted(self.networks_missing)} if self.networks_missing else {}),
+                **({"engine_images": {k: sorted(v) for k, v in self.engine_images.items()}} if self.engine_images else {}),
+                **({"engine_volumes": {k: sorted(v) for k, v in self.engine_volumes.items()}} if self.engine_volumes else {}),
             }
         )
 

@@ -51,6 +51,7 @@ from reconciler.core.actions import (
     WorkspaceRelease,
     parse_action,
 )
+from reconciler.core.frozen import FrozenDict, FrozenMap
 from reconciler.core.model import Frozen
 
 FORMAT_VERSION = 1
@@ -75,6 +76,8 @@ class Plan(Frozen):
     spec_hash: str = ""
     observed_fingerprint: str = ""
     warnings: tuple[str, ...] = ()  # from observation: shown with the plan, never acted on
+    # engines that could not be observed (engine -> why): nothing planned there
+    unreachable: FrozenMap[str, str] = Field(default_factory=FrozenDict)
 
     @property
     def empty(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from reconciler.core.builder import HOST_NOUN, Builder, Options, changed_keys, flatten, group, pick
 from reconciler.core.effects import plan_effects
-from reconciler.core.model import Desired, DesiredAgent, Observed, ObservedAgent, ObservedHost
+from reconciler.core.model import Desired, DesiredAgent, Observed, ObservedAgent, ObservedHost, provider_key
 from reconciler.core.plan import (
     Action,
     AgentCreate,
@@ -79,19 +79,66 @@ def reconcile(desired: Desired, observed: Observed, options: Options | None = No
     host_actions = _reconcile_hosts(b)
     agent_destroys = _reconcile_agents(b, host_actions)
     _destroy_orphan_hosts(b, agent_destroys)
+    b.actions[:] = _leave_unreachable(b.actions, desired, observed)[0]  # before routes and effects count them
     _first_messages(b)
     plan_effects(b)  # grant credentials, the agents' network (effects.py)
     plan_routes(b)
     unused_images(b)
+    actions = add_host_effects(b.actions, observed, desired)  # builds, snapshots, workspaces
+    actions, unknown = _leave_unreachable(actions, desired, observed)
     return Plan(
         fleet=desired.fleet,
-        actions=tuple(add_host_effects(b.actions, observed, desired)),  # builds, snapshots, workspaces
-        unchanged=tuple(sorted(b.unchanged)),
+        actions=tuple(actions),
+        unchanged=tuple(sorted(n for n in b.unchanged if n not in unknown)),
         stopped=tuple(sorted(b.stopped)),
         spec_hash=desired.spec_hash,
         observed_fingerprint=observed.fingerprint(),
-        warnings=observed.warnings,
+        warnings=observed.warnings + _unreachable_warnings(desired, observed),
+        unreachable=observed.unreachable,
     )
+
+
+def _dark(observed: Observed) -> set[str]:
+    """Provider keys of the engines that could not be observed."""
+    return {provider_key("docker", e) for e in observed.unreachable}
+
+
+def _leave_unreachable(actions: list[Action], desired: Desired, observed: Observed) -> tuple[list[Action], set[str]]:
+    """An engine that could not be observed is unknown, not empty: nothing is
+    created, replaced, started or removed on it, nor is anything moved to or
+    from it (the copy elsewhere stays until both sides are known). Actions that
+    waited for a dropped one no longer do. Returns the kept actions and the ids
+    of resources left unknown (for `unchanged`)."""
+    dark = _dark(observed)
+    if not dark:
+        return actions, set()
+    dark_names = {f"agent:{n}" for n, a in desired.agents.items() if a.key in dark}
+    dark_names |= {f"host:{n}" for n, h in desired.hosts.items() if h.key in dark}
+
+    def touches(a: Action) -> bool:
+        keys = {a.provider}
+        for rec in (a.desired_host, a.desired_agent, a.observed_host, a.observed_agent):
+            if rec is not None:
+                keys.add(rec.key)
+        return bool(keys & dark)
+
+    dropped = {a.id for a in actions if touches(a)}
+    kept = [a.model_copy(update={"depends_on": tuple(d for d in a.depends_on if d not in dropped)})
+            if set(a.depends_on) & dropped else a for a in actions if a.id not in dropped]
+    return kept, dark_names
+
+
+def _unreachable_warnings(desired: Desired, observed: Observed) -> tuple[str, ...]:
+    out = []
+    for engine, why in sorted(observed.unreachable.items()):
+        key = provider_key("docker", engine)
+        names = sorted({*(f"host {n}" for n, h in desired.hosts.items() if h.key == key),
+                        *(f"agent {n}" for n, a in desired.agents.items() if a.key == key)})
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        out.append(f"engine {engine} unreachable ({why}): "
+                   + (f"{shown} unknown; " if names else "what the fleet has there is unknown; ")
+                   + "nothing is created, replaced or removed there until it answers")
+    return tuple(out)
 
 
 def _legacy_cause(obs: ObservedAgent | ObservedHost) -> str:

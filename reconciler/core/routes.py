@@ -34,8 +34,11 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
     shared Docker host is reached at the holder's address on the bridge (the
     holder publishes nothing, so joins never replace it), an agent on a Modal
     host through the host's one tunnel to its port router, told the agent's port
-    (a sandbox made before the router: at its per-port tunnel URLs). Agents not
-    running (or whose host is not running) get none.
+    (a sandbox made before the router: at its per-port tunnel URLs). An agent on
+    a remote engine (`engine:`) is reached at its bridge address there (its
+    holder's, on a shared host), with `Route.engine` set: the proxy daemon dials
+    it through its SSH link to that engine; nothing is published there. Agents
+    not running (or whose host is not running) get none.
     """
     hosts = {h.name: h for h in observed.hosts}
     tls = desired.proxy.tls
@@ -47,9 +50,16 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
         host = hosts.get(oa.host) if oa.host else None
         if oa.host and (host is None or host.state != "running"):
             continue
+        engine = oa.engine
         for service, cport in sorted(da.ports.items()):
             target: str | None = None
             inner: int | None = None
+            if engine is not None:  # a remote engine: its bridge address, through the daemon's link to it
+                address = host.address if host is not None else oa.address
+                if address:
+                    out.append(Route(agent=oa.name, service=service, container_port=cport,
+                                     target=f"http://{_url_host(address)}:{cport}", tls=tls, engine=engine))
+                continue
             if host is not None and host.provider == "modal" and MODAL_ROUTER_PORT in host.urls:
                 target, inner = host.urls[MODAL_ROUTER_PORT], cport  # one tunnel to the host's port router
             elif host is not None and cport in host.urls:
@@ -65,6 +75,10 @@ def routes_for(desired: Desired, observed: Observed) -> list[Route]:
             out.append(Route(agent=oa.name, service=service, container_port=cport, target=target, tls=tls,
                              inner_port=inner))
     return out
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def routes_to_write(desired: Desired, now: Observed) -> list[Route] | None:

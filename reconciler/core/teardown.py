@@ -10,10 +10,12 @@ from reconciler.core.model import Observed, ObservedAgent, ObservedHost
 from reconciler.core.plan import Action, AgentDestroy, HostDestroy, ImageDestroy, Plan, RouteSpec, RouteUpdate
 
 
-def image_actions(remove: list[str], cause: str, after: list[Action]) -> list[ImageDestroy]:
+def image_actions(remove: list[str], cause: str, after: list[Action], provider: str = "docker") -> list[ImageDestroy]:
+    """`provider`: the key of the engine they are on ("docker@ENGINE": ids carry "@ENGINE")."""
     waits = tuple(a.id for a in after if a.kind in ("host", "agent"))
+    at = provider[len("docker"):] if provider.startswith("docker@") else ""
     return [
-        ImageDestroy(id=f"image:{ref}:destroy", name=ref, provider="docker", cause=cause, depends_on=waits)
+        ImageDestroy(id=f"image:{ref}{at}:destroy", name=ref, provider=provider, cause=cause, depends_on=waits)
         for ref in sorted(remove)
     ]
 
@@ -24,17 +26,27 @@ def unused_images(b: Builder) -> None:
     stays. Each edit of a build context makes a new image, so without this they
     pile up. A run limited to some agents (--target) or one that keeps what
     fleet.yaml no longer names (--no-prune) removes none."""
-    if not b.observed.images or b.opts.targets or not b.opts.prune:
+    if not (b.observed.images or b.observed.engine_images) or b.opts.targets or not b.opts.prune:
         return
-    keep = {h.image.ref for h in b.desired.hosts.values()} | {a.image.ref for a in b.desired.agents.values()}
     going = {a.gone for a in b.actions if a.gone is not None}
     records: list[ObservedAgent | ObservedHost] = [*b.observed.agents, *b.observed.hosts]
-    for obs in records:
-        image = obs.spec.get("image")
-        if obs.id not in going and isinstance(image, str):
-            keep.add(image)
+
+    def kept(key: str | None) -> set[str]:
+        """What fleet.yaml and the containers that stay use (on the engine of `key`; None: anywhere)."""
+        keep = {h.image.ref for h in b.desired.hosts.values() if key is None or h.key == key}
+        keep |= {a.image.ref for a in b.desired.agents.values() if key is None or a.key == key}
+        for obs in records:
+            image = obs.spec.get("image")
+            if obs.id not in going and isinstance(image, str) and (key is None or obs.key == key):
+                keep.add(image)
+        return keep
+
+    keep = kept(None)
     unused = [ref for ref in b.observed.images if ref not in keep]
     b.actions.extend(image_actions(unused, "built image no longer used", b.actions))
+    for key, refs in sorted(b.observed.engine_images.items()):  # per remote engine: what runs there
+        there = kept(key)
+        b.actions.extend(image_actions([r for r in refs if r not in there], "built image no longer used", b.actions, key))
 
 
 def reconcile_destroy(observed: Observed, cause: str = "fleet destroy", purge_volumes: bool = False) -> Plan:
@@ -58,9 +70,13 @@ def reconcile_destroy(observed: Observed, cause: str = "fleet destroy", purge_vo
         actions.append(RouteUpdate(cause="remove this fleet's routes", depends_on=tuple(a.id for a in actions),
                                    route=RouteSpec(remove=True)))
     actions.extend(image_actions(list(observed.images), f"{cause}: an image built for this fleet", actions))
+    for key, refs in sorted(observed.engine_images.items()):  # built on remote engines
+        actions.extend(image_actions(list(refs), f"{cause}: an image built for this fleet", actions, key))
     actions = add_host_effects(actions, observed, None, purge_volumes)
+    dark = tuple(f"engine {e} unreachable ({why}): what the fleet has there is not removed; "
+                 "run `fleet destroy` again when it answers" for e, why in sorted(observed.unreachable.items()))
     return Plan(fleet=observed.fleet, actions=tuple(actions), observed_fingerprint=observed.fingerprint(),
-                warnings=observed.warnings)
+                warnings=observed.warnings + dark, unreachable=observed.unreachable)
 
 
 def mass_destroy(plan: Plan, observed: Observed) -> tuple[int, int] | None:

@@ -43,6 +43,8 @@ def agent_extras(ctx: Context, agent: DesiredAgent) -> AgentExtras | None:
         return AgentExtras(env=env, binds=binds) if env else None
     if agent.provider != "docker":
         return None
+    if agent.engine is not None:  # a remote engine: no bind of this machine's files means anything there
+        return _remote_extras(ctx, agent)
     from reconciler.engine.agentnet import container_setup as url_setup
     from reconciler.grants.inject import bind_credential
 
@@ -58,6 +60,24 @@ def agent_extras(ctx: Context, agent: DesiredAgent) -> AgentExtras | None:
         binds={**net_binds, **grant_binds},
         on_created=bind if grant_env else None,
     )
+
+
+def _remote_extras(ctx: Context, agent: DesiredAgent) -> AgentExtras | None:
+    """A Docker agent on a remote engine: the grant proxy settings (pointing at
+    the reverse forward of the proxy's link to that engine; the credential was
+    bound to the engine's loopback source when issued) and the CA bundle copied
+    into its container before it starts."""
+    grant_env, _ = grant_setup(ctx, agent)
+    if not grant_env:
+        return None
+    from reconciler.engine.remotegrants import copy_bundle
+
+    provider = ctx.provider_of(agent.key)
+
+    def bundle(container_id: str) -> None:
+        copy_bundle(provider, container_id)
+
+    return AgentExtras(env=grant_env, on_created=bundle)
 
 
 def forget_agent(fleet: str, agent: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal
 
 from reconciler.core.errors import FleetError
 from reconciler.core.frozen import FrozenMap
-from reconciler.core.model import Frozen, Provider
+from reconciler.core.model import Frozen
 from reconciler.state.home import fleet_home
 
 
@@ -25,7 +25,7 @@ class Resource(Frozen):
     kind: Literal["host", "agent"]
     name: str
     state: str
-    provider: Provider
+    provider: str  # a provider key: docker, modal, docker@ENGINE (core/model.py provider_key)
 
 
 class FleetRow(Frozen):
@@ -96,7 +96,38 @@ def modal_records() -> tuple[list[Resource], list[str]]:
     return out, notes
 
 
+def _fleets_here() -> list[str]:
+    try:
+        return sorted(n[:-5] for n in os.listdir(fleet_home() / "fleets") if n.endswith(".json"))
+    except FileNotFoundError:
+        return []
+
+
+def engine_records() -> tuple[list[Resource], list[str]]:
+    """Every fleet-labelled container of each other engine (`engine:`) the fleets
+    of this FLEET_HOME use (usage.py): one list call per engine, and a note per
+    engine that could not be reached."""
+    from reconciler.providers.base import get_provider, inventory_of
+    from reconciler.state import usage
+
+    keys = sorted({k for fleet in _fleets_here() for k in usage.used(fleet) if k.startswith("docker@")})
+    out: list[Resource] = []
+    notes: list[str] = []
+    for key in keys:
+        inventory = inventory_of(get_provider(key))
+        if inventory is None:
+            continue
+        try:
+            rows = inventory.inventory()
+        except FleetError as exc:
+            notes.append(f"engine {key.partition('@')[2]}: not reached ({exc})")
+            continue
+        out += [Resource.model_validate({**row, "provider": key}) for row in rows]
+    return out, notes
+
+
 def list_fleets() -> tuple[list[FleetRow], list[str]]:
     records = docker_records()
     more, notes = modal_records()
-    return summarise(records + more), notes
+    remote, unreached = engine_records()
+    return summarise(records + more + remote), notes + unreached

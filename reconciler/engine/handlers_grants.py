@@ -68,6 +68,12 @@ def _issue(ctx: Context, a: CredentialIssue) -> Outcome:
 
         bind_credential(ctx.fleet, agent.name, loopback_peer(source_for(ctx.fleet, agent.host or "")))
         env = proxy_env(credential, SANDBOX_PORT, agent.env, proxy_host="127.0.0.1")
+    elif agent.engine is not None:  # a remote engine: through the proxy's ssh link's reverse forward
+        from reconciler.engine.remotegrants import prepare
+
+        gateway, remote_port = prepare(ctx, agent)
+        env = proxy_env(credential, remote_port, agent.env, proxy_host=gateway)
+        return Outcome(values={ENV: json.dumps(env), BINDS: "{}"})  # the CA bundle is copied in, not bound
     else:
         env = proxy_env(credential, port, agent.env)
     return Outcome(values={ENV: json.dumps(env), BINDS: json.dumps(container_binds())})

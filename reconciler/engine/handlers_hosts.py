@@ -1,6 +1,6 @@
 """Handlers of the host side-effect actions (core/effects_hosts.py decides
-them): build an image, snapshot a host, prepare and release a workspace, purge
-a volume. One provider (or $FLEET_HOME) call each; what they made goes into
+them): build an image, snapshot a host, prepare, upload and release a workspace,
+purge a volume. One provider (or $FLEET_HOME) call each; what they made goes into
 the execution state (engine/effects_hosts.py reads it back for the creates).
 
 Layer `engine`. May import: `core`, `state`, `load`, `net`, `grants`, `routing`, `providers`.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from reconciler.core.errors import FleetError
 from reconciler.core.outcome import Outcome
+from reconciler.core.actions import WorkspaceUpload
 from reconciler.core.plan import HostSnapshot, ImageBuild, VolumePurge, WorkspacePrepare, WorkspacePurge, WorkspaceRelease
 from reconciler.engine.effects_hosts import SNAPSHOT, mounts_outcome
 from reconciler.engine.handlers import handles
@@ -44,6 +45,14 @@ def _host_snapshot(ctx: Context, a: HostSnapshot) -> Outcome:
 @handles(WorkspacePrepare)
 def _workspace_prepare(ctx: Context, a: WorkspacePrepare) -> Outcome:
     return mounts_outcome(workspaces.prepare(ctx.fleet, a.name, a.workspace))
+
+
+@handles(WorkspaceUpload)
+def _workspace_upload(ctx: Context, a: WorkspaceUpload) -> Outcome:
+    vols = volumes_of(ctx.provider_of(a.provider))
+    if vols is None:
+        raise FleetError(f"provider {a.provider} keeps no volumes")
+    return Outcome(note=vols.upload_workspace(ctx.fleet, a.name, a.workspace, a.image))
 
 
 @handles(WorkspaceRelease)

@@ -12,17 +12,40 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
+from reconciler.core.errors import EngineUnavailable, FleetError
+from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost, split_key
 from reconciler.providers.base import get_provider, images_of, network_of, snapshots_of, volumes_of
 from reconciler.state import messages, stops, usage, workspaces
 
 
 def providers_of(desired: Desired) -> list[str]:
-    """Docker always (private agents live there); Modal only when a host asks
-    or the fleet still has Modal resources (see usage.py), so a fleet without
-    Modal hosts never imports modal and a removed Modal host is still destroyed."""
-    names = {"docker"} | {h.provider for h in desired.hosts.values()} | usage.used(desired.fleet)
+    """The provider keys to observe (core/model.py `provider_key`): the local
+    Docker engine always (private agents live there); Modal and each `engine:`
+    only when fleet.yaml names it or the fleet still has resources there (see
+    usage.py), so a fleet without Modal hosts never imports modal, and a host
+    removed from the file (or moved to another engine) is still found to be destroyed."""
+    names = ({"docker"} | {h.key for h in desired.hosts.values()} | {a.key for a in desired.agents.values()}
+             | usage.used(desired.fleet))
     return sorted(names)
+
+
+def _observe_one(key: str, fleet: str, unreachable: dict[str, str]) -> tuple[list[ObservedHost], list[ObservedAgent], list[str]] | None:
+    """One provider's listing. An engine named by `engine:` that cannot be reached
+    is recorded in `unreachable` (None returned): what runs there is unknown, which
+    is not "nothing there". The local engine not answering stays an error."""
+    engine = split_key(key)[1]
+    provider = get_provider(key)
+    try:
+        h, a = provider.observe(fleet)
+        return h, a, provider.observe_warnings(fleet)  # e.g. docker: copies carrying fleet's labels
+    except FleetError as exc:
+        if engine is None or not isinstance(exc, EngineUnavailable):
+            raise
+        reason = str(exc)
+        prefix = f"engine {engine} unreachable: "
+        # "cannot list containers: engine E unreachable: WHY" -> "WHY" (the engine is named by the caller)
+        unreachable[engine] = reason.split(prefix, 1)[1] if prefix in reason else reason
+        return None
 
 
 def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed:
@@ -32,12 +55,14 @@ def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed
     hosts: list[ObservedHost] = []
     agents: list[ObservedAgent] = []
     warnings: list[str] = []
+    unreachable: dict[str, str] = {}
     for name in providers:
-        provider = get_provider(name)
-        h, a = provider.observe(fleet)
-        hosts.extend(h)
-        agents.extend(a)
-        warnings.extend(provider.observe_warnings(fleet))  # e.g. docker: copies carrying fleet's labels
+        seen = _observe_one(name, fleet, unreachable)
+        if seen is not None:
+            hosts.extend(seen[0])
+            agents.extend(seen[1])
+            warnings.extend(seen[2])
+    reached = [n for n in providers if split_key(n)[1] not in unreachable]
     delivered = messages.states(fleet)
     agents = [
         a.model_copy(update={"message_pending": False}) if a.message_pending and messages.delivered(fleet, a.name, a.id, delivered) else a
@@ -55,23 +80,31 @@ def observe(fleet: str, providers: list[str], volumes: bool = False) -> Observed
     images = look.observe_images(fleet) if look is not None else ()
     snapshots: dict[str, str] = {}  # `restore: latest` is resolved from these when planning
     vols: list[str] = []
-    for name in providers:
+    for name in reached:
         snaps = snapshots_of(get_provider(name))
         if snaps is not None:
             snapshots.update(snaps.observe_snapshots(fleet))
-        held = volumes_of(get_provider(name)) if volumes else None
+        # remote engines' volumes are per engine (observe_engines.py), never mixed with the local ones
+        held = volumes_of(get_provider(name)) if volumes and "@" not in name else None
         if held is not None:
             vols.extend(held.observe_volumes(fleet))
     net = network_of(get_provider("docker")) if "docker" in providers else None
+    # the agents' network on each other engine (one call each)
+    missing = tuple(n for n in reached if n.startswith("docker@") and (nw := network_of(get_provider(n))) is not None
+                    and not nw.observe_network())
     from reconciler.grants.agents import holders
     from reconciler.state.relays import running as relays_running
+    from reconciler.engine.observe_engines import engine_facts
+
+    engine_images, engine_volumes = engine_facts(fleet, reached, unreachable, partial=volumes)
 
     return Observed(
         fleet=fleet, hosts=tuple(hosts), agents=tuple(agents), routes=routes, proxy_running=proxy_running, images=images,
         snapshots=snapshots, volumes=tuple(sorted(vols)), warnings=tuple(warnings),
         workspace_copies=workspaces.copies(fleet) if volumes else (),
         credentials=holders(fleet), network=net.observe_network() if net is not None else True,
-        relays=tuple(sorted(relays_running(fleet))),
+        relays=tuple(sorted(relays_running(fleet))), unreachable=unreachable, networks_missing=missing,
+        engine_images=engine_images, engine_volumes=engine_volumes,
     )
 
 
@@ -92,7 +125,7 @@ def status_facts(desired: Desired) -> StatusFacts:
     observed = observe(desired.fleet, names)
     details: dict[str, dict[str, Any]] = {}
     for name in names:
-        mine = [a for a in observed.agents if a.provider == name]
+        mine = [a for a in observed.agents if a.key == name]
         if mine:
             details.update(get_provider(name).details(desired.fleet, mine))
     return StatusFacts(desired, observed, details, messages.states(desired.fleet))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost
+from reconciler.core.model import Desired, Observed, ObservedAgent, ObservedHost, provider_key
 from reconciler.core.plan import Plan
 from reconciler.core.reconcile import Options, reconcile, reconcile_destroy
 from reconciler.engine.events import Event, Result
@@ -67,9 +67,11 @@ def apply_plan(
     observed, hence destroyed, later); after a run without failures: only the
     providers something still uses are kept."""
     fleet = snap.desired.fleet
-    wanted = {h.provider for h in snap.desired.hosts.values()} | {
+    wanted = {h.key for h in snap.desired.hosts.values()} | {a.key for a in snap.desired.agents.values() if a.engine} | {
         a.provider for a in snap.plan.actions if a.kind in ("host", "agent") and a.op in ("create", "join", "replace")
     }
+    # an engine that could not be observed may still hold the fleet's resources
+    wanted |= {provider_key("docker", e) for e in snap.observed.unreachable}
     usage.record(fleet, *wanted)
     result = execute(snap.desired, snap.plan, parallel=parallel, on_event=on_event, cancel=cancel,
                      observed=snap.observed)
@@ -77,7 +79,7 @@ def apply_plan(
         done = set(result.done)
         gone = {a.gone for a in snap.plan.actions if a.id in done and a.gone is not None}
         records: list[ObservedHost | ObservedAgent] = [*snap.observed.hosts, *snap.observed.agents]
-        left = {r.provider for r in records if r.id not in gone}
+        left = {r.key for r in records if r.id not in gone}
         usage.settle(fleet, wanted | left)
     return result
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reconciler import __version__
-from reconciler.core.model import Desired
+from reconciler.core.model import Desired, split_key
 from reconciler.core.plan import DISRUPTIVE, FORMAT_VERSION, Action, Plan
 from reconciler.core.reconcile import Options, flatten
 from reconciler.view.status import StatusRow, state_text
@@ -36,11 +36,11 @@ MASK = "***"
 
 # the order a summary lists operations in (unknown future ops go last)
 OP_ORDER = ["create", "join", "replace", "restart", "start", "stop", "destroy", "route", "message", "issue", "revoke",
-            "build", "prepare", "snapshot", "release", "purge"]
+            "build", "prepare", "upload", "snapshot", "release", "purge"]
 SYMBOL = {
     "create": "+", "join": "+", "replace": "~", "restart": "~", "start": ">", "stop": "=",
     "destroy": "-", "route": "*", "message": ">", "issue": "+", "revoke": "-",
-    "build": "+", "prepare": "+", "snapshot": "*", "release": "-", "purge": "-",  # host side effects
+    "build": "+", "prepare": "+", "upload": "+", "snapshot": "*", "release": "-", "purge": "-",  # host side effects
 }
 # ops shown after the destroys they follow (a workspace released, a volume purged)
 LATE_OPS = ("release", "purge")
@@ -84,13 +84,15 @@ def before_after(action: Action) -> tuple[dict[str, Any] | None, dict[str, Any] 
 
 def change_dict(action: Action, mask_env: bool = False) -> dict[str, Any]:
     before, after = before_after(action)
+    provider, engine = split_key(action.provider)
     return {
         "id": action.id,
         "action": action.op,
         "kind": action.kind,
         "name": action.name,
         "host": action.host,
-        "provider": action.provider,
+        "provider": provider,
+        **({"engine": engine} if engine is not None else {}),
         "cause": action.cause,
         "disruptive": action.disruptive,
         "depends_on": list(action.depends_on),
@@ -155,6 +157,7 @@ def plan_document(
         "mask_env": mask_env,
         "options": {"prune": opts.prune, "targets": sorted(opts.targets), "replace": sorted(opts.replace)},
         "changes": [change_dict(a, mask_env) for a in ordered(plan)],
+        **({"unreachable": dict(sorted(plan.unreachable.items()))} if plan.unreachable else {}),
         "unchanged": {"count": len(plan.unchanged), "resources": unchanged_list(plan)},
         "stopped": list(plan.stopped),  # agents left stopped after `fleet stop` (no action)
         "summary": summary_dict(plan),

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from reconciler.core.errors import Problem
 from reconciler.core.model import MODAL_RELAY_PORT, MODAL_ROUTER_PORT
+from reconciler.load.engines import parse_engine
 from reconciler.load import pathrules
 from reconciler.load.problems import did_you_mean
 from reconciler.load.schema import BUILTIN_GRANTS, MODAL_ONLY
@@ -65,6 +66,9 @@ def semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: P
             for key in MODAL_ONLY:
                 if key in host:
                     add(("hosts", hname, key), "only valid for provider: modal", prefer_key=True)
+        elif "engine" in host:
+            add(("hosts", hname, "engine"), "only valid for provider: docker (a Modal host runs on Modal)", prefer_key=True)
+        _check_engine(add, ("hosts", hname), host)
         _check_paths(add, base, ("hosts", hname), host, path)
 
     claimed: dict[str, dict[int, tuple[str, str]]] = {}
@@ -82,7 +86,7 @@ def semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: P
                 known = ", ".join(sorted(hosts)) or "none declared"
                 add(where + ("host",), f"host '{host_name}' is not declared under hosts: (known: {known}){did_you_mean(host_name, hosts)}")
             else:
-                for key in ("image", "build", "workspace"):
+                for key in ("image", "build", "workspace", "engine"):
                     if key in agent:
                         add(where + (key,), f"not allowed on an agent of shared host '{host_name}': set it on hosts.{host_name}", prefer_key=True)
                 if mapping(hosts[host_name]).get("provider") == "modal" and "capabilities" in agent:
@@ -92,6 +96,7 @@ def semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: P
                 add(where + ("build",), "set image or build, not both")
             if not (agent.get("image") or agent.get("build") or default_image):
                 add(where, "no image: set image or build on the agent, or defaults.image", prefer_key=True)
+            _check_engine(add, where, agent)
             _check_paths(add, base, where, agent, path)
         ports = mapping(agent.get("ports"))
         owner = host_name if isinstance(host_name, str) and host_name in hosts else None
@@ -111,6 +116,13 @@ def semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: P
                     add(where + ("ports", service), f"port {port} is already used by service '{other_service}' of this agent")
             else:
                 scope[port] = (aname, service)
+        engine_of = mapping(hosts[owner]) if owner else (agent if host_name is None else {})
+        scheme = _engine_scheme(engine_of.get("engine"))
+        if scheme in ("tcp", "unix"):
+            for key in ("ports", "grants"):
+                if agent.get(key):
+                    add(where + (key,), f"needs an ssh:// engine: fleet reaches agents on another engine, and brings their "
+                        f"granted requests back, through SSH (engine {engine_of.get('engine')!r} is {scheme}://)", prefer_key=True)
         for idx, grant in listed(agent.get("grants")):
             if isinstance(grant, str) and grant not in known_grants:
                 add(where + ("grants", idx), f"unknown grant '{grant}' (built in: {', '.join(BUILTIN_GRANTS)}; or define it under grants:){did_you_mean(grant, known_grants)}")
@@ -119,6 +131,26 @@ def semantic_problems(file: str, base: Path, data: dict, pos: Positions, path: P
             add(("defaults", "grants", idx), f"unknown grant '{grant}'{did_you_mean(grant, known_grants)}")
     _check_paths(add, base, ("defaults",), defaults)
     return problems
+
+
+def _check_engine(add: Add, where: Path_, section: dict) -> None:
+    """`engine:` parses (engines.py: ssh://, tcp://, unix://, a docker context)."""
+    if "engine" not in section or section.get("engine") is None:
+        return
+    value = section["engine"]
+    if not isinstance(value, str):
+        return  # a wrong type is a schema problem
+    found = parse_engine(value)
+    if isinstance(found, str):
+        add(where + ("engine",), found)
+
+
+def _engine_scheme(value: Any) -> str | None:
+    """The scheme of a valid `engine:` value (None: none, or not valid: said elsewhere)."""
+    if not isinstance(value, str):
+        return None
+    found = parse_engine(value)
+    return None if isinstance(found, str) else found.scheme
 
 
 def _check_paths(add: Add, base: Path, where: Path_, section: dict, fleet_file: Path | None = None) -> None:

@@ -64,6 +64,12 @@ def _command(cmd: Any) -> tuple[str, ...] | None:
     return tuple(cmd)
 
 
+def _engine(value: str | None) -> str | None:
+    """An `engine:` as it names the engine everywhere (plans, labels, provider keys):
+    as written, without surrounding blanks."""
+    return value.strip() if value is not None else None
+
+
 def resolve(spec: FleetFile, file: Path) -> Desired:
     base = file.parent.resolve()
     fleet = spec.fleet
@@ -81,8 +87,10 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
             )
         image = _image(fleet, base, h.image or (None if h.build else d.image), h.build or (None if h.image else d.build))
         hosts[name] = DesiredHost(
-            name=name, provider=h.provider, image=image, workspace=_workspace(base, h.workspace, file, uploaded=h.provider == "modal"),
-            env=dict(h.env), ports=tuple(ports), modal=modal,
+            name=name, provider=h.provider, image=image,
+            # Modal and other engines get a copy uploaded, not this directory
+            workspace=_workspace(base, h.workspace, file, uploaded=h.provider == "modal" or h.engine is not None),
+            env=dict(h.env), ports=tuple(ports), modal=modal, engine=_engine(h.engine),
         )
     agents: dict[str, DesiredAgent] = {}
     for name, a in spec.agents.items():
@@ -101,11 +109,12 @@ def resolve(spec: FleetFile, file: Path) -> Desired:
             own_image = a.image or (None if a.build else d.image)
             own_build = a.build or (None if a.image else d.build)
             image = _image(fleet, base, own_image, own_build)
-            workspace = _workspace(base, a.workspace, file)
+            workspace = _workspace(base, a.workspace, file, uploaded=a.engine is not None)
         agents[name] = DesiredAgent(
             name=name,
             host=a.host,
             provider=host.provider if host else "docker",
+            engine=host.engine if host else _engine(a.engine),
             image=image,
             workspace=workspace,
             command=_command(a.command if a.command is not None else d.command),

@@ -144,6 +144,11 @@ Workspace = Union[Str, WorkspaceMap]
 
 IMAGE = "Image to run (a Docker image reference); set image or build, not both."
 BUILD = "Build the image from a Dockerfile instead of pulling `image`."
+ENGINE = (
+    "docker only: the Docker engine it runs on: ssh://[user@]host[:port] (your ~/.ssh/config applies), "
+    "tcp://host:port (TLS from DOCKER_TLS_VERIFY/DOCKER_CERT_PATH), unix:///path, or a docker context name; "
+    "omitted: the local engine (DOCKER_HOST, the current context). Ports and grants need ssh://."
+)
 WORKSPACE = "Host directory mounted at /workspace: a path relative to fleet.yaml, or {path, mode, branch}."
 COMMAND = "The command: a list of arguments, or a string run by /bin/sh -c (not empty)."
 ENV = "Environment variables; numbers and booleans are written as strings. Names: letters, digits, '_'."
@@ -177,6 +182,7 @@ class Host(Model):
     """A host agents can share: same working directory, same network, one bill."""
 
     provider: Literal["docker", "modal"] = Field(default="docker", description="docker (default): the local engine; modal: a Modal sandbox.")
+    engine: Str | None = Field(default=None, description=ENGINE, examples=["ssh://dev@big-box"])
     image: Str | None = Field(default=None, description=IMAGE, examples=["python:3.12-slim"])
     build: Build | None = Field(default=None, description=BUILD)
     workspace: Workspace | None = Field(default=None, description=WORKSPACE + " Shared by the host's agents.", examples=["./"])
@@ -209,6 +215,7 @@ class Agent(Model):
     """A process with its own lifecycle inside a host."""
 
     host: Name | None = Field(default=None, description="A host from `hosts:`; omitted: a private host.", examples=["auth-host"])
+    engine: Str | None = Field(default=None, description=ENGINE + " Private hosts only.", examples=["ssh://dev@big-box"])
     image: Str | None = Field(default=None, description=IMAGE + " Private hosts only.", examples=["node:20"])
     build: Build | None = Field(default=None, description=BUILD + " Private hosts only.")
     workspace: Workspace | None = Field(default=None, description=WORKSPACE + " Private hosts only.", examples=["./my-app"])

@@ -34,7 +34,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, cast, runtime_checkable
 
-from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost, split_key
+from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost, Workspace, split_key
 from reconciler.core.outcome import Outcome
 from reconciler.state.workspaces import Mounts
 
@@ -170,6 +170,16 @@ class Volumes(Protocol):
     def remove_volume(self, fleet: str, name: str) -> bool:
         """Remove one of the fleet's volumes; False when it was gone already.
         Refuses a volume that is not the fleet's."""
+        ...
+
+    def partial_volumes(self, fleet: str) -> tuple[str, ...]:
+        """The fleet's workspace volumes whose upload was cut off (filled again by the next upload)."""
+        ...
+
+    def upload_workspace(self, fleet: str, owner: str, workspace: Workspace, image: ImageRef) -> str:
+        """Create `owner`'s workspace volume and copy the workspace directory of
+        this machine into it (an engine that cannot bind-mount it: `engine:`),
+        with a short-lived helper container of `image`; a note for the user."""
         ...
 
 

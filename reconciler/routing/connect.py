@@ -16,6 +16,7 @@ from reconciler.net.http1 import NONE
 from reconciler.routing.conn import ClientBase
 from reconciler.routing.exchange import CLOSED, HEAD, Exchange
 from reconciler.routing.pages import gateway_error
+from reconciler.routing.socks import socks_connect
 from reconciler.routing.upstream import UpstreamConn
 
 log = logging.getLogger("fleet.proxy")
@@ -45,16 +46,22 @@ class Connecting(ClientBase):
         loop = asyncio.get_running_loop()
         try:
             ssl_ctx = self.server.upstream_ssl() if t.scheme == "https" else None
-            _, up = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: UpstreamConn(self.server, t),
-                    t.host,
-                    t.port,
-                    ssl=ssl_ctx,
-                    server_hostname=t.host if ssl_ctx else None,
-                ),
-                self.cfg.connect_timeout,
-            )
+            if t.route.engine is not None:  # on a remote engine: through its SSH link's SOCKS forward
+                via = await asyncio.wait_for(self._via_link(ex, ssl_ctx), self.cfg.connect_timeout)
+                if via is None:
+                    return
+                up = via
+            else:
+                _, up = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: UpstreamConn(self.server, t),
+                        t.host,
+                        t.port,
+                        ssl=ssl_ctx,
+                        server_hostname=t.host if ssl_ctx else None,
+                    ),
+                    self.cfg.connect_timeout,
+                )
         except asyncio.CancelledError:
             raise
         except asyncio.TimeoutError:
@@ -72,6 +79,26 @@ class Connecting(ClientBase):
             up.close()
             return
         self._attach(ex, up)
+
+    async def _via_link(self, ex: Exchange, ssl_ctx: ssl.SSLContext | None) -> UpstreamConn | None:
+        """Connect to a remote engine's target through the engine's link
+        (routing/links.py); None having answered 502 when the link is down."""
+        t = ex.target
+        links = self.server.links
+        where = links.socks_for(t.route.engine) if links is not None else "no engine links in this proxy"
+        if isinstance(where, str):
+            self._bad_gateway(ex, where)
+            return None
+        try:
+            sock = await socks_connect(where, t.host, t.port)
+        except OSError as exc:  # the link went down this moment
+            self._bad_gateway(ex, f"the SSH link to engine {t.route.engine} did not connect ({describe_oserror(exc)})")
+            return None
+        _, up = await asyncio.get_running_loop().create_connection(
+            lambda: UpstreamConn(self.server, t), sock=sock, ssl=ssl_ctx,
+            server_hostname=t.host if ssl_ctx else None,
+        )
+        return up
 
     def _attach(self, ex: Exchange, up: UpstreamConn) -> None:
         self.upstream = up

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the server's modules (TLS, relay) load only where the proxy
 
 __all__ = [
     "ProxyStatus", "RouteStatus", "ensure_running", "lock_path", "log_path", "pid_path", "read_state",
-    "run_foreground", "running_pid", "start", "start_lock", "state_path", "status", "stop", "wait_loaded",
+    "run_foreground", "running_pid", "start", "start_lock", "state_path", "status", "stop", "wait_links", "wait_loaded",
 ]
 
 log = logging.getLogger("fleet.proxy")
@@ -256,6 +256,25 @@ def wait_loaded(revision: int, timeout: float = LOAD_TIMEOUT) -> None:
         time.sleep(0.01)
 
 
+LINK_TIMEOUT = 20.0
+
+
+def wait_links(engines: set[str], timeout: float = LINK_TIMEOUT) -> dict[str, str]:
+    """Wait (bounded) until the running proxy's ssh links to `engines` are up,
+    or have failed (an unreachable engine costs no wait); returns engine -> why
+    not, for those still down (their routes answer 502 naming the engine until
+    the link is back; the daemon keeps retrying)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        links = (read_state() or {}).get("links") or {}
+        down = {e: str((links.get(e) or {}).get("error") or "connecting") for e in engines
+                if not (links.get(e) or {}).get("up")}
+        pending = [e for e in down if not (links.get(e) or {}).get("error")]
+        if not pending or running_pid() is None or time.monotonic() > deadline:
+            return down
+        time.sleep(0.05)
+
+
 # -- the process itself -------------------------------------------------------------------
 
 
@@ -302,12 +321,31 @@ async def _serve(config: "ProxyConfig") -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_event.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: server.reload(force=True))
-    await server.start()
     from reconciler.grants.forward import ForwardProxy  # grants: the credential-injecting forward proxy
+    from reconciler.routing.links import EngineLinks  # ssh links to remote engines
 
     forward = ForwardProxy()
+    links = server.links = EngineLinks(forward, on_change=lambda: on_change(server))
+    wake = asyncio.Event()
+
+    def hup() -> None:
+        server.reload(force=True)
+        wake.set()
+
+    loop.add_signal_handler(signal.SIGHUP, hup)
+    await server.start()
     await forward.start()
+
+    async def keep_links() -> None:  # the links the routes and the remote agents' credentials need
+        while True:
+            try:
+                forward.access.reload()
+                await links.sync(server.route_engines())
+            except Exception:  # never let the keeper die
+                log.exception("keeping the engine links failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), 1.0)
+            wake.clear()
     # What start-up built lives as long as the process: keep it out of the
     # collector's way, so a full collection never stalls a request for long.
     gc.collect()
@@ -320,11 +358,14 @@ async def _serve(config: "ProxyConfig") -> None:
             logcontrol.say_suppressed()
 
     said = loop.create_task(summaries())
+    kept = loop.create_task(keep_links())
     try:
         await stop_event.wait()
     finally:
         said.cancel()
+        kept.cancel()
         log.info("fleet proxy stopping")
+        await links.stop()
         await forward.stop()
         await server.stop()
 

@@ -26,7 +26,9 @@ class Target:
     scheme: str
     host: str
     port: int
-    key: tuple[str, str, int, int]  # pooled connections are per key: a router binds one to one port
+    # pooled connections are per key: a router binds one to one port; the same
+    # address on two engines is two targets
+    key: tuple[str, str, int, int, str]
     host_header: bytes | None  # replaces Host for https targets (tunnels route by it)
     extra_header: bytes  # b"\r\nX-Fleet-Port: N" for a Modal host's port router, else b""
 
@@ -46,7 +48,7 @@ class Target:
             scheme=scheme,
             host=host,
             port=port,
-            key=(scheme, host, port, route.inner_port or 0),
+            key=(scheme, host, port, route.inner_port or 0, route.engine or ""),
             host_header=u.netloc.encode("idna") if scheme == "https" else None,
             extra_header=b"\r\nX-Fleet-Port: %d" % route.inner_port if route.inner_port else b"",
         )

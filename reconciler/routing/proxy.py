@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from reconciler.core.errors import FleetError
 from reconciler.net.ca import CertificateAuthority
@@ -166,6 +166,7 @@ class ProxyServer:
         self.pool = UpstreamPool(self)
         self.clients: set[ClientConn] = set()
         self.probing: set[ClientConn] = set()  # clients that sent EOF while waiting: gone, or half-closed?
+        self.links: Any = None  # routing.links.EngineLinks, set by the daemon: remote engines' targets
         self._tasks: set[asyncio.Task] = set()
         self._stamp: tuple[int, int, int] | None = None
         self._tls: ssl.SSLContext | None = None
@@ -429,7 +430,12 @@ class ProxyServer:
             "table_loaded_at": self.loaded_at,
             "revision": self.table.revision,  # what `daemon.wait_loaded` waits for
             "ca": str(self.ca.cert_path) if self.ca is not None else None,
+            **({"links": self.links.state()} if self.links is not None else {}),
         }
+
+    def route_engines(self) -> set[str]:
+        """The remote engines the loaded routes are on (each needs a link)."""
+        return {r.engine for entry in self.table.fleets.values() for r in entry.routes if r.engine}
 
 
 def _quiet_exceptions(loop: asyncio.AbstractEventLoop, context: dict) -> None:

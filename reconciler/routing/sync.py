@@ -83,6 +83,9 @@ def apply_routes(fleet: str, proxy: ProxySettings, routes: Sequence[Route]) -> N
     written = table.set_fleet_routes(fleet, listen, routes)
     daemon.ensure_running(need=listen)  # this fleet's port; others' are not ours to fail on
     daemon.wait_loaded(written.revision)  # apply returns once the proxy serves these routes
+    engines = {r.engine for r in routes if r.engine}
+    if engines:  # ...and, for agents on remote engines, once its links to them are up (bounded)
+        daemon.wait_links(engines)
 
 
 def remove_routes(fleet: str) -> str | None:

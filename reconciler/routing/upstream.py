@@ -31,6 +31,7 @@ class RelayServer(Protocol):
     pool: "UpstreamPool"
     clients: set[Any]
     probing: set[Any]
+    links: Any  # routing.links.EngineLinks, or None: remote engines' targets answer 502
 
     def upstream_ssl(self) -> ssl.SSLContext: ...
 
@@ -293,7 +294,7 @@ class UpstreamConn(Pausable):
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
 
-PoolKey = tuple[str, str, int, int]
+PoolKey = tuple[str, str, int, int, str]
 
 
 class UpstreamPool:

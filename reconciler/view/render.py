@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from reconciler.core.model import Desired, Observed
+from reconciler.core.model import Desired, Observed, split_key
 from reconciler.core.plan import Action, Plan
 from reconciler.engine.events import Event, EventKind, Result
 from reconciler.view.status import StatusRow, agent_ports, state_text, status_rows, status_lines  # noqa: F401  (status lives there)
@@ -31,6 +31,7 @@ SYMBOL: dict[str, tuple[str, str]] = {
     # host side effects (core/effects_hosts.py)
     "build": ("+", "green"),
     "prepare": ("+", "green"),
+    "upload": ("+", "green"),  # a workspace copied to a remote engine's volume
     "snapshot": ("*", "cyan"),
     "release": ("-", "dim"),
     "purge": ("-", "red"),
@@ -57,7 +58,12 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
         sym, colour = SYMBOL.get(a.op, ("*", "white"))
         t = Text()
         t.append(f"  {sym} {a.op:<8}", style=colour)
+        engine = split_key(a.provider)[1]
         where = f" (on {a.host})" if a.kind == "agent" and a.host else ""
+        if engine is not None and a.kind in ("host", "agent") and not a.host:
+            where = f" (on {engine})"
+        elif engine is not None and a.kind not in ("host", "agent"):
+            where = f" (on {engine})"
         t.append(f" {a.kind} ", style="dim")
         t.append(a.name, style="bold")
         t.append(where, style="dim")
@@ -78,12 +84,17 @@ def plan_lines(plan: Plan, verbose: bool = False, mask_env: bool = False) -> lis
     return lines
 
 
-def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bool = False) -> None:
+def print_warnings(console: Console, plan: Plan) -> None:
     for w in plan.warnings:
         console.print(Text(f"warning: {w}", style="yellow"))
+
+
+def print_plan(console: Console, plan: Plan, verbose: bool = False, mask_env: bool = False) -> None:
+    print_warnings(console, plan)
     if plan.empty:
         n = len([u for u in plan.unchanged if not u.startswith("route:")])
-        console.print(f"fleet {plan.fleet} is up to date" + (f" ({n} unchanged)" if n else ""))
+        dark = f"; engine{'s' if len(plan.unreachable) > 1 else ''} {', '.join(sorted(plan.unreachable))} not reached" if plan.unreachable else ""
+        console.print(f"fleet {plan.fleet} is up to date" + (f" ({n} unchanged)" if n else "") + dark)
         if verbose or plan.stopped:
             for line in plan_lines(plan, verbose=verbose, mask_env=mask_env):
                 console.print(line)

@@ -88,9 +88,11 @@ class StatusRow(Frozen):
     ports: tuple[PortRow, ...]
     created: str | None
     id: str | None  # the first 12 characters of the container id
+    # the Docker engine it runs on (`engine:`); None: the local one (left out of the JSON)
+    engine: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"engine"} if self.engine is None else None)
 
 
 def agent_ports(desired: Desired, observed: Observed, obs: ObservedAgent | None, name: str) -> tuple[PortRow, ...]:
@@ -154,16 +156,18 @@ def status_rows(
             message = "pending"
         ws = d.workspace if d else None
         if d is not None:
-            host, provider = d.host, d.provider
+            host, provider, engine = d.host, d.provider, d.engine
         else:
             assert o is not None  # every name comes from fleet.yaml or from observation
-            host, provider = o.host, o.provider
+            host, provider, engine = o.host, o.provider, o.engine
         rows.append(
             StatusRow(
                 agent=name,
                 host=host or None,
                 provider=provider,
-                state=o.state if o else "missing",
+                # an engine that did not answer: what runs there is not known
+                state=o.state if o else ("unknown" if engine in observed.unreachable else "missing"),
+                engine=engine,
                 outdated=bool(o and d and o.spec_hash != d.spec_hash),
                 in_file=d is not None,
                 enabled=d.enabled if d is not None else True,
@@ -221,7 +225,7 @@ def _cells(r: StatusRow) -> dict[str, list[str]]:
     return {
         "AGENT": [r.agent],
         "HOST": [r.host or "(private)"],
-        "PROVIDER": [r.provider],
+        "PROVIDER": [r.provider if r.engine is None else r.engine],
         "STATE": [state_text(r)],
         "UP": [age(r.started_at) if r.started_at else "-"],
         "RESTARTS": ["-" if r.restarts is None else str(r.restarts)],

@@ -32,6 +32,7 @@ from reconciler.load.loader import load
 from reconciler.state.lock import fleet_lock
 from reconciler.core.model import Desired, Observed
 from reconciler.core.reconcile import Options
+from reconciler.watch.remote import RemoteEngines
 from reconciler.watch.triggers import DockerEvents, FileWatch, Trigger, Waker
 from reconciler.watch.view import View, make_view, stamp
 
@@ -89,6 +90,7 @@ class Watcher:
         self.held: set[str] = set()  # actions in backoff already reported
         self.files: FileWatch | None = None
         self.events: DockerEvents | None = None
+        self.remote = RemoteEngines()  # engines named by `engine:` that do not answer
 
     # ------------------------------------------------------------------ signals
 
@@ -113,7 +115,7 @@ class Watcher:
     def run(self) -> None:
         self.files = FileWatch(self.path, self.waker.poke)
         self.files.update(build_contexts(self.desired))
-        self.events = DockerEvents(self.fleet, self.waker.poke)
+        self.events = DockerEvents(self.fleet, self.waker.poke, event_keys(self.desired))
         try:
             self.step([Trigger("timer", "start")], reload=False)
             if not self.stopping:
@@ -145,6 +147,8 @@ class Watcher:
                     due.append(Trigger("timer", "retry"))
                 if self.engine_retry_at is not None and now >= self.engine_retry_at:
                     due.append(Trigger("timer", "engine retry"))
+                if self.remote.retry_at is not None and now >= self.remote.retry_at:
+                    due.append(Trigger("timer", "engine retry"))
                 if due or reload:
                     self.step(due, reload)
         finally:
@@ -160,7 +164,7 @@ class Watcher:
         deadlines = [self.next_resync]
         # while the engine is away its own retry paces the loop, not the backoff
         retry = None if self.engine_down else self.backoff.next_due()
-        for d in (retry, self.engine_retry_at, self.recheck_at):
+        for d in (retry, self.engine_retry_at, self.recheck_at, self.remote.retry_at):
             if d is not None:
                 deadlines.append(d)
         return max(0.0, min(deadlines) - now)
@@ -239,6 +243,8 @@ class Watcher:
         self.good_since = time.time()
         if self.files is not None:
             self.files.update(build_contexts(new))
+        if self.events is not None:
+            self.events.update(event_keys(new))  # an engine the save adds
         return True
 
     def plan_and_apply(self, why_text: str) -> None:
@@ -253,6 +259,14 @@ class Watcher:
             self.engine_lost(f"observing fleet {self.fleet} failed ({exc.__class__.__name__}: {exc})", why_text)
             return
         self.engine_back()
+        lines = self.remote.seen(snap.plan, now)
+        for text, is_error in lines:
+            if is_error:
+                self.view.error(text)
+            else:
+                self.view.line(text, "green")
+        if self.remote.came_back(lines):
+            self.backoff.clear()  # what failed while it was away gets a fresh start
         if self.unchecked:
             self.unchecked = False
             if self.hold_mass_destroy(snap, why_text):
@@ -417,6 +431,12 @@ class Watcher:
         result = pipeline.apply_plan(snap, parallel=self.parallel, on_event=self.on_event)
         self.report(self.fleet, result, time.monotonic() - started)
         return 0 if result.ok else 1
+
+
+def event_keys(desired: Desired) -> list[str]:
+    """The Docker engines whose events the watcher follows: the local one and each
+    engine the fleet names or still has resources on."""
+    return [k for k in pipeline.providers_of(desired) if k == "docker" or k.startswith("docker@")]
 
 
 def why(triggers: list[Trigger]) -> str:

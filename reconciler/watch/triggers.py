@@ -149,8 +149,13 @@ class ProviderEvents:
         self._followers = events.follow(fleet, self._report, providers)
 
     def _report(self, provider: str, kind: str, detail: str) -> None:
-        source: Source = _EVENT_SOURCES.get(provider, "engine") if kind == "change" else "engine"
+        base = provider.split("@", 1)[0]  # "docker@ENGINE": a Docker engine like the local one
+        source: Source = _EVENT_SOURCES.get(base, "engine") if kind == "change" else "engine"
         self._poke(Trigger(source, detail))
+
+    def update(self, providers: Iterable[str]) -> None:
+        """Follow these provider keys from now on (a save that names another engine)."""
+        self._followers.update(providers)
 
     def close(self) -> None:
         self._followers.close()

@@ -44,6 +44,9 @@ FLEET_ONLY = {
     "shared-host-port-clash.yaml": "port uniqueness across the agents of one host",
     "modal-router-port.yaml": "a port that depends on the host's provider (the Modal port router's)",
     "modal-relay-port.yaml": "a port that depends on the host's provider (the Modal grants relay's)",
+    # values a parser reads (the engine address), and ones that depend on others
+    "engine-not-a-url.yaml": "an engine address is checked by parsing it (ssh://, tcp://, unix://, a context name)",
+    "engine-misplaced.yaml": "engine: on a Modal host or an agent of a shared host; ports and grants on a tcp:// engine",
     # the data model of JSON
     "port-float.yaml": "JSON Schema's integer is a number without fraction: 3000.0 is 3000 to it (and to editors)",
     # not given to the tool at all

@@ -47,6 +47,7 @@ def agent(
     enabled: bool = True,
     workspace: str | None = None,
     message: str | None = None,
+    engine: str | None = None,
 ) -> DesiredAgent:
     return DesiredAgent(
         name=name,
@@ -61,6 +62,7 @@ def agent(
         grants=tuple(grants),
         restart=restart,  # type: ignore[arg-type]
         enabled=enabled,
+        engine=engine,
     )
 
 
@@ -70,6 +72,7 @@ def host(
     provider: str = "docker",
     image: str = "img:1",
     workspace: str | None = None,
+    engine: str | None = None,
 ) -> DesiredHost:
     """A shared host; `desired()` fills in its ports from its agents."""
     return DesiredHost(
@@ -78,6 +81,7 @@ def host(
         image=ImageRef(ref=image),
         workspace=Workspace(path=Path(workspace)) if workspace else None,
         modal=ModalOptions() if provider == "modal" else None,
+        engine=engine,
     )
 
 
@@ -129,6 +133,7 @@ def seen(
         created=created,
         host_id=host_id,
         message_pending=message_pending,
+        engine=made_from.engine,
     )
 
 
@@ -152,15 +157,19 @@ def seen_host(
         ports={p: 40000 + p % 1000 for p in made_from.ports} if made_from.provider == "modal" else {},
         address="172.17.0.9" if made_from.provider == "docker" else None,
         created=created,
+        engine=made_from.engine,
     )
 
 
-def observed(*records: ObservedAgent | ObservedHost, fleet: str = FLEET, routes: Any = None) -> Observed:
+def observed(*records: ObservedAgent | ObservedHost, fleet: str = FLEET, routes: Any = None,
+             unreachable: dict[str, str] | None = None, networks_missing: tuple[str, ...] = ()) -> Observed:
     return Observed(
         fleet=fleet,
         hosts=tuple(r for r in records if isinstance(r, ObservedHost)),
         agents=tuple(r for r in records if isinstance(r, ObservedAgent)),
         routes=routes,
+        unreachable=unreachable or {},
+        networks_missing=networks_missing,
     )
 
 

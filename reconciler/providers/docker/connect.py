@@ -382,7 +382,10 @@ class EngineConnection:
         except OSError:
             return ""
         lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("Warning: Permanently added")]
-        return f"ssh: {lines[-1][:200]}" if lines else ""
+        if not lines:
+            return ""
+        last = lines[-1][:200]
+        return last if last.startswith("ssh: ") else f"ssh: {last}"
 
     def _reason(self, exc: BaseException) -> str:
         if self.address.scheme == "ssh":
@@ -391,6 +394,9 @@ class EngineConnection:
                 return f"the ssh connection to {self.address.host} dropped" + (f" ({said})" if said else "")
             if "open failed" in said:
                 return f"the Docker engine behind ssh {self.address.host} does not answer ({said})"
+            if "Connection aborted" in str(exc) or "RemoteDisconnected" in str(exc):
+                # the ssh was already replaced by another call's reconnect, or the engine went away mid-call
+                return f"the call was cut off midway (the ssh connection to {self.address.host} or its engine went away)"
         text = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
         if self.address.scheme == "unix" and not Path(self.address.path).exists():
             return f"no socket at {self.address.path}"

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from reconciler.core import labels as L
 from reconciler.core.errors import ProviderError
-from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost
+from reconciler.core.model import Desired, DesiredAgent, DesiredHost, ImageRef, ObservedAgent, ObservedHost, Workspace
 from reconciler.providers import base
 from reconciler.providers.base import AgentExtras, HostExtras
 from reconciler.providers.docker import events as docker_events
 from reconciler.providers.docker import images as docker_images
 from reconciler.providers.docker import made
+from reconciler.providers.docker import upload as docker_upload
 from reconciler.core.outcome import Outcome
 from reconciler.providers.docker import observe as docker_observe
 from reconciler.providers.docker import security as sec
@@ -98,7 +99,7 @@ class DockerProvider(DockerAgentOps):
         """Pull `image.ref` unless it exists locally."""
         with self._image_lock(image.ref):
             if not docker_images.exists(self.api, image.ref):
-                docker_images.pull(self.api, image, resource)
+                docker_images.pull(self.api, image, resource, self.engine)
 
     def ensure_image(self, fleet: str, image: ImageRef, resource: str) -> None:
         """Composite: make sure `image.ref` exists locally: build it (build:) or pull it."""
@@ -133,7 +134,11 @@ class DockerProvider(DockerAgentOps):
     # ------------------------------------------------------------------ events (capability "events")
 
     def follow_events(self, fleet: str, on_event: Callable[[str, str], None]) -> docker_events.DockerEvents:
-        return docker_events.DockerEvents(fleet, on_event)
+        if self.engine is None:
+            return docker_events.DockerEvents(fleet, on_event)
+        # a remote engine: the stream goes over the provider's one connection (it
+        # reconnects ssh when needed); retried less eagerly while the engine is away
+        return docker_events.DockerEvents(fleet, on_event, client=lambda: self.client, engine=self.engine, max_delay=5.0)
 
     # ------------------------------------------------------------------ hosts
 
@@ -147,10 +152,11 @@ class DockerProvider(DockerAgentOps):
             self.pull_image(fleet, host.image, resource)
         name = L.host_container(fleet, host.name)
         binds: dict[str, Any] = {}
-        if host.workspace is not None:
+        if host.workspace is not None and self.engine is None:
             _workspace_binds(fleet, host.name, host.workspace, binds, mounts=extras.workspace if extras else None)
-        else:
-            vol = sec.workspace_volume(self.api, fleet, host.name)
+        else:  # no workspace, or one on a remote engine: uploaded into this volume by the plan
+            vol = self._call(resource, sec.workspace_volume, self.api, fleet, host.name, self.engine,
+                             uploaded=host.workspace is not None)
             binds[vol] = {"bind": "/workspace", "mode": "rw"}
         network = self._network()
         # No published ports: the proxy reaches its agents at the holder's bridge address,
@@ -216,7 +222,11 @@ class DockerProvider(DockerAgentOps):
             if agent.image.build is None:  # a `build:` image is built by the plan's `image build` action
                 self.pull_image(fleet, agent.image, resource)
             binds = dict(extra_binds)
-            if agent.workspace is not None:
+            if agent.workspace is not None and self.engine is not None:  # its own volume there, uploaded by the plan
+                vol = self._call(resource, sec.workspace_volume, self.api, fleet, agent.name, self.engine,
+                                 uploaded=True, who=resource)
+                binds[vol] = {"bind": "/workspace", "mode": "rw"}
+            elif agent.workspace is not None:
                 _workspace_binds(fleet, agent.name, agent.workspace, binds, env, mounts=extras.workspace)
             ports = sorted(set(agent.ports.values()))
             hc = self.api.create_host_config(
@@ -260,6 +270,8 @@ class DockerProvider(DockerAgentOps):
         out = []
         for v in vols:
             host = (v.get("Labels") or {}).get(L.HOST) or ""
+            if (v.get("Labels") or {}).get(L.ENGINE) != self.engine:
+                continue  # made for another engine name (the same daemon reached another way)
             if v["Name"] in (L.workspace_volume(fleet, host), L.legacy_workspace_volume(fleet, host)):
                 out.append(v["Name"])  # labels alone do not make a volume fleet's
         return out
@@ -267,6 +279,27 @@ class DockerProvider(DockerAgentOps):
     def observe_volumes(self, fleet: str) -> tuple[str, ...]:
         """The fleet's workspace volumes: labelled as the fleet's AND named as fleet names them."""
         return tuple(sorted(self._call(f"fleet {fleet} volumes", self._volumes, fleet)))
+
+    def upload_workspace(self, fleet: str, owner: str, workspace: Workspace, image: ImageRef) -> str:
+        """Create `owner`'s workspace volume on this engine and copy the workspace
+        directory into it (upload.py); a note. For engines that cannot bind-mount
+        this machine's directories (`engine:`); `image` (the owner's) runs the helper."""
+        resource = f"workspace {owner}"
+        if not self._call(resource, docker_images.exists, self.api, image.ref):
+            if image.build is not None:
+                raise ProviderError(resource, f"image {image.ref} is not built{self._on()}; run `fleet apply` again")
+            self.pull_image(fleet, image, resource)
+        note: str = self._call(resource, docker_upload.upload, self.api, fleet, owner, workspace.path, image.ref,
+                               self.engine, resource)
+        return note
+
+    def partial_volumes(self, fleet: str) -> tuple[str, ...]:
+        """The fleet's workspace volumes whose upload did not finish (cut off): not uploaded yet."""
+        found: tuple[str, ...] = self._call(f"fleet {fleet} uploads", docker_upload.partial, self.api, fleet)
+        return found
+
+    def _on(self) -> str:
+        return f" on {self.engine}" if self.engine is not None else ""
 
     def remove_volume(self, fleet: str, name: str) -> bool:
         """Remove one of the fleet's workspace volumes; False when it was gone already."""
@@ -278,10 +311,13 @@ class DockerProvider(DockerAgentOps):
         except NotFound:
             return False
         host = (info.get("Labels") or {}).get(L.HOST) or ""
-        if (info.get("Labels") or {}).get(L.PROJECT) != fleet or name not in (
+        if (info.get("Labels") or {}).get(L.PROJECT) != fleet or (info.get("Labels") or {}).get(L.ENGINE) != self.engine \
+                or name not in (
             L.workspace_volume(fleet, host), L.legacy_workspace_volume(fleet, host)
         ):
             raise ProviderError(resource, f"is not a workspace volume of fleet {fleet}; not touching it")
+        if host:  # a helper left by a cut-off upload still mounts it
+            self._call(resource, docker_upload.forget_helper, self.api, fleet, host)
         try:
             self._call(resource, self.api.remove_volume, name, force=True)
         except ProviderError:

@@ -36,11 +36,18 @@ def describe(ev: dict[str, Any]) -> str | None:
 class DockerEvents:
     """Follows the fleet's container events in a daemon thread until `close()`.
     `on_event(kind, detail)`: kind "change" (a watched event) or "engine"
-    (the stream was lost, or reconnected)."""
+    (the stream was lost, or reconnected). `client`: where the stream comes
+    from (a function giving a docker client that stays open: a remote engine's
+    client over its one ssh connection); None: a client of its own on the local
+    engine from the environment. `engine`: named in the "engine" reports."""
 
-    def __init__(self, fleet: str, on_event: Callable[[str, str], None]):
+    def __init__(self, fleet: str, on_event: Callable[[str, str], None], client: Callable[[], Any] | None = None,
+                 engine: str | None = None, max_delay: float = 2.0):
         self.fleet = fleet
         self._on_event = on_event
+        self._client = client
+        self._what = f"Docker events of engine {engine}" if engine else "Docker event stream"
+        self._max_delay = max_delay
         self._stop = threading.Event()
         self._stream: Any = None
         self._thread = threading.Thread(target=self._run, name="fleet-docker-events", daemon=True)
@@ -53,10 +60,13 @@ class DockerEvents:
         while not self._stop.is_set():
             client = None
             try:
-                client = docker.from_env(timeout=10)
-                self._stream = client.events(filters={"label": L.project_filter(self.fleet), "type": "container"}, decode=True)
+                if self._client is not None:
+                    source = self._client()  # shared: not closed here
+                else:
+                    source = client = docker.from_env(timeout=10)
+                self._stream = source.events(filters={"label": L.project_filter(self.fleet), "type": "container"}, decode=True)
                 if lost:
-                    self._on_event("engine", "Docker events reconnected")
+                    self._on_event("engine", f"{self._what} reconnected" if self._client else "Docker events reconnected")
                 lost, delay = False, 0.25
                 for ev in self._stream:
                     if self._stop.is_set():
@@ -76,9 +86,9 @@ class DockerEvents:
                 return
             if not lost:
                 lost = True
-                self._on_event("engine", "Docker event stream lost")
+                self._on_event("engine", f"{self._what} lost")
             self._stop.wait(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, self._max_delay)
 
     def close(self) -> None:
         self._stop.set()

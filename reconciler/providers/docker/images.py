@@ -50,8 +50,8 @@ def build(api: Any, fleet: str, image: ImageRef, resource: str) -> None:
         raise ProviderError(resource, f"build of {b.context} failed: {str(exc).splitlines()[0][:200]}") from None
 
 
-def pull(api: Any, image: ImageRef, resource: str) -> None:
-    """Pull `image.ref` from its registry."""
+def pull(api: Any, image: ImageRef, resource: str, engine: str | None = None) -> None:
+    """Pull `image.ref` from its registry (`engine`: the engine's name, for the error)."""
     from docker.errors import APIError
 
     try:
@@ -59,6 +59,12 @@ def pull(api: Any, image: ImageRef, resource: str) -> None:
         api.pull(repo or image.ref, tag=tag or "latest")
     except APIError as exc:
         reason = (exc.explanation or str(exc)).strip().splitlines()[0][:160]
+        if engine is not None:
+            raise ProviderError(
+                resource,
+                f"image {image.ref} is not on engine {engine} and could not be pulled there ({reason}); "
+                f"load it there (docker save {image.ref} | docker -H {engine} load) or use build: in fleet.yaml",
+            ) from None
         raise ProviderError(
             resource,
             f"image {image.ref} is not available locally and could not be pulled ({reason}); "

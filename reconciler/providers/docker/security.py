@@ -121,18 +121,26 @@ def ensure_network(api, name: str = L.NETWORK, grace: float = 60.0) -> str:
         return nets[0]["Id"]
 
 
-def workspace_volume(api, fleet: str, host: str) -> str:
+def workspace_volume(api, fleet: str, host: str, engine: str | None = None, uploaded: bool = False,
+                     who: str | None = None) -> str:
     """The named volume for a shared host without a workspace directory, kept
-    across host replacement so the agents' work survives a port change."""
+    across host replacement so the agents' work survives a port change. On an
+    engine other than the local one (`engine`) it carries dev.fleet.engine too.
+    `uploaded`: the volume a `workspace upload` action filled (a workspace on a
+    remote engine; `host` may be a private agent): never created here, a missing
+    one is an error (an empty volume would never be uploaded to)."""
     from docker.errors import NotFound
 
-    resource = f"host {host}"
+    resource = who or f"host {host}"
     name = L.workspace_volume(fleet, host)
-    want = {L.PROJECT: fleet, L.HOST: host, L.KIND: "workspace"}
+    want = {L.PROJECT: fleet, L.HOST: host, L.KIND: "workspace", **({L.ENGINE: engine} if engine is not None else {})}
     try:
         vol = api.inspect_volume(name)
     except NotFound:
         vol = None
+    if vol is None and uploaded:
+        raise ProviderError(resource, f"its workspace volume {name} does not exist{f' on {engine}' if engine else ''} "
+                                      "(the workspace upload did not run); run `fleet apply` again to upload it")
     if vol is not None:
         lab = vol.get("Labels") or {}
         if any(lab.get(k) != v for k, v in want.items()):
@@ -144,7 +152,7 @@ def workspace_volume(api, fleet: str, host: str) -> str:
         return name
     legacy = L.legacy_workspace_volume(fleet, host)
     try:
-        old = api.inspect_volume(legacy)
+        old = api.inspect_volume(legacy) if engine is None else None  # older fleets knew no other engine
     except NotFound:
         old = None
     if old is not None:

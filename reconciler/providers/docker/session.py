@@ -73,7 +73,11 @@ def connect_engine(engine: str, parallel: int = 8) -> Any:
     if isinstance(address, str):
         raise FleetError(f"engine {engine}: {address}")
     conn = EngineConnection(address, name=engine, max_pool_size=max(parallel + 2, 10))
-    return conn.open().client
+    try:
+        return conn.open().client
+    except BaseException:
+        conn.close()  # its socket directory goes now, not at exit (a watcher retries for hours)
+        raise
 
 
 class DockerSession:
