@@ -45,8 +45,15 @@ demo: install base-image
 demo-down: install
 	$(BIN)/fleet destroy --yes fleet.yaml
 
+# The default suite in TEST_WORKERS processes, one test file at a time each
+# (tests/parallel.py: tests/remote stays in one worker, long files start first);
+# then tests/zz_engine_restart alone, as it starts and stops dockerds. Both must pass.
+TEST_WORKERS ?= 3
 test: install base-image remote-engine-deps
-	$(BIN)/python -m pytest -q
+	rc=0; \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/zz_engine_restart || rc=$$?; \
+	$(BIN)/python -m pytest -q tests/zz_engine_restart || rc=$$?; \
+	exit $$rc
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m 'not docker and not slow'

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 # The fake Modal server's fixtures (fake_modal, modal_client, modal_env, modal_app), here
-# once so tests/fakes and tests/modal share one server per session.
-pytest_plugins = ["tests.fakes.modal.fixtures"]
+# once so tests/fakes and tests/modal share one server per session (per xdist worker);
+# tests.parallel: how `make test` spreads test files over workers.
+pytest_plugins = ["tests.fakes.modal.fixtures", "tests.parallel"]
 
 BASE_IMAGE = os.environ.get("FLEET_BASE_IMAGE", "fleet-base:bookworm")
 ROOT = Path(__file__).resolve().parent.parent

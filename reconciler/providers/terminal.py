@@ -159,9 +159,9 @@ def bridge(sock: socket.socket, resize: Callable[[int, int], None] | None = None
             signal.signal(signal.SIGWINCH, old_handler)
 
 
-def read_frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
-    """Demultiplex Docker's non-TTY stream: 8-byte headers (stream, size)."""
-    buf = b""
+def read_frames(sock: socket.socket, buf: bytes = b"") -> Iterator[tuple[int, bytes]]:
+    """Demultiplex Docker's non-TTY stream: 8-byte headers (stream, size); `buf`:
+    the stream's first bytes, already read."""
     while True:
         while len(buf) < 8:
             chunk = sock.recv(65536)

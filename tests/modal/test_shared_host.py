@@ -35,6 +35,9 @@ def modal_fleet(fake_modal, fleet_name, tmp_path):
         terminate_fleet(fake_modal, fleet_name)
 
 
+# the whole guide in one test (about 25 CLI runs): 76 s alone, 214-300 s with the suite's
+# other files running beside it on 2 vCPUs; the 300 s default guards against hangs, not this
+@pytest.mark.timeout(600)
 def test_shared_host_workflow(fake_modal, modal_fleet, tmp_path, fleet_home):
     env = fake_modal.env()
     name = modal_fleet

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT, run_fleet, wait_for
+from tests.conftest import ROOT, free_port, run_fleet, wait_for
 
 from .helpers import ARP_SPOOF, CHATTER, NETWORK, address, gateway, py, write
 from .test_capabilities import _Sink
@@ -37,6 +37,7 @@ def test_agents_on_different_hosts_cannot_connect_to_each_other(tmp_path, docker
     serve = '["python3", "-m", "http.server", "3000"]'
     path = write(tmp_path, f"""\
         fleet: {fleet_name}
+        proxy: {{port: {free_port()}}}
         hosts:
           box:
             image: {base_image}

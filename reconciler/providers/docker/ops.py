@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 from reconciler.core import labels as L
 from reconciler.core.errors import ProviderError
 from reconciler.core.model import DesiredAgent, ObservedAgent
-from reconciler.providers.docker.session import DockerSession, raw_socket
+from reconciler.providers.docker.session import DockerSession, early_bytes, raw_socket
 from reconciler.providers.terminal import AttachEnd, bridge, parse_detach_keys, read_frames
 
 
@@ -43,14 +43,18 @@ class DockerAgentOps(DockerSession):
         ex = self._call(resource, self.api.exec_create, agent.id, cmd, stdin=interactive, tty=tty,
                         environment=env or None, workdir=wd)
         sock = self._call(resource, self.api.exec_start, ex["Id"], socket=True, tty=tty)
+        first = early_bytes(sock)
         raw = raw_socket(sock)
         try:
             if tty:
+                if first:
+                    sys.stdout.buffer.write(first)
+                    sys.stdout.flush()
                 bridge(raw, resize=lambda h, w: self.api.exec_resize(ex["Id"], height=h, width=w) if interactive else None)
             else:
                 if interactive:
                     threading.Thread(target=_feed_stdin, args=(raw,), daemon=True).start()
-                for stream, data in read_frames(raw):
+                for stream, data in read_frames(raw, first):
                     target = sys.stderr.buffer if stream == 2 else sys.stdout.buffer
                     target.write(data)
                     target.flush()

@@ -42,6 +42,26 @@ def raw_socket(sock: Any) -> Any:
     return getattr(sock, "_sock", sock)
 
 
+def early_bytes(sock: Any) -> bytes:
+    """The stream's first bytes when they came with the response headers: the HTTP
+    reader that parsed the headers of the hijacked (attach/exec) connection buffered
+    them, so the raw socket never returns them (a process that ends quickly on a busy
+    machine: `fleet exec` printed nothing). Read before the raw socket."""
+    fp = getattr(getattr(getattr(getattr(sock, "_response", None), "raw", None), "_fp", None), "fp", None)
+    if fp is None or not hasattr(fp, "peek"):
+        return b""
+    raw = raw_socket(sock)
+    timeout = raw.gettimeout()
+    try:
+        raw.setblocking(False)  # only what is buffered (or already arrived): never wait here
+        data: bytes = fp.peek(0)
+        return fp.read(len(data)) if data else b""
+    except OSError:
+        return b""
+    finally:
+        raw.settimeout(timeout)
+
+
 def connect_engine(engine: str, parallel: int = 8) -> Any:
     """A docker client on the engine `engine` (an `engine:` value): every call over
     one connection for the life of the process (connect.py); EngineUnreachable
