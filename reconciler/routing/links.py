@@ -27,16 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from reconciler.grants.peers import loopback_peer
 from reconciler.load.engines import EngineAddress, parse_engine
 from reconciler.state.links import read_links, source_for_engine
+from reconciler.net.pipes import pipe_both
+from reconciler.net.procs import die_with_parent
 
 if TYPE_CHECKING:
     from reconciler.grants.forward import ForwardProxy
@@ -49,46 +48,10 @@ SSH_OPTIONS = ("-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o
                "-o", "ConnectTimeout=10")
 
 
-def _pdeathsig() -> Callable[[], None] | None:
-    """Linux: a preexec function that has the kernel end the ssh with the daemon
-    (even a daemon killed with SIGKILL leaves no ssh behind). The daemon forks
-    it from its event loop's thread, which lives as long as the daemon."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up now: the child only calls it
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the daemon died before that: nobody to signal us
-            os._exit(1)
-
-    return preexec
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.close()
 
 
 class Link:
@@ -168,7 +131,7 @@ class Link:
                 log.warning("engine %s: cannot reach the grants proxy at %s:%s: %s", self.engine, *addr, exc)
                 writer.close()
                 return
-            await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+            await pipe_both(reader, writer, up_r, up_w)
             up_w.close()
             writer.close()
         finally:
@@ -210,7 +173,7 @@ class Link:
         argv = self.argv(self.socks_port, back)
         self.proc = proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_pdeathsig(),
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent(),
         )
         log.info("engine %s: ssh link starting (pid %d): %s", self.engine, proc.pid, " ".join(argv))
         self.on_change()

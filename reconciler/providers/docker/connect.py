@@ -22,11 +22,9 @@ import queue
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import requests.exceptions
 
 from reconciler.core.errors import EngineUnavailable
 from reconciler.load.engines import REMOTE_SOCKET, EngineAddress, TLSFiles, parse_engine
+from reconciler.net.procs import die_with_parent
 
 __all__ = ["EngineAddress", "EngineConnection", "EngineUnreachable", "TLSFiles", "parse_engine"]
 
@@ -81,27 +80,6 @@ def _install_cleanup() -> None:
         pass
 
 
-def _pdeathsig() -> Callable[[], None] | None:
-    """On Linux: a preexec function that has the kernel kill the child with this process."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up now: the child only calls it
-    except (OSError, AttributeError):
-        return None
-
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before that: nobody to signal us
-            os._exit(1)
-
-    return preexec
-
-
 class _Spawner:
     """Starts ssh from one thread that lives as long as the process: the parent-death
     signal follows the *thread* that forked, and a worker thread of a pool may end."""
@@ -110,7 +88,7 @@ class _Spawner:
         self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._preexec = _pdeathsig()
+        self._preexec = die_with_parent()
 
     def popen(self, argv: list[str], log: Any) -> subprocess.Popen:
         with self._lock:
