@@ -44,6 +44,12 @@ class Upstreams:
         for _family, _, _, _, sockaddr in infos:
             addr = str(sockaddr[0])
             why = destinations.refusal(addr, local)
+            ip = destinations.parse_ip(addr)
+            if why is None and ip is not None and ip.is_private:
+                # a private address the cached scan does not know may be a bridge made
+                # since (another fleet's network, a second engine): look again, now
+                local = destinations.local_addresses(max_age=0)
+                why = destinations.refusal(addr, local)
             if why:  # one bad address refuses the name: what is vetted is what is connected to
                 literal = destinations.parse_ip(host)
                 said = host if literal is not None and literal == destinations.parse_ip(addr) \
