@@ -485,6 +485,18 @@ def proxy_scenario(ws: Workspace, quick: bool) -> dict | None:
     return data
 
 
+def _figures(name: str, what: str, rounds: int, patterns: dict[str, str], flags: int = 0) -> dict | None:
+    """Run bench/NAME --rounds R --image TINY and read the integer figures `patterns` find
+    in its output; None (said) when it fails or prints something else."""
+    print(f"{what}: bench/{name} --rounds {rounds} --image {TINY} ...", flush=True)
+    s = run_timed([PY, str(BENCH / name), "--rounds", str(rounds), "--image", TINY], timeout=1800)
+    found = {k: re.search(rx, s.output, flags) for k, rx in patterns.items()}
+    if not s.ok or not all(found.values()):
+        print(f"  ! {name} exited {s.code} or printed something else:\n{s.output[-1500:]}", flush=True)
+        return None
+    return {"rounds": rounds, **{k: int(m.group(1)) for k, m in found.items() if m}}
+
+
 _WATCH = {
     "apply_start_ms": r"save -> apply start\s+(-?\d+) ms",
     "agent_running_ms": r"save -> agent running\s+(-?\d+) ms",
@@ -498,14 +510,7 @@ def watch_scenario(ws: Workspace, quick: bool) -> dict | None:
     if not script.exists():
         print("(skipped watch latency: bench/watch_bench.py is not there)", flush=True)
         return None
-    rounds = 2 if quick else 7
-    print(f"watch latency: bench/watch_bench.py --rounds {rounds} --image {TINY} ...", flush=True)
-    s = run_timed([PY, str(script), "--rounds", str(rounds), "--image", TINY], timeout=1800)
-    found = {k: re.search(rx, s.output) for k, rx in _WATCH.items()}
-    if not s.ok or not all(found.values()):
-        print(f"  ! watch_bench.py exited {s.code} or printed something else:\n{s.output[-1500:]}", flush=True)
-        return None
-    return {"rounds": rounds, **{k: int(m.group(1)) for k, m in found.items() if m}}
+    return _figures("watch_bench.py", "watch latency", 2 if quick else 7, _WATCH)
 
 
 _JOIN = {
@@ -519,15 +524,7 @@ _JOIN = {
 
 def join_scenario(ws: Workspace, quick: bool) -> dict | None:
     """7. an agent joining a running shared host, with a port against without one."""
-    script = BENCH / "join_bench.py"
-    rounds = 2 if quick else 5
-    print(f"shared-host join: bench/join_bench.py --rounds {rounds} --image {TINY} ...", flush=True)
-    s = run_timed([PY, str(script), "--rounds", str(rounds), "--image", TINY], timeout=1800)
-    found = {k: re.search(rx, s.output) for k, rx in _JOIN.items()}
-    if not s.ok or not all(found.values()):
-        print(f"  ! join_bench.py exited {s.code} or printed something else:\n{s.output[-1500:]}", flush=True)
-        return None
-    return {"rounds": rounds, **{k: int(m.group(1)) for k, m in found.items() if m}}
+    return _figures("join_bench.py", "shared-host join", 2 if quick else 5, _JOIN)
 
 
 _REMOTE = {
@@ -544,15 +541,7 @@ _REMOTE = {
 
 def remote_scenario(ws: Workspace, quick: bool) -> dict | None:
     """8. a no-op apply on a remote engine against the local one."""
-    script = BENCH / "remote_bench.py"
-    rounds = 2 if quick else 5
-    print(f"remote engine no-op: bench/remote_bench.py --rounds {rounds} --image {TINY} ...", flush=True)
-    s = run_timed([PY, str(script), "--rounds", str(rounds), "--image", TINY], timeout=1800)
-    found = {k: re.search(rx, s.output, re.M) for k, rx in _REMOTE.items()}
-    if not s.ok or not all(found.values()):
-        print(f"  ! remote_bench.py exited {s.code} or printed something else:\n{s.output[-1500:]}", flush=True)
-        return None
-    return {"rounds": rounds, **{k: int(m.group(1)) for k, m in found.items() if m}}
+    return _figures("remote_bench.py", "remote engine no-op", 2 if quick else 5, _REMOTE, re.M)
 
 
 # -- the report -----------------------------------------------------------------------------
