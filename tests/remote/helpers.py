@@ -27,6 +27,11 @@ def ssh_children(parent: int | None = None) -> list[int]:
     return found
 
 
+def sshd_pid(remote) -> int:
+    """The pid of the remote engine's sshd (kill it to make the engine unreachable; `up` starts it again)."""
+    return int(Path(f"/var/lib/fleet-remote/{remote.name}/sshd.pid").read_text())
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

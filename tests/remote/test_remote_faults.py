@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cleanup_fleet, run_fleet, wait_for
-from tests.remote.helpers import alive, ssh_children
+from tests.remote.helpers import alive, ssh_children, sshd_pid
 from tests.watch.proc import WatchProcess
 
 pytestmark = pytest.mark.docker
@@ -88,10 +88,6 @@ class Mixed:
 
     def name(self, agent: str) -> str:
         return f"fleet_{self.fleet}_{agent}"
-
-
-def sshd_pid(remote) -> int:
-    return int(Path(f"/var/lib/fleet-remote/{remote.name}/sshd.pid").read_text())
 
 
 def children_of(pid: int) -> list[int]:
